@@ -1,1 +1,5 @@
-//! placeholder
+//! placeholder: being written (programming model)
+#![forbid(unsafe_code)]
+
+pub mod gpu;
+pub mod placement;

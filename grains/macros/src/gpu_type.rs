@@ -1,0 +1,1 @@
+//! `#[derive(GpuType)]`: owned by the GPU ring-kernel work (issue 3).
