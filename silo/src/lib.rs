@@ -1,1 +1,59 @@
-//! placeholder
+//! The Silica silo: the runtime that hosts grains.
+//!
+//! A silo registers grain implementations, activates a grain on its first call, runs one turn at a
+//! time per activation (with opt-in interleaving), collects idle activations, and shuts down
+//! gracefully. Embed it in your service with [`Silo::builder`]; call grains through the typed
+//! references its [`GrainFactory`](silica_grains::GrainFactory) gives.
+//!
+//! # Layout
+//! - [`silo`]: `Silo` and `SiloBuilder`.
+//! - [`config`]: `SiloConfig`.
+//! - [`error`]: `SiloError`.
+//! - `runtime`: the shared core and the path of a call (HLC merge, checks, cycle detection,
+//!   routing, timeout).
+//! - `catalog`: grain id -> activation(s).
+//! - `activation`: the activation task, its mailbox, turns and timers.
+//! - `registry`: grain types by name.
+//! - `caller`: the task-local turn scope that carries call chains.
+//!
+//! # Example
+//! ```
+//! use silica_grains::{grain, Grain, GrainContext};
+//! use silica_silo::Silo;
+//!
+//! #[grain]
+//! pub trait Greeter {
+//!     async fn greet(&mut self, name: String) -> String;
+//! }
+//!
+//! struct Hello;
+//! impl Grain for Hello {
+//!     type Interface = GreeterRef;
+//!     fn create(_: &GrainContext) -> Self { Hello }
+//! }
+//! impl Greeter for Hello {
+//!     async fn greet(&mut self, name: String) -> String { format!("hello, {name}") }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let silo = Silo::builder().register::<Hello>().start().unwrap();
+//! let greeter: GreeterRef = silo.grain_factory().get("en");
+//! assert_eq!(greeter.greet("ada".into()).await.unwrap(), "hello, ada");
+//! silo.shutdown().await;
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod activation;
+mod caller;
+mod catalog;
+pub mod config;
+pub mod error;
+mod registry;
+mod runtime;
+pub mod silo;
+
+pub use config::SiloConfig;
+pub use error::SiloError;
+pub use silo::{Silo, SiloBuilder};

@@ -1,0 +1,28 @@
+//! Encoding of grain arguments and results: postcard, with typed errors.
+//!
+//! Arguments travel as one tuple in declaration order; results as the method's return type.
+//! In-process calls are encoded too, so a grain never shares memory with its caller and a call
+//! behaves the same whether the grain is local or remote.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{CallError, RejectCode};
+
+/// Encodes arguments or a result.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CallError> {
+    postcard::to_allocvec(value)
+        .map_err(|e| CallError::rejected(RejectCode::BadArguments, format!("encode failed: {e}")))
+}
+
+/// Decodes arguments or a result; trailing bytes are an error, not ignored.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CallError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(CallError::rejected(
+            RejectCode::BadArguments,
+            format!("{} trailing bytes after the encoded value", rest.len()),
+        )),
+        Err(e) => Err(CallError::rejected(RejectCode::BadArguments, format!("decode failed: {e}"))),
+    }
+}

@@ -1,0 +1,131 @@
+//! The catalog: which activations this silo hosts, keyed by grain id (Orleans' `Catalog`).
+//!
+//! A grain has at most one entry; creating it is atomic per dashmap shard, so racing first calls
+//! agree on one activation. Stateless workers have a pool of activations under one entry.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use silica_grains::GrainId;
+use tokio::sync::Notify;
+
+use crate::activation::ActivationHandle;
+use crate::registry::Registration;
+use crate::runtime::SiloInner;
+
+enum CatalogEntry {
+    Single(Arc<ActivationHandle>),
+    /// A stateless worker's local activations.
+    Pool(Vec<Arc<ActivationHandle>>),
+}
+
+/// The activations of one silo.
+pub(crate) struct Catalog {
+    entries: DashMap<GrainId, CatalogEntry>,
+    /// Notified whenever an entry is added or an activation leaves (shutdown waits on it).
+    changed: Notify,
+}
+
+impl Catalog {
+    pub(crate) fn new() -> Self {
+        Self { entries: DashMap::new(), changed: Notify::new() }
+    }
+
+    /// The activation a call to `id` should go to, started if there is none (or, for a stateless
+    /// worker, if every pooled one is busy and the pool has room).
+    pub(crate) fn activation_for(&self, id: &GrainId, silo: &Arc<SiloInner>, registration: &Arc<Registration>) -> Arc<ActivationHandle> {
+        if registration.options.stateless_worker.is_none() {
+            if let Some(entry) = self.entries.get(id) {
+                if let CatalogEntry::Single(handle) = &*entry {
+                    return handle.clone();
+                }
+            }
+        }
+        let spawn = || registration.handler.spawn(id.clone(), silo, registration.clone());
+        match self.entries.entry(id.clone()) {
+            Entry::Occupied(mut occupied) => match occupied.get_mut() {
+                CatalogEntry::Single(handle) => handle.clone(),
+                CatalogEntry::Pool(pool) => {
+                    let max = registration.options.stateless_worker.unwrap_or(1);
+                    pick_worker(pool, max).unwrap_or_else(|| {
+                        let handle = spawn();
+                        pool.push(handle.clone());
+                        handle
+                    })
+                }
+            },
+            Entry::Vacant(vacant) => {
+                let handle = spawn();
+                let entry = match registration.options.stateless_worker {
+                    Some(_) => CatalogEntry::Pool(vec![handle.clone()]),
+                    None => CatalogEntry::Single(handle.clone()),
+                };
+                vacant.insert(entry);
+                self.changed.notify_waiters();
+                handle
+            }
+        }
+    }
+
+    /// Removes `handle` from `id`'s entry (the activation has ended).
+    pub(crate) fn remove(&self, id: &GrainId, handle: &Arc<ActivationHandle>) {
+        let removed = self.entries.remove_if_mut(id, |_, entry| match entry {
+            CatalogEntry::Single(current) => Arc::ptr_eq(current, handle),
+            CatalogEntry::Pool(pool) => {
+                pool.retain(|worker| !Arc::ptr_eq(worker, handle));
+                pool.is_empty()
+            }
+        });
+        let _ = removed;
+        self.changed.notify_waiters();
+    }
+
+    /// Number of activations hosted now.
+    pub(crate) fn activation_count(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|entry| match &*entry {
+                CatalogEntry::Single(_) => 1,
+                CatalogEntry::Pool(pool) => pool.len(),
+            })
+            .sum()
+    }
+
+    /// Every activation not yet asked to shut down, marking each as asked.
+    pub(crate) fn take_unasked_for_shutdown(&self) -> Vec<Arc<ActivationHandle>> {
+        let mut handles = Vec::new();
+        for entry in self.entries.iter() {
+            let workers: &[Arc<ActivationHandle>] = match &*entry {
+                CatalogEntry::Single(handle) => std::slice::from_ref(handle),
+                CatalogEntry::Pool(pool) => pool,
+            };
+            for handle in workers {
+                if !handle.shutdown_sent.swap(true, Ordering::AcqRel) {
+                    handles.push(handle.clone());
+                }
+            }
+        }
+        handles
+    }
+
+    /// Resolves the next time an entry is added or an activation leaves (create it before
+    /// checking the condition it guards, so no change is missed).
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The least busy pooled worker, unless all are busy and the pool may grow.
+fn pick_worker(pool: &[Arc<ActivationHandle>], max: usize) -> Option<Arc<ActivationHandle>> {
+    let least = pool.iter().min_by_key(|worker| worker.queue_depth())?;
+    if least.queue_depth() > 0 && pool.len() < max {
+        return None;
+    }
+    Some(least.clone())
+}

@@ -1,0 +1,30 @@
+//! Silo configuration.
+
+use std::time::Duration;
+
+use silica_clocks::{ClockConfig, NodeId};
+use silica_client::DEFAULT_CALL_TIMEOUT;
+
+/// How a silo behaves. `SiloConfig::default()` suits an embedded silo.
+#[derive(Clone, Debug)]
+pub struct SiloConfig {
+    /// This silo's node id in HLC timestamps and vector clocks.
+    pub node_id: NodeId,
+    /// Timeout for calls that set none.
+    pub default_call_timeout: Duration,
+    /// HLC settings, including how far ahead of local time a received timestamp may be.
+    pub clock: ClockConfig,
+    /// How long graceful shutdown waits for in-flight turns before it aborts them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SiloConfig {
+    fn default() -> Self {
+        Self {
+            node_id: NodeId(0),
+            default_call_timeout: DEFAULT_CALL_TIMEOUT,
+            clock: ClockConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

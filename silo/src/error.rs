@@ -1,0 +1,13 @@
+//! Errors of starting and configuring a silo (call failures are `CallError`).
+
+/// Why a silo could not be built or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SiloError {
+    /// Two registrations used the same grain type name.
+    #[error("grain type {0} is registered twice")]
+    DuplicateGrainType(String),
+    /// `start` was called outside a Tokio runtime.
+    #[error("a silo must start inside a Tokio runtime")]
+    NoRuntime,
+}

@@ -1,0 +1,60 @@
+//! The registry of grain types a silo hosts: name -> how to start an activation of it.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use silica_grains::{Grain, GrainId, GrainOptions, GrainReference, GrainType, Interleave, MethodInfo};
+
+use crate::activation::{self, ActivationHandle};
+use crate::runtime::SiloInner;
+
+/// One registered grain type, with the grain type erased.
+pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
+    /// The interface the type implements.
+    fn interface(&self) -> &'static str;
+    /// The interface's methods.
+    fn methods(&self) -> &'static [MethodInfo];
+    /// Starts an activation task for `id` and returns its handle.
+    fn spawn(&self, id: GrainId, silo: &Arc<SiloInner>, registration: Arc<Registration>) -> Arc<ActivationHandle>;
+}
+
+/// What the catalog needs about a grain type on every call.
+pub(crate) struct Registration {
+    pub(crate) handler: Box<dyn GrainTypeHandler>,
+    pub(crate) options: GrainOptions,
+}
+
+impl Registration {
+    /// How `method` interleaves, or `None` if the interface has no such method.
+    pub(crate) fn method_kind(&self, method: &str) -> Option<Interleave> {
+        self.handler.methods().iter().find(|m| m.name == method).map(|m| m.interleave)
+    }
+}
+
+pub(crate) struct TypedHandler<G> {
+    _grain: PhantomData<fn() -> G>,
+}
+
+impl<G: Grain> TypedHandler<G> {
+    pub(crate) fn new() -> Self {
+        Self { _grain: PhantomData }
+    }
+}
+
+impl<G: Grain> GrainTypeHandler for TypedHandler<G> {
+    fn interface(&self) -> &'static str {
+        <G::Interface as GrainReference>::INTERFACE
+    }
+
+    fn methods(&self) -> &'static [MethodInfo] {
+        <G::Interface as GrainReference>::METHODS
+    }
+
+    fn spawn(&self, id: GrainId, silo: &Arc<SiloInner>, registration: Arc<Registration>) -> Arc<ActivationHandle> {
+        activation::spawn::<G>(id, silo, registration)
+    }
+}
+
+/// Grain type name -> registration. Fixed once the silo starts, so reads need no lock.
+pub(crate) type Registry = HashMap<GrainType, Arc<Registration>>;

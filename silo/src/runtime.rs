@@ -1,0 +1,182 @@
+//! The shared core of a running silo and the path every call takes through it.
+//!
+//! `SiloInner::call` is the receiving side of an envelope: merge the HLC timestamp, check the
+//! grain type, interface and method, refuse call cycles, hand the call to the activation, and wait
+//! for the answer or the deadline.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use silica_client::Envelope;
+use silica_clocks::{HybridClock, wall_clock_ms};
+use silica_grains::{BoxFuture, CallError, GrainFactory, Invoker, RejectCode, Request};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::activation::Call;
+use crate::caller::chain_for_outgoing_call;
+use crate::catalog::Catalog;
+use crate::config::SiloConfig;
+use crate::registry::Registry;
+
+/// Where a silo is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Lifecycle {
+    Running = 0,
+    /// Finishing in-flight work: calls from inside grains are still served, new ones are not.
+    ShuttingDown = 1,
+    Stopped = 2,
+}
+
+pub(crate) struct SiloInner {
+    pub(crate) config: SiloConfig,
+    pub(crate) registry: Registry,
+    pub(crate) catalog: Catalog,
+    pub(crate) clock: HybridClock,
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when shutdown's grace period runs out: activations stop where they are.
+    pub(crate) abort: CancellationToken,
+    lifecycle: AtomicU8,
+    factory: OnceLock<GrainFactory>,
+}
+
+impl SiloInner {
+    pub(crate) fn new(config: SiloConfig, registry: Registry) -> Arc<Self> {
+        let clock = HybridClock::new(config.node_id, config.clock);
+        let inner = Arc::new(Self {
+            config,
+            registry,
+            catalog: Catalog::new(),
+            clock,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            lifecycle: AtomicU8::new(Lifecycle::Running as u8),
+            factory: OnceLock::new(),
+        });
+        let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker { silo: Arc::downgrade(&inner) });
+        let _ = inner.factory.set(GrainFactory::new(invoker));
+        inner
+    }
+
+    /// A factory whose references call into this silo.
+    pub(crate) fn factory(&self) -> GrainFactory {
+        self.factory.get().expect("set in new").clone()
+    }
+
+    pub(crate) fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Ordering::Acquire) {
+            0 => Lifecycle::Running,
+            1 => Lifecycle::ShuttingDown,
+            _ => Lifecycle::Stopped,
+        }
+    }
+
+    pub(crate) fn set_lifecycle(&self, lifecycle: Lifecycle) {
+        self.lifecycle.store(lifecycle as u8, Ordering::Release);
+    }
+
+    /// The envelope for a request made through a reference on this silo.
+    fn envelope(&self, request: Request) -> Envelope {
+        Envelope {
+            target: request.target,
+            interface: Cow::Borrowed(request.interface),
+            method: Cow::Borrowed(request.method),
+            args: request.args,
+            hlc: self.clock.now(wall_clock_ms()),
+            chain: chain_for_outgoing_call(),
+            timeout: request.options.timeout.unwrap_or(self.config.default_call_timeout),
+        }
+    }
+
+    /// Delivers `envelope` and waits for the answer, at most its timeout.
+    pub(crate) async fn call(self: Arc<Self>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+        let timeout = envelope.timeout;
+        let answer = self.route(envelope)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(answer) => answer,
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    /// Checks `envelope` and hands it to its activation; the returned future is the answer.
+    fn route(self: Arc<Self>, envelope: Envelope) -> Result<BoxFuture<'static, Result<Vec<u8>, CallError>>, CallError> {
+        match self.lifecycle() {
+            Lifecycle::Running => {}
+            Lifecycle::ShuttingDown if !envelope.chain.is_empty() => {}
+            _ => return Err(CallError::ShuttingDown),
+        }
+        self.clock
+            .update(envelope.hlc, wall_clock_ms())
+            .map_err(|e| CallError::rejected(RejectCode::ClockSkew, e.to_string()))?;
+        let registration = self.registry.get(&envelope.target.grain_type).cloned().ok_or_else(|| {
+            CallError::rejected(RejectCode::UnknownGrainType, format!("no grain type {} on this silo", envelope.target.grain_type))
+        })?;
+        let interface = registration.handler.interface();
+        if envelope.interface != interface {
+            return Err(CallError::rejected(
+                RejectCode::WrongInterface,
+                format!("grain type {} implements {interface}, not {}", envelope.target.grain_type, envelope.interface),
+            ));
+        }
+        let kind = registration.method_kind(&envelope.method).ok_or_else(|| {
+            CallError::rejected(RejectCode::UnknownMethod, format!("interface {interface} has no method {:?}", envelope.method))
+        })?;
+        if registration.options.stateless_worker.is_none() {
+            if let Some(waiting) = envelope.chain.find(&envelope.target) {
+                if !kind.may_join(waiting.turn, registration.options.reentrant) {
+                    return Err(CallError::CycleDetected { chain: envelope.chain.ids_then(&envelope.target) });
+                }
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let mut call = Call { envelope, kind, reply };
+        let handle = self.catalog.activation_for(&call.envelope.target, &self, &registration);
+        match handle.send(call) {
+            Ok(()) => Ok(Box::pin(receive(answer, self))),
+            Err(returned) => {
+                call = returned;
+                // The activation is deactivating: wait until it is gone, then route again.
+                Ok(Box::pin(async move {
+                    let mut handle = handle;
+                    loop {
+                        handle.gone.cancelled().await;
+                        handle = self.catalog.activation_for(&call.envelope.target, &self, &registration);
+                        match handle.send(call) {
+                            Ok(()) => return receive(answer, self).await,
+                            Err(returned) => call = returned,
+                        }
+                    }
+                }))
+            }
+        }
+    }
+}
+
+async fn receive(answer: oneshot::Receiver<Result<Vec<u8>, CallError>>, silo: Arc<SiloInner>) -> Result<Vec<u8>, CallError> {
+    match answer.await {
+        Ok(result) => result,
+        Err(_) if silo.lifecycle() != Lifecycle::Running => Err(CallError::ShuttingDown),
+        Err(_) => Err(CallError::SiloUnavailable("the activation ended without answering".into())),
+    }
+}
+
+/// The invoker behind references made on a silo. Holds the silo weakly so references kept in
+/// grain state do not keep a stopped silo alive.
+pub(crate) struct SiloInvoker {
+    silo: Weak<SiloInner>,
+}
+
+impl Invoker for SiloInvoker {
+    fn invoke(&self, request: Request) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        match self.silo.upgrade() {
+            Some(silo) => {
+                let envelope = silo.envelope(request);
+                Box::pin(silo.call(envelope))
+            }
+            None => Box::pin(std::future::ready(Err(CallError::ShuttingDown))),
+        }
+    }
+}

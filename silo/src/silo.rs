@@ -1,0 +1,137 @@
+//! `Silo` (the handle users keep) and `SiloBuilder`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use silica_clocks::HybridClock;
+use silica_client::Envelope;
+use silica_grains::{CallError, DeactivationReason, Grain, GrainFactory, GrainReference, GrainType};
+
+use crate::activation::Message;
+use crate::config::SiloConfig;
+use crate::error::SiloError;
+use crate::registry::{Registration, TypedHandler};
+use crate::runtime::{Lifecycle, SiloInner};
+
+/// Builds a silo: register grain types, set options, start.
+#[derive(Default)]
+pub struct SiloBuilder {
+    config: SiloConfig,
+    registrations: Vec<(GrainType, Registration)>,
+}
+
+impl SiloBuilder {
+    /// Hosts grain type `G` under its interface's name.
+    pub fn register<G: Grain>(self) -> Self {
+        self.register_as::<G>(<G::Interface as GrainReference>::grain_type())
+    }
+
+    /// Hosts grain type `G` under an explicit grain type name (for several implementations of
+    /// one interface; reach them with `GrainFactory::get_typed`).
+    pub fn register_as<G: Grain>(mut self, grain_type: GrainType) -> Self {
+        let handler = TypedHandler::<G>::new();
+        let registration = Registration { options: G::options(), handler: Box::new(handler) };
+        self.registrations.push((grain_type, registration));
+        self
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: SiloConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the silo on the current Tokio runtime.
+    pub fn start(self) -> Result<Silo, SiloError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SiloError::NoRuntime);
+        }
+        let mut registry = HashMap::new();
+        for (grain_type, registration) in self.registrations {
+            if registry.contains_key(&grain_type) {
+                return Err(SiloError::DuplicateGrainType(grain_type.to_string()));
+            }
+            registry.insert(grain_type, Arc::new(registration));
+        }
+        Ok(Silo { inner: SiloInner::new(self.config, registry) })
+    }
+}
+
+/// A running silo. Cloning gives another handle to the same silo.
+#[derive(Clone)]
+pub struct Silo {
+    inner: Arc<SiloInner>,
+}
+
+impl Silo {
+    /// A builder with the default configuration and no grain types.
+    pub fn builder() -> SiloBuilder {
+        SiloBuilder::default()
+    }
+
+    /// A factory for typed references whose calls run on this silo.
+    pub fn grain_factory(&self) -> GrainFactory {
+        self.inner.factory()
+    }
+
+    /// The silo's hybrid logical clock.
+    pub fn clock(&self) -> &HybridClock {
+        &self.inner.clock
+    }
+
+    /// Activations hosted now.
+    pub fn activation_count(&self) -> usize {
+        self.inner.catalog.activation_count()
+    }
+
+    /// Delivers an envelope that arrived from elsewhere (a gateway, a silo link) and waits for the
+    /// answer. The envelope's HLC timestamp is merged into the silo clock, or the call is
+    /// rejected if it is too far ahead.
+    pub async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+        self.inner.clone().call(envelope).await
+    }
+
+    /// Whether `shutdown` has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.lifecycle() != Lifecycle::Running
+    }
+
+    /// Graceful shutdown: refuses new calls from outside, lets queued and running calls finish
+    /// (calls they make to other grains are still served), runs every `on_deactivate`, then
+    /// refuses everything with `CallError::ShuttingDown`. Turns still running after
+    /// `SiloConfig::shutdown_grace` are aborted.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.lifecycle() == Lifecycle::Stopped {
+            return;
+        }
+        inner.set_lifecycle(Lifecycle::ShuttingDown);
+        let drained = async {
+            loop {
+                let changed = inner.catalog.changed();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                for handle in inner.catalog.take_unasked_for_shutdown() {
+                    let _ = handle.mailbox.send(Message::Deactivate(DeactivationReason::Shutdown));
+                }
+                if inner.catalog.is_empty() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        if tokio::time::timeout(inner.config.shutdown_grace, drained).await.is_err() {
+            tracing::warn!("shutdown grace period over; aborting the turns still running");
+            inner.abort.cancel();
+        }
+        inner.set_lifecycle(Lifecycle::Stopped);
+        inner.tracker.close();
+        inner.tracker.wait().await;
+    }
+}
+
+impl std::fmt::Debug for Silo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Silo").field("node", &self.inner.config.node_id).finish_non_exhaustive()
+    }
+}
