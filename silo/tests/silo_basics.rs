@@ -1,0 +1,34 @@
+//! Activation on first call, typed calls, grain-to-grain calls and the grain's own errors.
+
+mod common;
+
+use common::*;
+use silica_grains::GrainReference;
+
+// Pins virtual activation: the first call to an id activates it and state persists across calls.
+#[tokio::test]
+async fn first_call_activates_and_state_persists() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("a");
+    assert_eq!(counter.add(2).await.unwrap(), 2);
+    assert_eq!(counter.add(3).await.unwrap(), 5);
+    assert_eq!(counter.get().await.unwrap(), 5);
+    let other: CounterRef = silo.grain_factory().get("b");
+    assert_eq!(other.get().await.unwrap(), 0);
+    assert_eq!(silo.activation_count(), 2);
+    silo.shutdown().await;
+}
+
+// Pins grain-to-grain calls and that a grain's own error type arrives inside Ok.
+#[tokio::test]
+async fn transfer_between_accounts() {
+    let silo = builder().start().unwrap();
+    let alice: AccountRef = silo.grain_factory().get("alice");
+    let bob: AccountRef = silo.grain_factory().get("bob");
+    alice.deposit(100).await.unwrap();
+    assert_eq!(alice.transfer("bob".into(), 30).await.unwrap(), Ok(70));
+    assert_eq!(bob.balance().await.unwrap(), 30);
+    assert_eq!(alice.transfer("bob".into(), 500).await.unwrap(), Err(BankError::Insufficient { balance: 70 }));
+    assert_eq!(alice.id().to_string(), "Account/\"alice\"");
+    silo.shutdown().await;
+}
