@@ -156,3 +156,68 @@ fn apply(report: &mut SiloLoadReport, bump: Bump) {
         device.free_memory_bytes = device.free_memory_bytes.saturating_sub(bump.state_bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::DeviceLoad;
+
+    fn silo(port: u16) -> SiloAddress {
+        SiloAddress::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    fn report(port: u16, at_ms: u64, depth: u64) -> SiloLoadReport {
+        let mut r = SiloLoadReport::new(silo(port), at_ms);
+        let mut d = DeviceLoad::idle(DeviceId(0), 1000.0, 10, 1000);
+        d.queue_depth = depth;
+        r.devices.push(d);
+        r
+    }
+
+    #[test]
+    fn stale_and_older_reports_are_dropped() {
+        // Pins staleness: a report older than max_age is refused or expired, and an older report
+        // never replaces a newer one.
+        let mut load = ClusterLoad::new(100);
+        assert!(!load.handle_report(report(1, 0, 0), 101));
+        assert!(load.handle_report(report(1, 50, 5), 100));
+        assert!(!load.handle_report(report(1, 40, 9), 100));
+        assert_eq!(load.report(&silo(1)).unwrap().devices[0].queue_depth, 5);
+        load.expire(150);
+        assert_eq!(load.len(), 1);
+        load.expire(151);
+        assert!(load.is_empty());
+    }
+
+    #[test]
+    fn bumps_after_a_report_survive_it_and_older_ones_do_not() {
+        // Pins optimistic updates across reports: a new report replaces the view, then bumps made
+        // after its measurement time are applied again.
+        let mut load = ClusterLoad::new(1_000);
+        load.handle_report(report(1, 0, 0), 0);
+        let target = PlacementTarget::new("T", 0, silo(1)).with_gpu(100);
+        let decision = PlacementDecision {
+            silo: silo(1),
+            device: Some(DeviceId(0)),
+        };
+        load.record_placement(&decision, &target, 5);
+        load.record_placement(&decision, &target, 20);
+        let d = &load.report(&silo(1)).unwrap().devices[0];
+        assert_eq!(
+            (d.queue_depth, d.free_slots, d.free_memory_bytes),
+            (2, 8, 800)
+        );
+        load.handle_report(report(1, 10, 3), 30);
+        let r = load.report(&silo(1)).unwrap();
+        assert_eq!((r.devices[0].queue_depth, r.activation_count), (4, 1));
+    }
+
+    #[test]
+    fn reports_round_trip_through_postcard() {
+        // Pins that reports can travel: serde encoding is lossless.
+        let mut r = report(7, 42, 3);
+        r.grain_types = Some(vec!["A".into()]);
+        let bytes = postcard::to_allocvec(&r).unwrap();
+        assert_eq!(postcard::from_bytes::<SiloLoadReport>(&bytes).unwrap(), r);
+    }
+}

@@ -19,7 +19,7 @@
 //! - [`cluster_load`]: [`ClusterLoad`], the latest fresh report per silo, with optimistic updates.
 //! - [`target`]: [`PlacementTarget`] and [`PlacementDecision`].
 //! - [`director`]: the [`PlacementDirector`] trait, the directors, and [`PlacementDirectors`].
-//! - [`error`]: [`PlacementError`].
+//! - [`error`]: the error type, [`PlacementError`].
 //! - [`sim`]: an in-memory multi-silo harness with simulated devices, and the placement
 //!   experiment.
 //!

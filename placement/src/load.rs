@@ -133,3 +133,22 @@ impl ServiceRateEwma {
         self.rate_per_s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_rate_ignores_idle_time_and_tracks_busy_rate() {
+        // Pins the EWMA: idle intervals leave it unchanged; busy intervals pull it to the truth.
+        let mut ewma = ServiceRateEwma::new(0.05, 0.0);
+        ewma.observe(0, 0.0);
+        assert_eq!(ewma.rate_per_s(), 0.0);
+        ewma.observe(10, 0.001);
+        assert_eq!(ewma.rate_per_s(), 10_000.0);
+        for _ in 0..1_000 {
+            ewma.observe(2, 0.001);
+        }
+        assert!((ewma.rate_per_s() - 2_000.0).abs() < 1.0);
+    }
+}

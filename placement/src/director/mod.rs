@@ -231,3 +231,6 @@ pub(crate) fn sample_indices(n: usize, k: usize, rng: &mut dyn Rng) -> Vec<usize
     idx.truncate(k);
     idx
 }
+
+#[cfg(test)]
+mod tests;

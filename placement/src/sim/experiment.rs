@@ -57,11 +57,15 @@ pub struct ExperimentConfig {
     pub burst_multiplier: f64,
     /// How often silos broadcast load reports.
     pub report_interval_ms: u64,
+    /// Ticks at the start that the figures leave out, while the service-rate estimates are
+    /// still learning (silos start out assuming every device is average).
+    pub warmup_ms: u64,
 }
 
 impl Default for ExperimentConfig {
     /// 4 silos with 2 devices each, 2 to 12 messages/ms (42 in all); 90 % load; Zipf 1.0 over
-    /// callers; bursts of 3x for 20 ms starting with probability 1 % per ms; reports every 10 ms.
+    /// callers; bursts of 3x for 20 ms starting with probability 1 % per ms; reports every 10 ms;
+    /// the first 200 ms left out.
     fn default() -> Self {
         let rates = [[8.0, 2.0], [4.0, 4.0], [6.0, 3.0], [12.0, 3.0]];
         Self {
@@ -73,6 +77,7 @@ impl Default for ExperimentConfig {
             burst_ms: 20,
             burst_multiplier: 3.0,
             report_interval_ms: 10,
+            warmup_ms: 200,
         }
     }
 }
@@ -153,7 +158,7 @@ pub fn run(config: &ExperimentConfig, choice: DirectorChoice, seed: u64) -> Expe
     let (mut sum_max, mut sum_mean, mut raw_max, mut raw_mean) = (0.0, 0.0, 0.0, 0.0);
     let (mut placed, mut rejected) = (0u64, 0u64);
 
-    for _ in 0..config.duration_ms {
+    for tick in 0..config.duration_ms {
         for caller in 0..callers {
             if burst_left[caller] == 0 && rng.random_bool(config.burst_prob) {
                 burst_left[caller] = config.burst_ms;
@@ -176,6 +181,10 @@ pub fn run(config: &ExperimentConfig, choice: DirectorChoice, seed: u64) -> Expe
                 }
             }
         }
+        if tick < config.warmup_ms {
+            cluster.advance(1);
+            continue;
+        }
         let (mut max_w, mut sum_w, mut max_q, mut sum_q, mut n) = (0.0f64, 0.0, 0.0f64, 0.0, 0.0);
         for (queue, rate) in cluster.devices() {
             let w = queue as f64 / rate;
@@ -191,7 +200,7 @@ pub fn run(config: &ExperimentConfig, choice: DirectorChoice, seed: u64) -> Expe
         raw_mean += sum_q / n;
         cluster.advance(1);
     }
-    let ticks = config.duration_ms.max(1) as f64;
+    let ticks = config.duration_ms.saturating_sub(config.warmup_ms).max(1) as f64;
     ExperimentOutcome {
         imbalance: ratio(sum_max, sum_mean),
         raw_depth_imbalance: ratio(raw_max, raw_mean),
@@ -216,4 +225,51 @@ fn poisson(lambda: f64, rng: &mut SmallRng) -> u64 {
         count += 1;
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_depth_keeps_imbalance_under_1_25_where_random_exceeds_2() {
+        // Pins the claim on fixed seeds 1 and 2, 1 s simulated each (bounded for debug
+        // builds): with stale reports, skewed bursty callers and devices of different speeds,
+        // queue-depth placement keeps max/mean normalized depth <= 1.25 averaged over the seeds
+        // (one 1 s window alone can reach ~1.37; the 20 s runs in docs/BENCHMARKS.md stay under
+        // 1.25 on every seed), and random placement goes above 2 on every seed.
+        let config = ExperimentConfig {
+            duration_ms: 1_000,
+            ..ExperimentConfig::default()
+        };
+        let mut qd_sum = 0.0;
+        for seed in 1..=2 {
+            let qd = run(
+                &config,
+                DirectorChoice::QueueDepth(QueueDepthConfig::default()),
+                seed,
+            );
+            let random = run(&config, DirectorChoice::Random, seed);
+            assert!(random.imbalance > 2.0, "seed {seed}: random {random:?}");
+            assert!(qd.imbalance < 1.3, "seed {seed}: queue-depth {qd:?}");
+            assert_eq!((qd.rejected, random.rejected), (0, 0));
+            qd_sum += qd.imbalance;
+        }
+        assert!(
+            qd_sum / 2.0 <= 1.25,
+            "mean queue-depth imbalance {}",
+            qd_sum / 2.0
+        );
+    }
+
+    #[test]
+    fn runs_replay_from_the_seed() {
+        // Pins determinism: the same config, director and seed give the same figures.
+        let config = ExperimentConfig {
+            duration_ms: 200,
+            ..ExperimentConfig::default()
+        };
+        let choice = DirectorChoice::QueueDepth(QueueDepthConfig::default());
+        assert_eq!(run(&config, choice, 9), run(&config, choice, 9));
+    }
 }
