@@ -1,0 +1,79 @@
+//! CUDA backends: NVRTC-compiled kernels, the persistent ring, and launch-per-batch.
+//!
+//! libcuda and NVRTC are loaded at run time; without them every entry point returns
+//! [`crate::DeviceError::NoDriver`] / [`crate::DeviceError::NoNvrtc`] rather than panicking.
+
+mod batch;
+mod compile;
+pub(crate) mod driver;
+mod persistent;
+mod source;
+
+use crate::backend::RingBackend;
+use crate::error::{DeviceError, RingError};
+use crate::kernel::Kernel;
+use crate::ring::RingShared;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+pub(crate) fn start<K: Kernel>(shared: Arc<RingShared<K>>, ordinal: usize, persistent: Option<bool>) -> Result<Box<dyn RingBackend<K>>, RingError> {
+    let info = driver::device_info(ordinal)?;
+    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability)?;
+    let usable = info.can_map_host_memory && !info.kernel_timeout;
+    let why = "the device cannot map host memory or has a kernel execution timeout";
+    match persistent {
+        Some(true) if !usable => Err(DeviceError::PersistentUnusable(why.into()).into()),
+        Some(true) => Ok(Box::new(persistent::PersistentBackend::start(shared, ordinal, ptx)?)),
+        Some(false) => batch::start(shared, ordinal, &ptx),
+        None if usable => match persistent::PersistentBackend::start(shared.clone(), ordinal, ptx.clone()) {
+            Ok(b) => Ok(Box::new(b)),
+            Err(RingError::Device(_)) => batch::start(shared, ordinal, &ptx),
+            Err(e) => Err(e),
+        },
+        None => batch::start(shared, ordinal, &ptx),
+    }
+}
+
+fn kernel_ptx<K: Kernel>(ordinal: usize, cc: (i32, i32)) -> Result<Arc<std::ffi::CString>, RingError> {
+    let (src, _) = source::generate::<K>();
+    compile::ptx(K::NAME, &src, ordinal, cc)
+}
+
+/// The generated CUDA source of kernel `K` and the line its handler starts on.
+pub fn generated_source<K: Kernel>() -> (String, usize) {
+    source::generate::<K>()
+}
+
+/// Compiles kernel `K` for device `ordinal` (NVRTC), returning compile errors with the
+/// generated source's line numbers.
+pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
+    let info = driver::device_info(ordinal)?;
+    kernel_ptx::<K>(ordinal, info.compute_capability).map(|_| ())
+}
+
+/// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one CAS
+/// per warp per round). Returns nanoseconds per stamp, amortized over all stamps.
+pub fn bench_hlc_stamp<K: Kernel>(ordinal: usize, blocks: u32, iters: u32) -> Result<f64, RingError> {
+    let info = driver::device_info(ordinal)?;
+    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability)?;
+    let ctx = driver::Context::new(ordinal)?;
+    ctx.bind()?;
+    let module = driver::Module::load(&ptx)?;
+    let stream = driver::new_stream()?;
+    let word = driver::DeviceBuffer::zeroed(16)?;
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let (mut w, mut off, mut it, mut sink) = (word.ptr, 0i64, iters, word.ptr + 8);
+        let mut args: [*mut c_void; 4] = [(&mut w as *mut u64).cast(), (&mut off as *mut i64).cast(), (&mut it as *mut u32).cast(), (&mut sink as *mut u64).cast()];
+        let start = std::time::Instant::now();
+        // SAFETY: arguments match `silica_hlc_bench`; the buffers live in `ctx`.
+        unsafe {
+            driver::launch(module.hlc_bench, blocks, 256, stream, &mut args)?;
+            cudarc::driver::result::stream::synchronize(stream).map_err(driver::check("cuStreamSynchronize"))?;
+        }
+        let stamps = f64::from(blocks) * 256.0 * f64::from(iters);
+        best = best.min(start.elapsed().as_nanos() as f64 / stamps);
+    }
+    drop(ctx);
+    Ok(best)
+}

@@ -1,0 +1,114 @@
+//! Where responses land: one cell per submitted message (or batch), completed by the consumer
+//! and awaited by the caller, who spins briefly before registering a waker (DESIGN §3 rule 10).
+
+use crate::clock::HlcStamp;
+use crate::error::RingError;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// A response and the HLC stamp the device gave it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reply<R> {
+    /// The handler's response.
+    pub response: R,
+    /// The responding clock's stamp, merged from the request's.
+    pub stamp: HlcStamp,
+}
+
+/// What one message ends with.
+pub type Outcome<R> = Result<Reply<R>, RingError>;
+
+/// Results of a run of consecutive ring entries, starting at ring index `first`.
+pub(crate) struct ReplyCell<R> {
+    pub(crate) first: u64,
+    results: Box<[UnsafeCell<Option<Outcome<R>>>]>,
+    remaining: AtomicUsize,
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+// SAFETY: each result is written once by the single consumer that owns its ring entry, before
+// the release decrement of `remaining`; it is read only after `done` is observed with acquire.
+unsafe impl<R: Send> Sync for ReplyCell<R> {}
+// SAFETY: as above; the cell owns `R`s, which are `Send`.
+unsafe impl<R: Send> Send for ReplyCell<R> {}
+
+impl<R> ReplyCell<R> {
+    pub(crate) fn new(first: u64, len: usize) -> Self {
+        Self {
+            first,
+            results: (0..len).map(|_| UnsafeCell::new(None)).collect(),
+            remaining: AtomicUsize::new(len),
+            done: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
+    }
+
+    /// Stores the outcome of ring entry `index`.
+    ///
+    /// # Safety
+    /// Called exactly once per entry of this cell, by the one thread that completes that entry.
+    pub(crate) unsafe fn complete(&self, index: u64, outcome: Outcome<R>) {
+        let at = (index - self.first) as usize;
+        // SAFETY: the caller guarantees exclusive, single write access to this entry.
+        unsafe { *self.results[at].get() = Some(outcome) };
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.store(true, Ordering::Release);
+            let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Takes every outcome; call only after `is_done`, from the cell's one future.
+    fn take_all(&self) -> Vec<Outcome<R>> {
+        self.results
+            .iter()
+            // SAFETY: `done` was observed with acquire, so every writer has finished with its
+            // entry; only the single future that owns this cell reads the entries.
+            .map(|c| unsafe { (*c.get()).take() }.unwrap_or(Err(RingError::ShutDown)))
+            .collect()
+    }
+
+    fn poll_done(&self, cx: &mut Context<'_>, spin: Duration) -> bool {
+        if self.is_done() {
+            return true;
+        }
+        if !spin.is_zero() {
+            let start = Instant::now();
+            while start.elapsed() < spin {
+                for _ in 0..64 {
+                    if self.is_done() {
+                        return true;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        self.is_done()
+    }
+}
+
+/// Waits for a submitted cell to complete.
+pub(crate) struct CellWait<R> {
+    pub(crate) cell: Arc<ReplyCell<R>>,
+    pub(crate) spin: Duration,
+}
+
+impl<R> CellWait<R> {
+    pub(crate) fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Outcome<R>>> {
+        if !self.cell.poll_done(cx, self.spin) {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.cell.take_all())
+    }
+}

@@ -1,0 +1,391 @@
+//! [`Ring`]: one kernel's ring on one device, whichever backend serves it.
+
+use crate::backend::RingBackend;
+use crate::clock::{HlcStamp, HostClock};
+use crate::error::{RingError, RingFault};
+use crate::kernel::Kernel;
+use crate::queue::{INVALID_SLOT, SubmitRing};
+use crate::reply::{CellWait, Outcome, Reply, ReplyCell};
+use crate::slots::{SlotId, SlotStatus, SlotTable};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::Thread;
+use std::time::Duration;
+
+/// Which backend serves a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// CPU reference: the kernel's Rust handler on a host thread.
+    Cpu,
+    /// CUDA persistent ring kernel polling mapped host memory.
+    CudaPersistent,
+    /// CUDA, one kernel launch per batch.
+    CudaBatch,
+    /// wgpu compute dispatch per batch.
+    Wgpu,
+}
+
+/// Which backend to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The CUDA persistent ring on `device`, falling back to CUDA launch-per-batch when the
+    /// persistent ring is unusable there.
+    CudaAuto {
+        /// CUDA device ordinal.
+        device: usize,
+    },
+    /// Exactly this backend (`device` is ignored by CPU and wgpu).
+    Exact {
+        /// The backend.
+        kind: BackendKind,
+        /// CUDA device ordinal or wgpu adapter index.
+        device: usize,
+    },
+}
+
+/// A ring's settings.
+#[derive(Clone, Debug)]
+pub struct RingConfig {
+    /// The backend.
+    pub backend: BackendChoice,
+    /// State slots (activations) the ring can hold.
+    pub slots: u32,
+    /// Ring entries (rounded up to a power of two): messages in flight at once.
+    pub capacity: u32,
+    /// Most messages one device batch takes (batch backends and the kernel's batch).
+    pub max_batch: u32,
+    /// Node id the ring's clock stamps responses with.
+    pub clock_node: u32,
+    /// How long a waiting caller spins on its reply before registering a waker.
+    pub reply_spin: Duration,
+    /// How long the consumer thread spins before parking when idle.
+    pub consumer_spin: Duration,
+    /// A heartbeat older than this is a stall (persistent ring).
+    pub stall_timeout: Duration,
+    /// Worker warps of the persistent kernel (besides the polling warp).
+    pub worker_warps: u32,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Exact { kind: BackendKind::Cpu, device: 0 },
+            slots: 1024,
+            capacity: 4096,
+            max_batch: 1024,
+            clock_node: 0x6770_0000,
+            reply_spin: Duration::from_micros(50),
+            consumer_spin: Duration::from_millis(2),
+            stall_timeout: Duration::from_secs(2),
+            worker_warps: 8,
+        }
+    }
+}
+
+/// A snapshot of a ring's health.
+#[derive(Clone, Debug)]
+pub struct RingHealth {
+    /// The backend serving the ring.
+    pub backend: BackendKind,
+    /// Whether the ring accepts calls.
+    pub running: bool,
+    /// Faults so far (each was followed by a restart).
+    pub faults: u64,
+    /// The latest fault.
+    pub last_fault: Option<Arc<RingFault>>,
+    /// Age of the kernel's last heartbeat (persistent ring only).
+    pub heartbeat_age: Option<Duration>,
+    /// Messages submitted and not yet completed.
+    pub queue_depth: u64,
+    /// Messages completed since start.
+    pub completed: u64,
+}
+
+/// State shared by a ring's handle, its futures and its backend threads.
+pub(crate) struct RingShared<K: Kernel> {
+    pub(crate) queue: SubmitRing<K::Response>,
+    pub(crate) slots: SlotTable,
+    pub(crate) config: RingConfig,
+    pub(crate) clock: HostClock,
+    consumer: Mutex<Option<Thread>>,
+    consumer_sleeping: AtomicBool,
+    faults: AtomicU64,
+    last_fault: Mutex<Option<Arc<RingFault>>>,
+}
+
+impl<K: Kernel> RingShared<K> {
+    pub(crate) fn new(config: RingConfig) -> Self {
+        Self {
+            queue: SubmitRing::new(config.capacity, size_of::<K::Request>()),
+            slots: SlotTable::new(config.slots),
+            clock: HostClock::new(config.clock_node),
+            config,
+            consumer: Mutex::new(None),
+            consumer_sleeping: AtomicBool::new(false),
+            faults: AtomicU64::new(0),
+            last_fault: Mutex::new(None),
+        }
+    }
+
+    /// Registers the calling thread as the consumer producers unpark.
+    pub(crate) fn set_consumer(&self) {
+        *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+    }
+
+    /// Parks the consumer unless `has_work` says there is work (checked after announcing).
+    pub(crate) fn park_consumer(&self, has_work: impl Fn() -> bool, timeout: Duration) {
+        self.consumer_sleeping.store(true, Ordering::SeqCst);
+        if !has_work() {
+            std::thread::park_timeout(timeout);
+        }
+        self.consumer_sleeping.store(false, Ordering::SeqCst);
+    }
+
+    fn wake_consumer(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.consumer_sleeping.load(Ordering::SeqCst) {
+            if let Some(t) = self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Records a fault: fails everything in flight, marks active slots lost.
+    pub(crate) fn fault(&self, kind: crate::error::FaultKind, detail: String) -> Arc<RingFault> {
+        let lost_slots = self.slots.lose_all();
+        let fault = Arc::new(RingFault { kind, lost_slots, detail });
+        self.faults.fetch_add(1, Ordering::SeqCst);
+        *self.last_fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault.clone());
+        self.queue.fail_pending(&RingError::Fault(fault.clone()));
+        fault
+    }
+
+    fn status_error(&self, slot: SlotId) -> Option<RingError> {
+        match self.slots.status(slot) {
+            SlotStatus::Active => None,
+            SlotStatus::Lost => Some(RingError::SlotLost(slot)),
+            _ => Some(RingError::SlotNotActive(slot)),
+        }
+    }
+
+    /// Claims and publishes entries for `items`; `Ok(None)` when the ring is full.
+    fn try_submit(
+        &self,
+        items: &[(SlotId, K::Request)],
+        stamp: HlcStamp,
+    ) -> Result<Option<Arc<ReplyCell<K::Response>>>, RingError> {
+        if let [(slot, _)] = items {
+            if let Some(err) = self.status_error(*slot) {
+                return Err(err);
+            }
+        }
+        let Some(first) = self.queue.claim(items.len() as u64)? else { return Ok(None) };
+        let cell = Arc::new(ReplyCell::new(first, items.len()));
+        for (i, (slot, req)) in items.iter().enumerate() {
+            // Checked after the claim: a concurrent deactivation either sees this entry below
+            // its tail snapshot or this check sees the slot closing (see `deactivate`).
+            let wire = if self.slots.status(*slot) == SlotStatus::Active { slot.0 } else { INVALID_SLOT };
+            self.queue.publish(first + i as u64, wire, stamp.hlc, req, &cell);
+        }
+        self.wake_consumer();
+        Ok(Some(cell))
+    }
+}
+
+/// A ring serving one kernel on one device: activations are state slots, calls are messages.
+pub struct Ring<K: Kernel> {
+    shared: Arc<RingShared<K>>,
+    backend: Box<dyn RingBackend<K>>,
+}
+
+impl<K: Kernel> Ring<K> {
+    /// Starts a ring with `config`'s backend (compiling the kernel where needed).
+    pub fn start(config: RingConfig) -> Result<Self, RingError> {
+        let shared = Arc::new(RingShared::<K>::new(config.clone()));
+        let backend = crate::backend::start(shared.clone(), config.backend)?;
+        Ok(Self { shared, backend })
+    }
+
+    /// The backend serving this ring.
+    pub fn backend(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// Activates a slot with `initial` state.
+    pub fn activate(&self, initial: &K::State) -> Result<SlotId, RingError> {
+        if self.shared.queue.is_closed() {
+            return Err(RingError::ShutDown);
+        }
+        let slot = self.shared.slots.allocate().ok_or(RingError::SlotsExhausted(self.shared.slots.capacity() as usize))?;
+        if let Err(e) = self.backend.write_state(slot, initial) {
+            self.shared.slots.release(slot);
+            return Err(e);
+        }
+        self.shared.slots.set_active(slot);
+        Ok(slot)
+    }
+
+    /// Deactivates a slot after its in-flight messages; returns its final state, or
+    /// [`RingError::SlotLost`] if a fault lost it (the slot is freed either way).
+    pub async fn deactivate(&self, slot: SlotId) -> Result<K::State, RingError> {
+        let was = self.shared.slots.close(slot);
+        if !matches!(was, SlotStatus::Active | SlotStatus::Lost) {
+            return Err(RingError::SlotNotActive(slot));
+        }
+        let upto = self.shared.queue.tail();
+        WaitHead { shared: &self.shared, upto }.await;
+        let state = if was == SlotStatus::Lost { Err(RingError::SlotLost(slot)) } else { self.backend.read_state(slot) };
+        self.shared.slots.release(slot);
+        state
+    }
+
+    /// Sends `request` to `slot`; resolves with the response and its HLC stamp.
+    pub fn submit(&self, slot: SlotId, request: K::Request, stamp: HlcStamp) -> ReplyFuture<K> {
+        ReplyFuture { shared: self.shared.clone(), items: vec![(slot, request)], stamp, wait: None }
+    }
+
+    /// Sends many requests as one run of ring entries (one wake-up, one allocation); resolves
+    /// with one outcome per request, in order. At most `capacity` requests.
+    pub fn submit_batch(&self, items: Vec<(SlotId, K::Request)>, stamp: HlcStamp) -> BatchFuture<K> {
+        BatchFuture(ReplyFuture { shared: self.shared.clone(), items, stamp, wait: None })
+    }
+
+    /// Resolves when every message submitted before the call has completed.
+    pub async fn drain(&self) {
+        let upto = self.shared.queue.tail();
+        WaitHead { shared: &self.shared, upto }.await;
+    }
+
+    /// Stops the ring: new calls fail with [`RingError::ShutDown`], and so does every call
+    /// still in flight that the backend had not finished.
+    pub fn shutdown(&self) {
+        self.shared.queue.close();
+        self.backend.shutdown();
+        self.shared.queue.fail_pending(&RingError::ShutDown);
+    }
+
+    /// Messages submitted and not yet completed.
+    pub fn queue_depth(&self) -> u64 {
+        self.shared.queue.tail() - self.shared.queue.head()
+    }
+
+    /// Messages completed since start (sample twice for a service rate).
+    pub fn completed(&self) -> u64 {
+        self.shared.queue.head()
+    }
+
+    /// Active slots.
+    pub fn active_slots(&self) -> usize {
+        self.shared.slots.active_count()
+    }
+
+    /// A slot's status.
+    pub fn slot_status(&self, slot: SlotId) -> SlotStatus {
+        self.shared.slots.status(slot)
+    }
+
+    /// The ring's health.
+    pub fn health(&self) -> RingHealth {
+        RingHealth {
+            backend: self.backend.kind(),
+            running: !self.shared.queue.is_closed(),
+            faults: self.shared.faults.load(Ordering::SeqCst),
+            last_fault: self.shared.last_fault.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            heartbeat_age: self.backend.heartbeat_age(),
+            queue_depth: self.queue_depth(),
+            completed: self.completed(),
+        }
+    }
+
+    /// Test hook: makes the backend misbehave; returns whether it supports the injection.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: crate::backend::FaultInjection) -> bool {
+        self.backend.inject_fault(fault)
+    }
+}
+
+impl<K: Kernel> Drop for Ring<K> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct WaitHead<'a, K: Kernel> {
+    shared: &'a RingShared<K>,
+    upto: u64,
+}
+
+impl<K: Kernel> Future for WaitHead<'_, K> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.queue.head() >= self.upto || self.shared.queue.is_closed() {
+            return Poll::Ready(());
+        }
+        self.shared.queue.wait(cx.waker());
+        if self.shared.queue.head() >= self.upto || self.shared.queue.is_closed() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// The future of one call: waits for room in the ring, then for the response.
+pub struct ReplyFuture<K: Kernel> {
+    shared: Arc<RingShared<K>>,
+    items: Vec<(SlotId, K::Request)>,
+    stamp: HlcStamp,
+    wait: Option<CellWait<K::Response>>,
+}
+
+impl<K: Kernel> ReplyFuture<K> {
+    fn poll_outcomes(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<Outcome<K::Response>>, RingError>> {
+        if self.wait.is_none() {
+            let cell = match self.shared.try_submit(&self.items, self.stamp) {
+                Ok(Some(cell)) => cell,
+                Ok(None) => {
+                    self.shared.queue.wait(cx.waker());
+                    match self.shared.try_submit(&self.items, self.stamp) {
+                        Ok(Some(cell)) => cell,
+                        Ok(None) => return Poll::Pending,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            self.wait = Some(CellWait { cell, spin: self.shared.config.reply_spin });
+        }
+        let wait = self.wait.as_mut().expect("set above");
+        wait.poll_all(cx).map(|outs| {
+            Ok(outs
+                .into_iter()
+                .zip(&self.items)
+                .map(|(o, (slot, _))| match o {
+                    Err(RingError::SlotNotActive(_)) => Err(RingError::SlotNotActive(*slot)),
+                    other => other,
+                })
+                .collect())
+        })
+    }
+}
+
+impl<K: Kernel> Unpin for ReplyFuture<K> {}
+
+impl<K: Kernel> Future for ReplyFuture<K> {
+    type Output = Result<Reply<K::Response>, RingError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_outcomes(cx).map(|r| r.and_then(|mut v| v.pop().unwrap_or(Err(RingError::ShutDown))))
+    }
+}
+
+/// The future of a batch: one outcome per request, in order.
+pub struct BatchFuture<K: Kernel>(ReplyFuture<K>);
+
+impl<K: Kernel> Future for BatchFuture<K> {
+    type Output = Result<Vec<Outcome<K::Response>>, RingError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll_outcomes(cx)
+    }
+}
