@@ -74,7 +74,6 @@ pub(crate) fn devices() -> Result<Vec<CudaDeviceInfo>, DeviceError> {
 /// kernel is cleared by destroying this context alone.
 pub(crate) struct Context {
     ctx: sys::CUcontext,
-    ordinal: usize,
 }
 
 // SAFETY: a CUcontext handle may be used from any thread once made current there.
@@ -88,12 +87,7 @@ impl Context {
         let dev = result::device::get(ordinal as i32).map_err(|_| DeviceError::NoSuchDevice(ordinal))?;
         // SAFETY: `dev` is valid; null creation parameters are allowed.
         let ctx = unsafe { result::ctx::create_v4(std::ptr::null_mut(), 0, dev) }.map_err(check("cuCtxCreate"))?;
-        Ok(Self { ctx, ordinal })
-    }
-
-    /// The device ordinal.
-    pub(crate) fn ordinal(&self) -> usize {
-        self.ordinal
+        Ok(Self { ctx })
     }
 
     /// Makes the context current on the calling thread.

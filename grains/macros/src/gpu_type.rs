@@ -19,7 +19,7 @@
 //!     fn declare(decls: &mut TypeDecls) {
 //!         // fields' types first, then
 //!         // "struct Particle {\n  float pos[2];\n  unsigned long long ticks;\n};\n"
-//!         // + static_assert(sizeof / offsetof == the Rust values) for NVRTC to check, and
+//!         // + static_assert(sizeof / alignof == the Rust values) for NVRTC to check, and
 //!         // "struct Particle {\n  pos: array<f32, 2>,\n  ticks: vec2<u32>,\n}\n"
 //!     }
 //! }

@@ -56,9 +56,9 @@ pub(crate) fn expand(ty: &GpuStruct, grains: &TokenStream) -> TokenStream {
                     cuda.push_str(&::std::format!(
                         "static_assert(sizeof({0}) == {1}, \"{0}: CUDA size differs from Rust\");\n",
                         #name, ::core::mem::size_of::<Self>()));
-                    #( cuda.push_str(&::std::format!(
-                        "static_assert(__builtin_offsetof({0}, {1}) == {2}, \"{0}.{1}: CUDA offset differs from Rust\");\n",
-                        #name, #field_strs, ::core::mem::offset_of!(Self, #names))); )*
+                    cuda.push_str(&::std::format!(
+                        "static_assert(alignof({0}) == {1}, \"{0}: CUDA alignment differs from Rust\");\n",
+                        #name, ::core::mem::align_of::<Self>()));
                     decls.push(&cuda, &wgsl);
                 }
             }
