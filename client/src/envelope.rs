@@ -67,12 +67,21 @@ impl CallChain {
 
     /// The chain for calls made by `link`'s turn, which runs because of a call with this chain.
     pub fn extended(&self, link: ChainLink) -> CallChain {
-        let links: Vec<ChainLink> = self.links().iter().cloned().chain(std::iter::once(link)).collect();
+        let links: Vec<ChainLink> = self
+            .links()
+            .iter()
+            .cloned()
+            .chain(std::iter::once(link))
+            .collect();
         CallChain(Some(links.into()))
     }
 
     /// The grain ids on the chain followed by `last`, for error messages.
     pub fn ids_then(&self, last: &GrainId) -> Vec<GrainId> {
-        self.links().iter().map(|link| link.grain.clone()).chain(std::iter::once(last.clone())).collect()
+        self.links()
+            .iter()
+            .map(|link| link.grain.clone())
+            .chain(std::iter::once(last.clone()))
+            .collect()
     }
 }

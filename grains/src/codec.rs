@@ -11,7 +11,8 @@ use crate::{CallError, RejectCode};
 
 /// Encodes arguments or a result.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CallError> {
-    postcard::to_allocvec(value)
+    // Small messages are the common case; starting with room for them avoids regrowing.
+    postcard::to_extend(value, Vec::with_capacity(32))
         .map_err(|e| CallError::rejected(RejectCode::BadArguments, format!("encode failed: {e}")))
 }
 
@@ -23,6 +24,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CallError> {
             RejectCode::BadArguments,
             format!("{} trailing bytes after the encoded value", rest.len()),
         )),
-        Err(e) => Err(CallError::rejected(RejectCode::BadArguments, format!("decode failed: {e}"))),
+        Err(e) => Err(CallError::rejected(
+            RejectCode::BadArguments,
+            format!("decode failed: {e}"),
+        )),
     }
 }

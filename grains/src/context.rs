@@ -43,9 +43,13 @@ pub trait ActivationRuntime: Send + Sync + 'static {
     fn deactivate_on_idle(&self);
 }
 
-/// An activation's view of itself and of the runtime.
+/// An activation's view of itself and of the runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct GrainContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
     id: GrainId,
     factory: GrainFactory,
     grain_type_id: TypeId,
@@ -54,18 +58,29 @@ pub struct GrainContext {
 
 impl GrainContext {
     /// A context for an activation of grain type `G` (called by the runtime).
-    pub fn new<G: Grain>(id: GrainId, factory: GrainFactory, runtime: Arc<dyn ActivationRuntime>) -> Self {
-        Self { id, factory, grain_type_id: TypeId::of::<G>(), runtime }
+    pub fn new<G: Grain>(
+        id: GrainId,
+        factory: GrainFactory,
+        runtime: Arc<dyn ActivationRuntime>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                id,
+                factory,
+                grain_type_id: TypeId::of::<G>(),
+                runtime,
+            }),
+        }
     }
 
     /// This grain's id.
     pub fn id(&self) -> &GrainId {
-        &self.id
+        &self.inner.id
     }
 
     /// A factory for references to other grains (and to this one).
     pub fn grain_factory(&self) -> &GrainFactory {
-        &self.factory
+        &self.inner.factory
     }
 
     /// Registers a non-durable timer. Each tick runs `callback` as a turn of this activation, so it
@@ -73,20 +88,25 @@ impl GrainContext {
     ///
     /// # Panics
     /// If `G` is not the grain type of this activation.
-    pub fn register_timer<G, F>(&self, due: Duration, period: Option<Duration>, callback: F) -> TimerHandle
+    pub fn register_timer<G, F>(
+        &self,
+        due: Duration,
+        period: Option<Duration>,
+        callback: F,
+    ) -> TimerHandle
     where
         G: Grain,
         F: for<'a> FnMut(&'a mut G) -> BoxFuture<'a, ()> + Send + 'static,
     {
         assert_eq!(
-            self.grain_type_id,
+            self.inner.grain_type_id,
             TypeId::of::<G>(),
             "register_timer::<{}> called from a context of another grain type",
             std::any::type_name::<G>()
         );
         let cancelled = Arc::new(AtomicBool::new(false));
         let callback: TimerCallback<G> = Box::new(callback);
-        self.runtime.register_timer(TimerRegistration {
+        self.inner.runtime.register_timer(TimerRegistration {
             due,
             period,
             callback: Box::new(callback),
@@ -98,13 +118,15 @@ impl GrainContext {
     /// Asks the runtime to deactivate this grain once the current turn and any queued messages
     /// are done (Orleans `DeactivateOnIdle`).
     pub fn deactivate_on_idle(&self) {
-        self.runtime.deactivate_on_idle();
+        self.inner.runtime.deactivate_on_idle();
     }
 }
 
 impl fmt::Debug for GrainContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrainContext").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("GrainContext")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -51,7 +51,10 @@ pub enum CallError {
 impl CallError {
     /// A `Rejected` error with the given code and message.
     pub fn rejected(code: RejectCode, message: impl Into<String>) -> Self {
-        CallError::Rejected { code, message: message.into() }
+        CallError::Rejected {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The reject code, if this is a rejection.
@@ -64,7 +67,11 @@ impl CallError {
 }
 
 fn format_chain(chain: &[GrainId]) -> String {
-    chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> ")
+    chain
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 /// Why a call was rejected.

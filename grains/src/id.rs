@@ -113,7 +113,10 @@ pub struct GrainId {
 impl GrainId {
     /// The id of the grain of `grain_type` with `key`.
     pub fn new(grain_type: GrainType, key: impl Into<GrainKey>) -> Self {
-        Self { grain_type, key: key.into() }
+        Self {
+            grain_type,
+            key: key.into(),
+        }
     }
 
     /// A stable 64-bit hash of the id (FNV-1a over its encoding), the same in every process.
@@ -145,7 +148,11 @@ mod tests {
         let b = GrainId::new(GrainType::new("Counter"), "b");
         assert_eq!(a.stable_hash(), a.clone().stable_hash());
         assert_ne!(a.stable_hash(), b.stable_hash());
-        assert_eq!(a.stable_hash(), 0x5eb4_fa1f_9a71_a3d5, "hash changed: placement would move");
+        assert_eq!(
+            a.stable_hash(),
+            0x5eb4_fa1f_9a71_a3d5,
+            "hash changed: placement would move"
+        );
     }
 
     // Pins the display form used in logs and errors.

@@ -58,7 +58,9 @@ pub mod reference;
 
 pub use context::{GrainContext, TimerHandle};
 pub use error::{CallError, GrainError, RejectCode};
-pub use grain::{BoxFuture, DeactivationReason, Grain, GrainOptions, Interleave, InterfaceDispatch, MethodInfo};
+pub use grain::{
+    BoxFuture, DeactivationReason, Grain, GrainOptions, InterfaceDispatch, Interleave, MethodInfo,
+};
 pub use id::{GrainId, GrainKey, GrainType};
 pub use placement::{PlacementStrategy, SiloAddress};
 pub use reference::{CallOptions, GrainFactory, GrainReference, Invoker, RawGrainRef, Request};

@@ -39,7 +39,10 @@ pub struct SiloAddress {
 impl SiloAddress {
     /// Creates the address of one silo incarnation.
     pub fn new(endpoint: std::net::SocketAddr, generation: u64) -> Self {
-        Self { endpoint, generation }
+        Self {
+            endpoint,
+            generation,
+        }
     }
 }
 

@@ -52,7 +52,11 @@ pub struct RawGrainRef {
 impl RawGrainRef {
     /// A reference to `id` through `invoker`.
     pub fn new(id: GrainId, invoker: Arc<dyn Invoker>) -> Self {
-        Self { id, invoker, options: CallOptions::default() }
+        Self {
+            id,
+            invoker,
+            options: CallOptions::default(),
+        }
     }
 
     /// The grain this reference names.
@@ -90,7 +94,9 @@ impl RawGrainRef {
 
 impl fmt::Debug for RawGrainRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawGrainRef").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("RawGrainRef")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,8 +155,15 @@ impl GrainFactory {
     }
 
     /// The reference to a grain of an explicitly named grain type, typed as `R`.
-    pub fn get_typed<R: GrainReference>(&self, grain_type: GrainType, key: impl Into<GrainKey>) -> R {
-        R::from_raw(RawGrainRef::new(GrainId::new(grain_type, key), self.invoker.clone()))
+    pub fn get_typed<R: GrainReference>(
+        &self,
+        grain_type: GrainType,
+        key: impl Into<GrainKey>,
+    ) -> R {
+        R::from_raw(RawGrainRef::new(
+            GrainId::new(grain_type, key),
+            self.invoker.clone(),
+        ))
     }
 
     /// The reference to `id`, typed as `R`.

@@ -56,11 +56,18 @@ struct Percentiles {
 fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-    Percentiles { p50: at(0.50), p99: at(0.99) }
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
 }
 
 fn report(name: &str, p: Percentiles) {
-    println!("{name:<52} p50 {:>8.3} us   p99 {:>8.3} us", p.p50.as_secs_f64() * 1e6, p.p99.as_secs_f64() * 1e6);
+    println!(
+        "{name:<52} p50 {:>8.3} us   p99 {:>8.3} us",
+        p.p50.as_secs_f64() * 1e6,
+        p.p99.as_secs_f64() * 1e6
+    );
 }
 
 async fn silica_round_trips(calls: usize) -> Percentiles {
@@ -94,7 +101,8 @@ async fn kameo_round_trips(calls: usize) -> Percentiles {
 }
 
 async fn tokio_round_trips(calls: usize) -> Percentiles {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, tokio::sync::oneshot::Sender<u64>)>();
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<(u64, tokio::sync::oneshot::Sender<u64>)>();
     tokio::spawn(async move {
         let mut total = 0;
         while let Some((n, reply)) = rx.recv().await {
@@ -118,7 +126,9 @@ async fn tokio_round_trips(calls: usize) -> Percentiles {
 /// L2: `callers` tasks, each keeping `depth` calls in flight over `grains` grains.
 async fn silica_throughput(grains: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
     let silo = Silo::builder().register::<AdderGrain>().start().unwrap();
-    let refs: Vec<AdderRef> = (0..grains as i64).map(|k| silo.grain_factory().get(k)).collect();
+    let refs: Vec<AdderRef> = (0..grains as i64)
+        .map(|k| silo.grain_factory().get(k))
+        .collect();
     for r in &refs {
         r.add(0).await.unwrap();
     }
@@ -184,33 +194,84 @@ async fn idle_activations(count: usize) {
     );
     let start = Instant::now();
     silo.shutdown().await;
-    println!("L3 shutdown of {count} activations: {:.2} s", start.elapsed().as_secs_f64());
+    println!(
+        "L3 shutdown of {count} activations: {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let only = std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_owned));
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let calls = if quick { 20_000 } else { 200_000 };
-    let current = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let multi = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let multi = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
 
-    println!("== L1: round trip, one caller, one grain ({calls} calls)");
-    report("silica grain call, current-thread runtime", current().block_on(silica_round_trips(calls)));
-    report("kameo ask, current-thread runtime", current().block_on(kameo_round_trips(calls)));
-    report("tokio mpsc+oneshot ask, current-thread runtime", current().block_on(tokio_round_trips(calls)));
-    report("silica grain call, multi-thread runtime (2 workers)", multi().block_on(async { tokio::spawn(silica_round_trips(calls)).await.unwrap() }));
-    report("kameo ask, multi-thread runtime (2 workers)", multi().block_on(async { tokio::spawn(kameo_round_trips(calls)).await.unwrap() }));
-    report("tokio mpsc+oneshot ask, multi-thread runtime (2 workers)", multi().block_on(async { tokio::spawn(tokio_round_trips(calls)).await.unwrap() }));
-
-    let per_caller = if quick { 20_000 } else { 200_000 };
-    println!("== L2: throughput over 1000 grains, pipelined callers");
-    for (callers, depth) in [(2, 256), (8, 128)] {
-        let rate = multi().block_on(silica_throughput(1000, callers, depth, per_caller));
-        println!("multi-thread (2 workers), {callers} callers x {depth} in flight: {:.2} M calls/s", rate / 1e6);
+    if only.as_deref() == Some("l1-silica") {
+        report(
+            "silica grain call, current-thread runtime",
+            current().block_on(silica_round_trips(calls)),
+        );
+        return;
     }
-    let rate = current().block_on(silica_throughput(1000, 2, 256, per_caller));
-    println!("current-thread, 2 callers x 256 in flight: {:.2} M calls/s", rate / 1e6);
-
-    println!("== L3: idle activations");
-    let count = if quick { 100_000 } else { 1_000_000 };
-    multi().block_on(idle_activations(count));
+    if run("l1") {
+        println!("== L1: round trip, one caller, one grain ({calls} calls)");
+        report(
+            "silica grain call, current-thread runtime",
+            current().block_on(silica_round_trips(calls)),
+        );
+        report(
+            "kameo ask, current-thread runtime",
+            current().block_on(kameo_round_trips(calls)),
+        );
+        report(
+            "tokio mpsc+oneshot ask, current-thread runtime",
+            current().block_on(tokio_round_trips(calls)),
+        );
+        report(
+            "silica grain call, multi-thread runtime (2 workers)",
+            multi().block_on(async { tokio::spawn(silica_round_trips(calls)).await.unwrap() }),
+        );
+        report(
+            "kameo ask, multi-thread runtime (2 workers)",
+            multi().block_on(async { tokio::spawn(kameo_round_trips(calls)).await.unwrap() }),
+        );
+        report(
+            "tokio mpsc+oneshot ask, multi-thread runtime (2 workers)",
+            multi().block_on(async { tokio::spawn(tokio_round_trips(calls)).await.unwrap() }),
+        );
+    }
+    if run("l2") {
+        let per_caller = if quick { 20_000 } else { 200_000 };
+        println!("== L2: throughput over 1000 grains, pipelined callers");
+        for (callers, depth) in [(2, 256), (8, 128)] {
+            let rate = multi().block_on(silica_throughput(1000, callers, depth, per_caller));
+            println!(
+                "multi-thread (2 workers), {callers} callers x {depth} in flight: {:.2} M calls/s",
+                rate / 1e6
+            );
+        }
+        let rate = current().block_on(silica_throughput(1000, 2, 256, per_caller));
+        println!(
+            "current-thread, 2 callers x 256 in flight: {:.2} M calls/s",
+            rate / 1e6
+        );
+    }
+    if run("l3") {
+        println!("== L3: idle activations");
+        let count = if quick { 100_000 } else { 1_000_000 };
+        multi().block_on(idle_activations(count));
+    }
 }

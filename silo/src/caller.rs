@@ -22,7 +22,10 @@ tokio::task_local! {
 }
 
 /// Runs `future` as part of the turn `scope`.
-pub(crate) fn in_turn<F: std::future::Future>(scope: TurnScope, future: F) -> impl std::future::Future<Output = F::Output> {
+pub(crate) fn in_turn<F: std::future::Future>(
+    scope: TurnScope,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
     TURN.scope(scope, future)
 }
 
@@ -30,7 +33,10 @@ pub(crate) fn in_turn<F: std::future::Future>(scope: TurnScope, future: F) -> im
 /// with the running grain inside one. Built only when a grain calls out, not on every turn.
 pub(crate) fn chain_for_outgoing_call() -> CallChain {
     TURN.try_with(|scope| {
-        scope.parent.extended(ChainLink { grain: (*scope.grain).clone(), turn: scope.turn })
+        scope.parent.extended(ChainLink {
+            grain: (*scope.grain).clone(),
+            turn: scope.turn,
+        })
     })
     .unwrap_or_default()
 }

@@ -4,7 +4,6 @@
 //! agree on one activation. Stateless workers have a pool of activations under one entry.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -23,19 +22,27 @@ enum CatalogEntry {
 
 /// The activations of one silo.
 pub(crate) struct Catalog {
-    entries: DashMap<GrainId, CatalogEntry>,
-    /// Notified whenever an entry is added or an activation leaves (shutdown waits on it).
+    entries: DashMap<GrainId, CatalogEntry, foldhash::fast::RandomState>,
+    /// Notified whenever an entry is added or the catalog becomes empty (shutdown waits on it).
     changed: Notify,
 }
 
 impl Catalog {
     pub(crate) fn new() -> Self {
-        Self { entries: DashMap::new(), changed: Notify::new() }
+        Self {
+            entries: DashMap::default(),
+            changed: Notify::new(),
+        }
     }
 
     /// The activation a call to `id` should go to, started if there is none (or, for a stateless
     /// worker, if every pooled one is busy and the pool has room).
-    pub(crate) fn activation_for(&self, id: &GrainId, silo: &Arc<SiloInner>, registration: &Arc<Registration>) -> Arc<ActivationHandle> {
+    pub(crate) fn activation_for(
+        &self,
+        id: &GrainId,
+        silo: &Arc<SiloInner>,
+        registration: &Arc<Registration>,
+    ) -> Arc<ActivationHandle> {
         if registration.options.stateless_worker.is_none() {
             if let Some(entry) = self.entries.get(id) {
                 if let CatalogEntry::Single(handle) = &*entry {
@@ -43,7 +50,11 @@ impl Catalog {
                 }
             }
         }
-        let spawn = || registration.handler.spawn(id.clone(), silo, registration.clone());
+        let spawn = || {
+            registration
+                .handler
+                .spawn(id.clone(), silo, registration.clone())
+        };
         match self.entries.entry(id.clone()) {
             Entry::Occupied(mut occupied) => match occupied.get_mut() {
                 CatalogEntry::Single(handle) => handle.clone(),
@@ -78,8 +89,9 @@ impl Catalog {
                 pool.is_empty()
             }
         });
-        let _ = removed;
-        self.changed.notify_waiters();
+        if removed.is_some() && self.entries.is_empty() {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Number of activations hosted now.
@@ -93,24 +105,17 @@ impl Catalog {
             .sum()
     }
 
-    /// Every activation not yet asked to shut down, marking each as asked.
-    pub(crate) fn take_unasked_for_shutdown(&self) -> Vec<Arc<ActivationHandle>> {
-        let mut handles = Vec::new();
+    /// Calls `f` on every activation.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<ActivationHandle>)) {
         for entry in self.entries.iter() {
-            let workers: &[Arc<ActivationHandle>] = match &*entry {
-                CatalogEntry::Single(handle) => std::slice::from_ref(handle),
-                CatalogEntry::Pool(pool) => pool,
-            };
-            for handle in workers {
-                if !handle.shutdown_sent.swap(true, Ordering::AcqRel) {
-                    handles.push(handle.clone());
-                }
+            match &*entry {
+                CatalogEntry::Single(handle) => f(handle),
+                CatalogEntry::Pool(pool) => pool.iter().for_each(&mut f),
             }
         }
-        handles
     }
 
-    /// Resolves the next time an entry is added or an activation leaves (create it before
+    /// Resolves the next time an entry is added or the catalog empties (create it before
     /// checking the condition it guards, so no change is missed).
     pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()

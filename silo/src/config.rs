@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use silica_clocks::{ClockConfig, NodeId};
 use silica_client::DEFAULT_CALL_TIMEOUT;
+use silica_clocks::{ClockConfig, NodeId};
 
 /// How a silo behaves. `SiloConfig::default()` suits an embedded silo.
 #[derive(Clone, Debug)]

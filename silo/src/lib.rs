@@ -12,6 +12,8 @@
 //! - `runtime`: the shared core and the path of a call (HLC merge, checks, cycle detection,
 //!   routing, timeout).
 //! - `catalog`: grain id -> activation(s).
+//! - `collector`: idle collection.
+//! - `deadline`: call timeouts that arm a timer only for slow answers.
 //! - `activation`: the activation task, its mailbox, turns and timers.
 //! - `registry`: grain types by name.
 //! - `caller`: the task-local turn scope that carries call chains.
@@ -48,7 +50,9 @@
 mod activation;
 mod caller;
 mod catalog;
+mod collector;
 pub mod config;
+mod deadline;
 pub mod error;
 mod registry;
 mod runtime;

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use silica_grains::{Grain, GrainId, GrainOptions, GrainReference, GrainType, Interleave, MethodInfo};
+use silica_grains::{
+    Grain, GrainId, GrainOptions, GrainReference, GrainType, Interleave, MethodInfo,
+};
 
 use crate::activation::{self, ActivationHandle};
 use crate::runtime::SiloInner;
@@ -16,7 +18,12 @@ pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
     /// The interface's methods.
     fn methods(&self) -> &'static [MethodInfo];
     /// Starts an activation task for `id` and returns its handle.
-    fn spawn(&self, id: GrainId, silo: &Arc<SiloInner>, registration: Arc<Registration>) -> Arc<ActivationHandle>;
+    fn spawn(
+        &self,
+        id: GrainId,
+        silo: &Arc<SiloInner>,
+        registration: Arc<Registration>,
+    ) -> Arc<ActivationHandle>;
 }
 
 /// What the catalog needs about a grain type on every call.
@@ -28,7 +35,11 @@ pub(crate) struct Registration {
 impl Registration {
     /// How `method` interleaves, or `None` if the interface has no such method.
     pub(crate) fn method_kind(&self, method: &str) -> Option<Interleave> {
-        self.handler.methods().iter().find(|m| m.name == method).map(|m| m.interleave)
+        self.handler
+            .methods()
+            .iter()
+            .find(|m| m.name == method)
+            .map(|m| m.interleave)
     }
 }
 
@@ -38,7 +49,9 @@ pub(crate) struct TypedHandler<G> {
 
 impl<G: Grain> TypedHandler<G> {
     pub(crate) fn new() -> Self {
-        Self { _grain: PhantomData }
+        Self {
+            _grain: PhantomData,
+        }
     }
 }
 
@@ -51,10 +64,15 @@ impl<G: Grain> GrainTypeHandler for TypedHandler<G> {
         <G::Interface as GrainReference>::METHODS
     }
 
-    fn spawn(&self, id: GrainId, silo: &Arc<SiloInner>, registration: Arc<Registration>) -> Arc<ActivationHandle> {
+    fn spawn(
+        &self,
+        id: GrainId,
+        silo: &Arc<SiloInner>,
+        registration: Arc<Registration>,
+    ) -> Arc<ActivationHandle> {
         activation::spawn::<G>(id, silo, registration)
     }
 }
 
 /// Grain type name -> registration. Fixed once the silo starts, so reads need no lock.
-pub(crate) type Registry = HashMap<GrainType, Arc<Registration>>;
+pub(crate) type Registry = HashMap<GrainType, Arc<Registration>, foldhash::fast::RandomState>;

@@ -15,11 +15,12 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::activation::Call;
+use crate::activation::{ActivationHandle, Call};
 use crate::caller::chain_for_outgoing_call;
 use crate::catalog::Catalog;
 use crate::config::SiloConfig;
-use crate::registry::Registry;
+use crate::deadline::Deadline;
+use crate::registry::{Registration, Registry};
 
 /// Where a silo is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +38,8 @@ pub(crate) struct SiloInner {
     pub(crate) catalog: Catalog,
     pub(crate) clock: HybridClock,
     pub(crate) tracker: TaskTracker,
-    /// Cancelled when shutdown's grace period runs out: activations stop where they are.
-    pub(crate) abort: CancellationToken,
+    /// Cancelled when shutdown begins: stops the idle collector.
+    pub(crate) stopping: CancellationToken,
     lifecycle: AtomicU8,
     factory: OnceLock<GrainFactory>,
 }
@@ -52,11 +53,13 @@ impl SiloInner {
             catalog: Catalog::new(),
             clock,
             tracker: TaskTracker::new(),
-            abort: CancellationToken::new(),
+            stopping: CancellationToken::new(),
             lifecycle: AtomicU8::new(Lifecycle::Running as u8),
             factory: OnceLock::new(),
         });
-        let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker { silo: Arc::downgrade(&inner) });
+        let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker {
+            silo: Arc::downgrade(&inner),
+        });
         let _ = inner.factory.set(GrainFactory::new(invoker));
         inner
     }
@@ -87,80 +90,144 @@ impl SiloInner {
             args: request.args,
             hlc: self.clock.now(wall_clock_ms()),
             chain: chain_for_outgoing_call(),
-            timeout: request.options.timeout.unwrap_or(self.config.default_call_timeout),
+            timeout: request
+                .options
+                .timeout
+                .unwrap_or(self.config.default_call_timeout),
         }
+    }
+
+    /// Receives an envelope from outside this silo: merges its HLC timestamp (rejecting one too
+    /// far ahead), then delivers it. Envelopes made by this silo's own references skip the merge:
+    /// they were stamped by this very clock.
+    pub(crate) async fn receive(self: Arc<Self>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+        self.clock
+            .update(envelope.hlc, wall_clock_ms())
+            .map_err(|e| CallError::rejected(RejectCode::ClockSkew, e.to_string()))?;
+        self.call(envelope).await
     }
 
     /// Delivers `envelope` and waits for the answer, at most its timeout.
     pub(crate) async fn call(self: Arc<Self>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
         let timeout = envelope.timeout;
-        let answer = self.route(envelope)?;
-        match tokio::time::timeout(timeout, answer).await {
+        let answered = async {
+            let (routed, answer) = self.route(envelope)?;
+            if let Routed::Deactivating(handle, call) = routed {
+                self.wait_and_resend(handle, call).await;
+            }
+            self.answer(answer).await
+        };
+        match Deadline::new(answered, timeout).await {
             Ok(answer) => answer,
             Err(_) => Err(CallError::Timeout(timeout)),
         }
     }
 
-    /// Checks `envelope` and hands it to its activation; the returned future is the answer.
-    fn route(self: Arc<Self>, envelope: Envelope) -> Result<BoxFuture<'static, Result<Vec<u8>, CallError>>, CallError> {
+    /// Checks `envelope` and hands it to its activation.
+    fn route(self: &Arc<Self>, envelope: Envelope) -> Result<(Routed, Answer), CallError> {
         match self.lifecycle() {
             Lifecycle::Running => {}
             Lifecycle::ShuttingDown if !envelope.chain.is_empty() => {}
             _ => return Err(CallError::ShuttingDown),
         }
-        self.clock
-            .update(envelope.hlc, wall_clock_ms())
-            .map_err(|e| CallError::rejected(RejectCode::ClockSkew, e.to_string()))?;
-        let registration = self.registry.get(&envelope.target.grain_type).cloned().ok_or_else(|| {
-            CallError::rejected(RejectCode::UnknownGrainType, format!("no grain type {} on this silo", envelope.target.grain_type))
+        let registration = self.registration(&envelope)?;
+        let kind = registration.method_kind(&envelope.method).ok_or_else(|| {
+            CallError::rejected(
+                RejectCode::UnknownMethod,
+                format!(
+                    "interface {} has no method {:?}",
+                    envelope.interface, envelope.method
+                ),
+            )
+        })?;
+        if registration.options.stateless_worker.is_none() {
+            if let Some(waiting) = envelope.chain.find(&envelope.target) {
+                if !kind.may_join(waiting.turn, registration.options.reentrant) {
+                    return Err(CallError::CycleDetected {
+                        chain: envelope.chain.ids_then(&envelope.target),
+                    });
+                }
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let call = Box::new(Call {
+            envelope,
+            kind,
+            reply,
+        });
+        let handle = self
+            .catalog
+            .activation_for(&call.envelope.target, self, registration);
+        let routed = match handle.send(call) {
+            Ok(()) => Routed::Sent,
+            Err(call) => Routed::Deactivating(handle, call),
+        };
+        Ok((routed, answer))
+    }
+
+    /// The registration of the envelope's grain type, if it implements the envelope's interface.
+    fn registration(&self, envelope: &Envelope) -> Result<&Arc<Registration>, CallError> {
+        let grain_type = &envelope.target.grain_type;
+        let registration = self.registry.get(grain_type).ok_or_else(|| {
+            CallError::rejected(
+                RejectCode::UnknownGrainType,
+                format!("no grain type {grain_type} on this silo"),
+            )
         })?;
         let interface = registration.handler.interface();
         if envelope.interface != interface {
             return Err(CallError::rejected(
                 RejectCode::WrongInterface,
-                format!("grain type {} implements {interface}, not {}", envelope.target.grain_type, envelope.interface),
+                format!(
+                    "grain type {grain_type} implements {interface}, not {}",
+                    envelope.interface
+                ),
             ));
         }
-        let kind = registration.method_kind(&envelope.method).ok_or_else(|| {
-            CallError::rejected(RejectCode::UnknownMethod, format!("interface {interface} has no method {:?}", envelope.method))
-        })?;
-        if registration.options.stateless_worker.is_none() {
-            if let Some(waiting) = envelope.chain.find(&envelope.target) {
-                if !kind.may_join(waiting.turn, registration.options.reentrant) {
-                    return Err(CallError::CycleDetected { chain: envelope.chain.ids_then(&envelope.target) });
-                }
+        Ok(registration)
+    }
+
+    /// The activation was deactivating when the call arrived: wait until it is gone, then send
+    /// the call to its successor.
+    async fn wait_and_resend(
+        self: &Arc<Self>,
+        mut handle: Arc<ActivationHandle>,
+        mut call: Box<Call>,
+    ) {
+        loop {
+            handle.gone.wait().await;
+            let Some(registration) = self.registry.get(&call.envelope.target.grain_type) else {
+                return;
+            };
+            handle = self
+                .catalog
+                .activation_for(&call.envelope.target, self, registration);
+            match handle.send(call) {
+                Ok(()) => return,
+                Err(returned) => call = returned,
             }
         }
-        let (reply, answer) = oneshot::channel();
-        let mut call = Call { envelope, kind, reply };
-        let handle = self.catalog.activation_for(&call.envelope.target, &self, &registration);
-        match handle.send(call) {
-            Ok(()) => Ok(Box::pin(receive(answer, self))),
-            Err(returned) => {
-                call = returned;
-                // The activation is deactivating: wait until it is gone, then route again.
-                Ok(Box::pin(async move {
-                    let mut handle = handle;
-                    loop {
-                        handle.gone.cancelled().await;
-                        handle = self.catalog.activation_for(&call.envelope.target, &self, &registration);
-                        match handle.send(call) {
-                            Ok(()) => return receive(answer, self).await,
-                            Err(returned) => call = returned,
-                        }
-                    }
-                }))
-            }
+    }
+
+    async fn answer(&self, answer: Answer) -> Result<Vec<u8>, CallError> {
+        match answer.await {
+            Ok(result) => result,
+            Err(_) if self.lifecycle() != Lifecycle::Running => Err(CallError::ShuttingDown),
+            Err(_) => Err(CallError::SiloUnavailable(
+                "the activation ended without answering".into(),
+            )),
         }
     }
 }
 
-async fn receive(answer: oneshot::Receiver<Result<Vec<u8>, CallError>>, silo: Arc<SiloInner>) -> Result<Vec<u8>, CallError> {
-    match answer.await {
-        Ok(result) => result,
-        Err(_) if silo.lifecycle() != Lifecycle::Running => Err(CallError::ShuttingDown),
-        Err(_) => Err(CallError::SiloUnavailable("the activation ended without answering".into())),
-    }
+type Answer = oneshot::Receiver<Result<Vec<u8>, CallError>>;
+
+/// Where a routed call went.
+enum Routed {
+    /// Into the activation's mailbox.
+    Sent,
+    /// Nowhere yet: the activation's mailbox had closed because it is deactivating.
+    Deactivating(Arc<ActivationHandle>, Box<Call>),
 }
 
 /// The invoker behind references made on a silo. Holds the silo weakly so references kept in

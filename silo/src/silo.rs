@@ -1,16 +1,16 @@
 //! `Silo` (the handle users keep) and `SiloBuilder`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use silica_clocks::HybridClock;
 use silica_client::Envelope;
-use silica_grains::{CallError, DeactivationReason, Grain, GrainFactory, GrainReference, GrainType};
+use silica_clocks::HybridClock;
+use silica_grains::{
+    CallError, DeactivationReason, Grain, GrainFactory, GrainReference, GrainType,
+};
 
-use crate::activation::Message;
 use crate::config::SiloConfig;
 use crate::error::SiloError;
-use crate::registry::{Registration, TypedHandler};
+use crate::registry::{Registration, Registry, TypedHandler};
 use crate::runtime::{Lifecycle, SiloInner};
 
 /// Builds a silo: register grain types, set options, start.
@@ -30,7 +30,10 @@ impl SiloBuilder {
     /// one interface; reach them with `GrainFactory::get_typed`).
     pub fn register_as<G: Grain>(mut self, grain_type: GrainType) -> Self {
         let handler = TypedHandler::<G>::new();
-        let registration = Registration { options: G::options(), handler: Box::new(handler) };
+        let registration = Registration {
+            options: G::options(),
+            handler: Box::new(handler),
+        };
         self.registrations.push((grain_type, registration));
         self
     }
@@ -46,14 +49,16 @@ impl SiloBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(SiloError::NoRuntime);
         }
-        let mut registry = HashMap::new();
+        let mut registry = Registry::default();
         for (grain_type, registration) in self.registrations {
             if registry.contains_key(&grain_type) {
                 return Err(SiloError::DuplicateGrainType(grain_type.to_string()));
             }
             registry.insert(grain_type, Arc::new(registration));
         }
-        Ok(Silo { inner: SiloInner::new(self.config, registry) })
+        let inner = SiloInner::new(self.config, registry);
+        crate::collector::start(&inner);
+        Ok(Silo { inner })
     }
 }
 
@@ -88,7 +93,12 @@ impl Silo {
     /// answer. The envelope's HLC timestamp is merged into the silo clock, or the call is
     /// rejected if it is too far ahead.
     pub async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, CallError> {
-        self.inner.clone().call(envelope).await
+        self.inner.clone().receive(envelope).await
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner_for_tests(&self) -> &Arc<SiloInner> {
+        &self.inner
     }
 
     /// Whether `shutdown` has begun.
@@ -106,23 +116,31 @@ impl Silo {
             return;
         }
         inner.set_lifecycle(Lifecycle::ShuttingDown);
+        inner.stopping.cancel();
         let drained = async {
             loop {
                 let changed = inner.catalog.changed();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                for handle in inner.catalog.take_unasked_for_shutdown() {
-                    let _ = handle.mailbox.send(Message::Deactivate(DeactivationReason::Shutdown));
-                }
+                inner
+                    .catalog
+                    .for_each(|handle| handle.request_deactivation(DeactivationReason::Shutdown));
                 if inner.catalog.is_empty() {
                     return;
                 }
                 changed.await;
             }
         };
-        if tokio::time::timeout(inner.config.shutdown_grace, drained).await.is_err() {
+        if tokio::time::timeout(inner.config.shutdown_grace, drained)
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace period over; aborting the turns still running");
-            inner.abort.cancel();
+            inner.catalog.for_each(|handle| {
+                if let Some(task) = handle.abort.get() {
+                    task.abort();
+                }
+            });
         }
         inner.set_lifecycle(Lifecycle::Stopped);
         inner.tracker.close();
@@ -132,6 +150,8 @@ impl Silo {
 
 impl std::fmt::Debug for Silo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Silo").field("node", &self.inner.config.node_id).finish_non_exhaustive()
+        f.debug_struct("Silo")
+            .field("node", &self.inner.config.node_id)
+            .finish_non_exhaustive()
     }
 }

@@ -28,7 +28,10 @@ async fn transfer_between_accounts() {
     alice.deposit(100).await.unwrap();
     assert_eq!(alice.transfer("bob".into(), 30).await.unwrap(), Ok(70));
     assert_eq!(bob.balance().await.unwrap(), 30);
-    assert_eq!(alice.transfer("bob".into(), 500).await.unwrap(), Err(BankError::Insufficient { balance: 70 }));
+    assert_eq!(
+        alice.transfer("bob".into(), 500).await.unwrap(),
+        Err(BankError::Insufficient { balance: 70 })
+    );
     assert_eq!(alice.id().to_string(), "Account/\"alice\"");
     silo.shutdown().await;
 }

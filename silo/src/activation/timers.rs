@@ -3,16 +3,15 @@
 //! a time: a slow callback delays the next tick instead of piling them up.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use silica_grains::context::{TimerCallback, TimerRegistration};
 use silica_grains::{BoxFuture, Grain};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Message;
+use super::{ActivationHandle, Message};
 
 struct Timer<G> {
     callback: TimerCallback<G>,
@@ -26,21 +25,32 @@ struct Timer<G> {
 pub(super) struct Timers<G> {
     timers: HashMap<u64, Timer<G>>,
     next_id: u64,
-    mailbox: mpsc::WeakUnboundedSender<Message>,
+    handle: Weak<ActivationHandle>,
     tracker: TaskTracker,
-    /// Cancels every ticker task of the current grain instance.
-    stop: CancellationToken,
+    /// Cancels every ticker task of the current grain instance; made with the first timer.
+    stop: Option<CancellationToken>,
 }
 
 impl<G: Grain> Timers<G> {
-    pub(super) fn new(mailbox: mpsc::WeakUnboundedSender<Message>, tracker: TaskTracker) -> Self {
-        Self { timers: HashMap::new(), next_id: 0, mailbox, tracker, stop: CancellationToken::new() }
+    pub(super) fn new(handle: Weak<ActivationHandle>, tracker: TaskTracker) -> Self {
+        Self {
+            timers: HashMap::new(),
+            next_id: 0,
+            handle,
+            tracker,
+            stop: None,
+        }
     }
 
     /// Starts the timer; a callback of another grain type is dropped with an error log (the
     /// context checks the type, so this does not happen through the public API).
     pub(super) fn add(&mut self, registration: TimerRegistration) {
-        let TimerRegistration { due, period, callback, cancelled } = registration;
+        let TimerRegistration {
+            due,
+            period,
+            callback,
+            cancelled,
+        } = registration;
         let Ok(callback) = callback.downcast::<TimerCallback<G>>() else {
             tracing::error!("timer callback for another grain type ignored");
             return;
@@ -48,8 +58,17 @@ impl<G: Grain> Timers<G> {
         let id = self.next_id;
         self.next_id += 1;
         let queued = Arc::new(AtomicBool::new(false));
-        self.timers.insert(id, Timer { callback: *callback, cancelled: cancelled.clone(), queued: queued.clone(), one_shot: period.is_none() });
-        let (mailbox, stop) = (self.mailbox.clone(), self.stop.clone());
+        self.timers.insert(
+            id,
+            Timer {
+                callback: *callback,
+                cancelled: cancelled.clone(),
+                queued: queued.clone(),
+                one_shot: period.is_none(),
+            },
+        );
+        let stop = self.stop.get_or_insert_with(CancellationToken::new).clone();
+        let handle = self.handle.clone();
         self.tracker.spawn(async move {
             let mut delay = due;
             loop {
@@ -61,8 +80,10 @@ impl<G: Grain> Timers<G> {
                     return;
                 }
                 if !queued.swap(true, Ordering::AcqRel) {
-                    let Some(mailbox) = mailbox.upgrade() else { return };
-                    if mailbox.send(Message::Tick(id)).is_err() {
+                    let Some(handle) = handle.upgrade() else {
+                        return;
+                    };
+                    if handle.mailbox.send(Message::Tick(id)).is_err() {
                         return;
                     }
                 }
@@ -92,8 +113,9 @@ impl<G: Grain> Timers<G> {
 
     /// Stops every timer (the instance they belong to is gone).
     pub(super) fn cancel_all(&mut self) {
-        self.stop.cancel();
-        self.stop = CancellationToken::new();
+        if let Some(stop) = self.stop.take() {
+            stop.cancel();
+        }
         self.timers.clear();
     }
 }

@@ -15,30 +15,25 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use silica_grains::{
-    BoxFuture, CallError, DeactivationReason, Grain, GrainContext, GrainId, Interleave, InterfaceDispatch, RejectCode,
+    BoxFuture, CallError, DeactivationReason, Grain, GrainContext, GrainId, InterfaceDispatch,
+    Interleave, RejectCode,
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::timers::Timers;
-use super::{ActivationHandle, Call, ContextRuntime, Message};
+use super::{ActivationHandle, Call, Message};
 use crate::caller::{TurnScope, in_turn};
 use crate::registry::Registration;
 use crate::runtime::SiloInner;
 
 pub(super) struct Activation<G: Grain> {
     id: Arc<GrainId>,
-    inbox: mpsc::UnboundedReceiver<Message>,
     handle: Arc<ActivationHandle>,
-    runtime: Arc<ContextRuntime>,
     context: GrainContext,
     silo: Arc<SiloInner>,
     registration: Arc<Registration>,
     /// `None` before the first call, and after a panic dropped the instance.
     grain: Option<G>,
     timers: Timers<G>,
-    /// Calls handled; idle collection compares it across an idle period.
-    calls: u64,
 }
 
 /// What a finished call reports to the activation loop.
@@ -50,58 +45,56 @@ struct Outcome {
 impl<G: Grain> Activation<G> {
     pub(super) fn new(
         id: GrainId,
-        inbox: mpsc::UnboundedReceiver<Message>,
         handle: Arc<ActivationHandle>,
-        runtime: Arc<ContextRuntime>,
         context: GrainContext,
         silo: Arc<SiloInner>,
         registration: Arc<Registration>,
     ) -> Self {
-        let timers = Timers::new(runtime.mailbox.clone(), silo.tracker.clone());
-        Self { id: Arc::new(id), inbox, handle, runtime, context, silo, registration, grain: None, timers, calls: 0 }
+        let timers = Timers::new(Arc::downgrade(&handle), silo.tracker.clone());
+        Self {
+            id: Arc::new(id),
+            handle,
+            context,
+            silo,
+            registration,
+            grain: None,
+            timers,
+        }
     }
 
     pub(super) async fn run(mut self) {
-        let reason = self.serve().await;
-        if let Some(reason) = reason {
-            self.finish(reason).await;
+        // Leaves the catalog even if the task is aborted at the end of shutdown's grace period.
+        let _exit = ExitGuard {
+            silo: self.silo.clone(),
+            id: self.id.clone(),
+            handle: self.handle.clone(),
+        };
+        if let Some(reason) = self.serve().await {
+            // Boxed, like the other rare paths, so an idle activation's task stays small.
+            Box::pin(self.finish(reason)).await;
         }
         self.timers.cancel_all();
-        self.silo.catalog.remove(&self.id, &self.handle);
-        self.handle.gone.cancel();
     }
 
-    /// Serves messages until it is time to deactivate; `None` if shutdown's grace ran out.
+    /// Serves messages until it is time to deactivate. Idle collection and shutdown arrive as
+    /// `Message::Deactivate`, so waiting costs nothing but the mailbox.
     async fn serve(&mut self) -> Option<DeactivationReason> {
-        let idle_after = self.registration.options.idle_after;
-        let abort = self.silo.abort.clone();
         let mut next: Option<Message> = None;
-        let mut idle = Box::pin(tokio::time::sleep(idle_after));
-        let mut calls_at_arm = self.calls;
         loop {
             let message = match next.take() {
                 Some(message) => message,
-                None => tokio::select! {
-                    biased;
-                    _ = abort.cancelled() => return None,
-                    message = self.inbox.recv() => message?,
-                    _ = &mut idle => {
-                        if self.calls == calls_at_arm && self.handle.queue_depth() == 0 {
-                            return Some(DeactivationReason::Idle);
-                        }
-                        calls_at_arm = self.calls;
-                        idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
-                        continue;
-                    }
-                },
+                None => self.handle.mailbox.recv().await?,
             };
             match message {
-                Message::Call(call) => next = self.call(call, &abort).await,
-                Message::Tick(timer) => self.tick(timer).await,
-                Message::AddTimer(timer) => self.timers.add(timer),
+                Message::Call(call) => next = self.call(call).await,
+                Message::Tick(timer) => Box::pin(self.tick(timer)).await,
+                Message::AddTimer(timer) => self.timers.add(*timer),
                 Message::Deactivate(reason) => return Some(reason),
             }
-            if self.runtime.deactivate_requested.load(Ordering::Acquire) && next.is_none() && self.inbox.is_empty() {
+            if self.handle.deactivate_requested.load(Ordering::Acquire)
+                && next.is_none()
+                && self.handle.mailbox.is_empty()
+            {
                 return Some(DeactivationReason::Requested);
             }
         }
@@ -109,23 +102,26 @@ impl<G: Grain> Activation<G> {
 
     /// Closes the mailbox, serves what was already queued, and runs `on_deactivate`.
     async fn finish(&mut self, reason: DeactivationReason) {
-        self.inbox.close();
-        let abort = self.silo.abort.clone();
+        self.handle.mailbox.close();
         let mut next = None;
         loop {
             let message = match next.take() {
                 Some(message) => message,
-                None => match self.inbox.recv().await {
+                None => match self.handle.mailbox.recv().await {
                     Some(message) => message,
                     None => break,
                 },
             };
             if let Message::Call(call) = message {
-                next = self.call(call, &abort).await;
+                next = self.call(call).await;
             }
         }
         if let Some(grain) = self.grain.as_mut() {
-            if AssertUnwindSafe(grain.on_deactivate(reason)).catch_unwind().await.is_err() {
+            if AssertUnwindSafe(grain.on_deactivate(reason))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
                 tracing::error!(grain = %self.id, "on_deactivate panicked");
             }
         }
@@ -133,47 +129,51 @@ impl<G: Grain> Activation<G> {
 
     /// Runs a call (and, for `&self` calls, everything that may interleave with it). Returns a
     /// message taken from the mailbox that could not join the phase and must run next.
-    async fn call(&mut self, call: Call, abort: &CancellationToken) -> Option<Message> {
-        self.calls += 1;
-        if !self.ensure_active(&call).await {
+    async fn call(&mut self, call: Box<Call>) -> Option<Message> {
+        if self.grain.is_none() && !Box::pin(self.activate(&call)).await {
             self.answer(call, Err(activation_failed()));
             return None;
         }
         if call.kind == Interleave::Exclusive {
             let grain = self.grain.as_mut().expect("ensured above");
-            let dispatched = <G::Interface as InterfaceDispatch<G>>::dispatch_mut(grain, &call.envelope.method, &call.envelope.args);
-            let outcome = tokio::select! {
-                outcome = execute(dispatched, call, &self.id, &self.handle) => outcome,
-                _ = abort.cancelled() => return None,
-            };
-            if outcome.panicked {
+            let dispatched = <G::Interface as InterfaceDispatch<G>>::dispatch_mut(
+                grain,
+                &call.envelope.method,
+                &call.envelope.args,
+            );
+            if execute(dispatched, call, &self.id, &self.handle)
+                .await
+                .panicked
+            {
                 self.drop_instance();
             }
             return None;
         }
-        self.interleave(call, abort).await
+        Box::pin(self.interleave(call)).await
     }
 
     /// An interleaving phase, started by `first`.
-    async fn interleave(&mut self, first: Call, abort: &CancellationToken) -> Option<Message> {
+    async fn interleave(&mut self, first: Box<Call>) -> Option<Message> {
         let reentrant = self.registration.options.reentrant;
         let grain = self.grain.as_ref().expect("ensured by the caller");
-        let (id, handle, inbox) = (&self.id, &self.handle, &mut self.inbox);
+        let (id, handle) = (&self.id, &self.handle);
         let mut running_kinds: HashMap<Interleave, usize> = HashMap::new();
         let mut running = FuturesUnordered::new();
-        let start = |call: Call, running_kinds: &mut HashMap<Interleave, usize>| {
+        let start = |call: Box<Call>, running_kinds: &mut HashMap<Interleave, usize>| {
             *running_kinds.entry(call.kind).or_default() += 1;
-            let dispatched = <G::Interface as InterfaceDispatch<G>>::dispatch_ref(grain, &call.envelope.method, &call.envelope.args);
+            let dispatched = <G::Interface as InterfaceDispatch<G>>::dispatch_ref(
+                grain,
+                &call.envelope.method,
+                &call.envelope.args,
+            );
             execute(dispatched, call, id, handle)
         };
         running.push(start(first, &mut running_kinds));
         let mut held_back = None;
         let mut panicked = false;
-        let mut calls = 0;
         while !running.is_empty() {
             tokio::select! {
                 biased;
-                _ = abort.cancelled() => return None,
                 Some(outcome) = running.next() => {
                     let Outcome { kind, panicked: p } = outcome;
                     panicked |= p;
@@ -181,9 +181,8 @@ impl<G: Grain> Activation<G> {
                         *count -= 1;
                     }
                 }
-                message = inbox.recv(), if held_back.is_none() && !panicked => match message {
+                message = handle.mailbox.recv(), if held_back.is_none() && !panicked => match message {
                     Some(Message::Call(call)) if joins(call.kind, &running_kinds, reentrant) => {
-                        calls += 1;
                         running.push(start(call, &mut running_kinds));
                     }
                     Some(other) => held_back = Some(other),
@@ -192,7 +191,6 @@ impl<G: Grain> Activation<G> {
             }
         }
         drop(running);
-        self.calls += calls;
         if panicked {
             self.drop_instance();
         }
@@ -200,27 +198,36 @@ impl<G: Grain> Activation<G> {
     }
 
     async fn tick(&mut self, timer: u64) {
-        let Some(grain) = self.grain.as_mut() else { return };
-        let Some(tick) = self.timers.due(timer, grain) else { return };
+        let Some(grain) = self.grain.as_mut() else {
+            return;
+        };
+        let Some(tick) = self.timers.due(timer, grain) else {
+            return;
+        };
         if AssertUnwindSafe(tick).catch_unwind().await.is_err() {
             tracing::error!(grain = %self.id, timer, "timer callback panicked; dropping the activation's instance");
             self.drop_instance();
         }
     }
 
-    /// Creates the grain instance if there is none. False if creation or `on_activate` failed;
-    /// the next call tries again with a fresh instance.
-    async fn ensure_active(&mut self, call: &Call) -> bool {
-        if self.grain.is_some() {
-            return true;
-        }
+    /// Creates the grain instance. False if creation or `on_activate` failed; the next call
+    /// tries again with a fresh instance.
+    async fn activate(&mut self, call: &Call) -> bool {
         let context = self.context.clone();
-        let Ok(mut grain) = std::panic::catch_unwind(AssertUnwindSafe(|| G::create(&context))) else {
+        let Ok(mut grain) = std::panic::catch_unwind(AssertUnwindSafe(|| G::create(&context)))
+        else {
             tracing::error!(grain = %self.id, "Grain::create panicked");
             return false;
         };
-        let scope = TurnScope { parent: call.envelope.chain.clone(), grain: self.id.clone(), turn: Interleave::Exclusive };
-        match AssertUnwindSafe(in_turn(scope, grain.on_activate())).catch_unwind().await {
+        let scope = TurnScope {
+            parent: call.envelope.chain.clone(),
+            grain: self.id.clone(),
+            turn: Interleave::Exclusive,
+        };
+        match AssertUnwindSafe(in_turn(scope, grain.on_activate()))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(())) => {
                 self.grain = Some(grain);
                 true
@@ -242,9 +249,23 @@ impl<G: Grain> Activation<G> {
         self.timers.cancel_all();
     }
 
-    fn answer(&self, call: Call, result: Result<Vec<u8>, CallError>) {
+    fn answer(&self, call: Box<Call>, result: Result<Vec<u8>, CallError>) {
         self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = call.reply.send(result);
+    }
+}
+
+/// Takes an ended activation out of the catalog and releases callers waiting for it to go.
+struct ExitGuard {
+    silo: Arc<SiloInner>,
+    id: Arc<GrainId>,
+    handle: Arc<ActivationHandle>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.silo.catalog.remove(&self.id, &self.handle);
+        self.handle.gone.set();
     }
 }
 
@@ -254,35 +275,49 @@ fn activation_failed() -> CallError {
 
 /// Whether a call of `kind` may start while the calls counted in `running` are in progress.
 fn joins(kind: Interleave, running: &HashMap<Interleave, usize>, reentrant: bool) -> bool {
-    running.iter().filter(|(_, count)| **count > 0).all(|(running, _)| kind.may_join(*running, reentrant))
+    running
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .all(|(running, _)| kind.may_join(*running, reentrant))
 }
 
 /// Runs one dispatched call inside its turn scope, catching panics, and answers the caller.
+/// The call stays boxed throughout, which keeps the activation task's future small.
 async fn execute<'a>(
     dispatched: Result<BoxFuture<'a, Result<Vec<u8>, CallError>>, CallError>,
-    call: Call,
+    call: Box<Call>,
     id: &Arc<GrainId>,
     handle: &ActivationHandle,
 ) -> Outcome {
-    let Call { envelope, kind, reply } = call;
+    let kind = call.kind;
     let mut panicked = false;
     let result = match dispatched {
         Err(error) => Err(error),
         Ok(future) => {
-            let scope = TurnScope { parent: envelope.chain, grain: id.clone(), turn: kind };
-            match AssertUnwindSafe(in_turn(scope, future)).catch_unwind().await {
+            let scope = TurnScope {
+                parent: call.envelope.chain.clone(),
+                grain: id.clone(),
+                turn: kind,
+            };
+            match AssertUnwindSafe(in_turn(scope, future))
+                .catch_unwind()
+                .await
+            {
                 Ok(result) => result,
                 Err(payload) => {
                     panicked = true;
                     let message = panic_message(payload.as_ref());
-                    tracing::error!(grain = %id, method = %envelope.method, %message, "grain handler panicked");
-                    Err(CallError::GrainPanicked { grain: (**id).clone(), message })
+                    tracing::error!(grain = %id, method = %call.envelope.method, %message, "grain handler panicked");
+                    Err(CallError::GrainPanicked {
+                        grain: (**id).clone(),
+                        message,
+                    })
                 }
             }
         }
     };
     handle.in_flight.fetch_sub(1, Ordering::Relaxed);
-    let _ = reply.send(result);
+    let _ = call.reply.send(result);
     Outcome { kind, panicked }
 }
 

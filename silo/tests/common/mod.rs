@@ -89,7 +89,10 @@ pub struct AccountGrain {
 impl Grain for AccountGrain {
     type Interface = AccountRef;
     fn create(ctx: &GrainContext) -> Self {
-        AccountGrain { ctx: ctx.clone(), balance: 0 }
+        AccountGrain {
+            ctx: ctx.clone(),
+            balance: 0,
+        }
     }
 }
 
@@ -100,7 +103,9 @@ impl Account for AccountGrain {
     }
     async fn withdraw(&mut self, amount: i64) -> Result<i64, BankError> {
         if amount > self.balance {
-            return Err(BankError::Insufficient { balance: self.balance });
+            return Err(BankError::Insufficient {
+                balance: self.balance,
+            });
         }
         self.balance -= amount;
         Ok(self.balance)
@@ -110,7 +115,9 @@ impl Account for AccountGrain {
     }
     async fn transfer(&mut self, to: String, amount: i64) -> Result<i64, BankError> {
         if amount > self.balance {
-            return Err(BankError::Insufficient { balance: self.balance });
+            return Err(BankError::Insufficient {
+                balance: self.balance,
+            });
         }
         let target: AccountRef = self.ctx.grain_factory().get(to);
         target.deposit(amount).await?;
@@ -128,5 +135,7 @@ impl Account for AccountGrain {
 }
 
 pub fn builder() -> SiloBuilder {
-    Silo::builder().register::<CounterGrain>().register::<AccountGrain>()
+    Silo::builder()
+        .register::<CounterGrain>()
+        .register::<AccountGrain>()
 }

@@ -13,7 +13,10 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<GpuStruct> {
     }
     check_repr_c(input)?;
     let Data::Struct(data) = &input.data else {
-        return Err(Error::new(input.ident.span(), "GpuType: only structs are supported"));
+        return Err(Error::new(
+            input.ident.span(),
+            "GpuType: only structs are supported",
+        ));
     };
     let Fields::Named(named) = &data.fields else {
         return Err(Error::new(
@@ -22,17 +25,27 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<GpuStruct> {
         ));
     };
     if named.named.is_empty() {
-        return Err(Error::new(input.ident.span(), "GpuType: a struct needs at least one field"));
+        return Err(Error::new(
+            input.ident.span(),
+            "GpuType: a struct needs at least one field",
+        ));
     }
     let fields = named
         .named
         .iter()
         .map(|field| {
             let ident = field.ident.clone().expect("named field");
-            Ok(GpuField { ident, shape: shape(&field.ty)?, span: field.ty.span() })
+            Ok(GpuField {
+                ident,
+                shape: shape(&field.ty)?,
+                span: field.ty.span(),
+            })
         })
         .collect::<syn::Result<Vec<_>>>()?;
-    Ok(GpuStruct { ident: input.ident.clone(), fields })
+    Ok(GpuStruct {
+        ident: input.ident.clone(),
+        fields,
+    })
 }
 
 fn check_repr_c(input: &DeriveInput) -> syn::Result<()> {
@@ -59,10 +72,18 @@ fn check_repr_c(input: &DeriveInput) -> syn::Result<()> {
 
 fn shape(ty: &Type) -> syn::Result<Shape> {
     match ty {
-        Type::Array(array) => Ok(Shape::Array(Box::new(shape(&array.elem)?), array.len.clone())),
+        Type::Array(array) => Ok(Shape::Array(
+            Box::new(shape(&array.elem)?),
+            array.len.clone(),
+        )),
         Type::Paren(inner) => shape(&inner.elem),
         Type::Path(path) if path.qself.is_none() => {
-            let last = path.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+            let last = path
+                .path
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default();
             match unsupported_scalar(&last) {
                 Some(why) => Err(Error::new(ty.span(), format!("GpuType: `{last}` {why}"))),
                 None => Ok(Shape::Base(ty.clone())),

@@ -13,28 +13,49 @@ const MAX_ARGS: usize = 16;
 pub(crate) fn interface(args: proc_macro2::TokenStream, item: ItemTrait) -> syn::Result<Interface> {
     let (options, wire_name) = interface_options(args)?;
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        return Err(Error::new(item.generics.span(), "grain interfaces can't be generic"));
+        return Err(Error::new(
+            item.generics.span(),
+            "grain interfaces can't be generic",
+        ));
     }
     if let Some(unsafety) = item.unsafety {
-        return Err(Error::new(unsafety.span(), "grain interfaces can't be unsafe traits"));
+        return Err(Error::new(
+            unsafety.span(),
+            "grain interfaces can't be unsafe traits",
+        ));
     }
     if !item.supertraits.is_empty() {
-        return Err(Error::new(item.supertraits.span(), "grain interfaces can't have supertraits"));
+        return Err(Error::new(
+            item.supertraits.span(),
+            "grain interfaces can't have supertraits",
+        ));
     }
     let mut methods = Vec::new();
     for trait_item in item.items {
         match trait_item {
             TraitItem::Fn(function) => methods.push(method(function)?),
             other => {
-                return Err(Error::new(other.span(), "a grain interface may only contain async methods"));
+                return Err(Error::new(
+                    other.span(),
+                    "a grain interface may only contain async methods",
+                ));
             }
         }
     }
     let wire_name = wire_name.unwrap_or_else(|| item.ident.to_string());
-    Ok(Interface { attrs: item.attrs, vis: item.vis, ident: item.ident, wire_name, options, methods })
+    Ok(Interface {
+        attrs: item.attrs,
+        vis: item.vis,
+        ident: item.ident,
+        wire_name,
+        options,
+        methods,
+    })
 }
 
-fn interface_options(args: proc_macro2::TokenStream) -> syn::Result<(InterfaceOptions, Option<String>)> {
+fn interface_options(
+    args: proc_macro2::TokenStream,
+) -> syn::Result<(InterfaceOptions, Option<String>)> {
     let mut options = InterfaceOptions::default();
     let mut name = None;
     let parser = syn::meta::parser(|meta| {
@@ -59,7 +80,10 @@ fn interface_options(args: proc_macro2::TokenStream) -> syn::Result<(InterfaceOp
     syn::parse::Parser::parse2(parser, args)?;
     if let Some(n) = &options.stateless_worker {
         if n.base10_parse::<usize>()? == 0 {
-            return Err(Error::new(n.span(), "a stateless worker needs at least one activation"));
+            return Err(Error::new(
+                n.span(),
+                "a stateless worker needs at least one activation",
+            ));
         }
     }
     Ok((options, name))
@@ -68,22 +92,38 @@ fn interface_options(args: proc_macro2::TokenStream) -> syn::Result<(InterfaceOp
 fn method(function: TraitItemFn) -> syn::Result<Method> {
     let sig = &function.sig;
     if let Some(body) = &function.default {
-        return Err(Error::new(body.span(), "grain interface methods can't have default bodies"));
+        return Err(Error::new(
+            body.span(),
+            "grain interface methods can't have default bodies",
+        ));
     }
     if sig.asyncness.is_none() {
-        return Err(Error::new(sig.fn_token.span(), "grain methods must be `async fn`"));
+        return Err(Error::new(
+            sig.fn_token.span(),
+            "grain methods must be `async fn`",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(Error::new(sig.generics.span(), "grain methods can't be generic"));
+        return Err(Error::new(
+            sig.generics.span(),
+            "grain methods can't be generic",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(Error::new(variadic.span(), "grain methods can't be variadic"));
+        return Err(Error::new(
+            variadic.span(),
+            "grain methods can't be variadic",
+        ));
     }
     let (kind_attr, attrs) = method_attrs(function.attrs)?;
     let mut inputs = sig.inputs.iter();
     let receiver = match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.colon_token.is_none() => {
-            if r.mutability.is_some() { Receiver::Mut } else { Receiver::Ref }
+            if r.mutability.is_some() {
+                Receiver::Mut
+            } else {
+                Receiver::Ref
+            }
         }
         Some(FnArg::Receiver(r)) => {
             return Err(Error::new(
@@ -91,19 +131,30 @@ fn method(function: TraitItemFn) -> syn::Result<Method> {
                 "grain methods take `&self` or `&mut self`; `self` by value would consume the grain",
             ));
         }
-        _ => return Err(Error::new(sig.ident.span(), "grain methods need a `&self` or `&mut self` receiver")),
+        _ => {
+            return Err(Error::new(
+                sig.ident.span(),
+                "grain methods need a `&self` or `&mut self` receiver",
+            ));
+        }
     };
     let kind = match (kind_attr, receiver) {
         (None, Receiver::Mut) => MethodKind::Exclusive,
         (None, Receiver::Ref) => MethodKind::Shared,
         (Some((kind, _)), Receiver::Ref) => kind,
         (Some((_, span)), Receiver::Mut) => {
-            return Err(Error::new(span, "read_only and always_interleave methods must take `&self`"));
+            return Err(Error::new(
+                span,
+                "read_only and always_interleave methods must take `&self`",
+            ));
         }
     };
     let args = inputs.map(arg).collect::<syn::Result<Vec<_>>>()?;
     if args.len() > MAX_ARGS {
-        return Err(Error::new(sig.inputs.span(), format!("grain methods take at most {MAX_ARGS} arguments")));
+        return Err(Error::new(
+            sig.inputs.span(),
+            format!("grain methods take at most {MAX_ARGS} arguments"),
+        ));
     }
     let output = match &sig.output {
         ReturnType::Default => quote::quote!(()),
@@ -112,7 +163,14 @@ fn method(function: TraitItemFn) -> syn::Result<Method> {
             ty.to_token_stream()
         }
     };
-    Ok(Method { attrs, ident: sig.ident.clone(), receiver, kind, args, output })
+    Ok(Method {
+        attrs,
+        ident: sig.ident.clone(),
+        receiver,
+        kind,
+        args,
+        output,
+    })
 }
 
 type KindAttr = Option<(MethodKind, proc_macro2::Span)>;
@@ -132,7 +190,8 @@ fn method_attrs(attrs: Vec<syn::Attribute>) -> syn::Result<(KindAttr, Vec<syn::A
             } else if meta.path.is_ident("always_interleave") {
                 MethodKind::Always
             } else {
-                return Err(meta.error("unknown method option; expected `read_only` or `always_interleave`"));
+                return Err(meta
+                    .error("unknown method option; expected `read_only` or `always_interleave`"));
             };
             if kind.is_some() {
                 return Err(meta.error("a method takes one of `read_only` and `always_interleave`"));
@@ -149,19 +208,37 @@ fn arg(input: &FnArg) -> syn::Result<Arg> {
         return Err(Error::new(input.span(), "unexpected receiver"));
     };
     let Pat::Ident(pat) = &*typed.pat else {
-        return Err(Error::new(typed.pat.span(), "grain method arguments must be plain names"));
+        return Err(Error::new(
+            typed.pat.span(),
+            "grain method arguments must be plain names",
+        ));
     };
     if pat.by_ref.is_some() || pat.subpat.is_some() {
-        return Err(Error::new(pat.span(), "grain method arguments must be plain names"));
+        return Err(Error::new(
+            pat.span(),
+            "grain method arguments must be plain names",
+        ));
     }
-    reject_borrowed(&typed.ty, "arguments must be owned: they are encoded and may cross the network")?;
-    Ok(Arg { ident: pat.ident.clone(), ty: (*typed.ty).clone() })
+    reject_borrowed(
+        &typed.ty,
+        "arguments must be owned: they are encoded and may cross the network",
+    )?;
+    Ok(Arg {
+        ident: pat.ident.clone(),
+        ty: (*typed.ty).clone(),
+    })
 }
 
 fn reject_borrowed(ty: &Type, why: &str) -> syn::Result<()> {
     match ty {
-        Type::Reference(r) => Err(Error::new(r.span(), format!("grain methods can't use references here: {why}"))),
-        Type::ImplTrait(t) => Err(Error::new(t.span(), "grain methods can't use `impl Trait` types")),
+        Type::Reference(r) => Err(Error::new(
+            r.span(),
+            format!("grain methods can't use references here: {why}"),
+        )),
+        Type::ImplTrait(t) => Err(Error::new(
+            t.span(),
+            "grain methods can't use `impl Trait` types",
+        )),
         _ => Ok(()),
     }
 }
