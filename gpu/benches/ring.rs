@@ -37,7 +37,10 @@ fn round_trip(kind: BackendKind, n: usize) {
         return;
     };
     let slot = ring.activate(&Empty::default()).unwrap();
-    let req = VecPair { a: [1.5; 6], b: [2.25; 6] };
+    let req = VecPair {
+        a: [1.5; 6],
+        b: [2.25; 6],
+    };
     for _ in 0..n / 10 {
         spin_on(ring.submit(slot, req, HlcStamp::default())).unwrap();
     }
@@ -49,11 +52,18 @@ fn round_trip(kind: BackendKind, n: usize) {
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
-    println!("round_trip {kind:?}: p50 {:.2} us  p99 {:.2} us  (n={n})", t[n / 2], t[n * 99 / 100]);
+    println!(
+        "round_trip {kind:?}: p50 {:.2} us  p99 {:.2} us  (n={n})",
+        t[n / 2],
+        t[n * 99 / 100]
+    );
 }
 
 fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
-    let Ok(ring) = Ring::<VectorAdd>::start(RingConfig { worker_warps: 16, ..config(kind) }) else {
+    let Ok(ring) = Ring::<VectorAdd>::start(RingConfig {
+        worker_warps: 16,
+        ..config(kind)
+    }) else {
         println!("{kind:?}: unavailable");
         return;
     };
@@ -68,7 +78,17 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
                 let mut k = p;
                 let mut inflight = std::collections::VecDeque::new();
                 while start.elapsed().as_secs_f64() < secs {
-                    let items: Vec<_> = (0..batch).map(|i| (slots[(k + i) % slots.len()], VecPair { a: [i as f32; 6], b: [1.0; 6] })).collect();
+                    let items: Vec<_> = (0..batch)
+                        .map(|i| {
+                            (
+                                slots[(k + i) % slots.len()],
+                                VecPair {
+                                    a: [i as f32; 6],
+                                    b: [1.0; 6],
+                                },
+                            )
+                        })
+                        .collect();
                     k += batch;
                     inflight.push_back(ring.submit_batch(items, HlcStamp::default()));
                     if inflight.len() >= 4 {
@@ -84,13 +104,21 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let el = start.elapsed().as_secs_f64();
-    println!("throughput {kind:?}: {producers} producers x batches of {batch}: {:.2} M msg/s ({total} msgs, 64-byte H2K entries)", total as f64 / el / 1e6);
+    println!(
+        "throughput {kind:?}: {producers} producers x batches of {batch}: {:.2} M msg/s ({total} msgs, 64-byte H2K entries)",
+        total as f64 / el / 1e6
+    );
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2000 } else { 20000 };
-    for kind in [BackendKind::CudaPersistent, BackendKind::CudaBatch, BackendKind::Wgpu, BackendKind::Cpu] {
+    for kind in [
+        BackendKind::CudaPersistent,
+        BackendKind::CudaBatch,
+        BackendKind::Wgpu,
+        BackendKind::Cpu,
+    ] {
         round_trip(kind, n);
     }
     let secs = if quick { 0.5 } else { 2.0 };
@@ -99,7 +127,9 @@ fn main() {
     }
     #[cfg(feature = "cuda")]
     match silica_gpu::cuda::bench_hlc_stamp::<VectorAdd>(0, 528, 1000) {
-        Ok(ns) => println!("gpu_hlc_stamp: {ns:.3} ns per stamp amortized (528 blocks x 256 threads x 1000, one CAS per warp)"),
+        Ok(ns) => println!(
+            "gpu_hlc_stamp: {ns:.3} ns per stamp amortized (528 blocks x 256 threads x 1000, one CAS per warp)"
+        ),
         Err(e) => println!("gpu_hlc_stamp: unavailable: {e}"),
     }
 }

@@ -1,6 +1,6 @@
 //! The one trait every backend implements, and how a ring picks its backend.
 
-use crate::error::{DeviceError, RingError};
+use crate::error::RingError;
 use crate::kernel::Kernel;
 use crate::ring::{BackendChoice, BackendKind, RingShared};
 use crate::slots::SlotId;
@@ -42,10 +42,21 @@ pub(crate) fn start<K: Kernel>(
     choice: BackendChoice,
 ) -> Result<Box<dyn RingBackend<K>>, RingError> {
     match choice {
-        BackendChoice::Exact { kind: BackendKind::Cpu, .. } => Ok(crate::cpu::start(shared)),
-        BackendChoice::Exact { kind: BackendKind::Wgpu, device } => start_wgpu(shared, device),
-        BackendChoice::Exact { kind: BackendKind::CudaPersistent, device } => start_cuda(shared, device, Some(true)),
-        BackendChoice::Exact { kind: BackendKind::CudaBatch, device } => start_cuda(shared, device, Some(false)),
+        BackendChoice::Exact {
+            kind: BackendKind::Cpu, ..
+        } => Ok(crate::cpu::start(shared)),
+        BackendChoice::Exact {
+            kind: BackendKind::Wgpu,
+            device,
+        } => start_wgpu(shared, device),
+        BackendChoice::Exact {
+            kind: BackendKind::CudaPersistent,
+            device,
+        } => start_cuda(shared, device, Some(true)),
+        BackendChoice::Exact {
+            kind: BackendKind::CudaBatch,
+            device,
+        } => start_cuda(shared, device, Some(false)),
         BackendChoice::CudaAuto { device } => start_cuda(shared, device, None),
     }
 }
@@ -57,7 +68,7 @@ fn start_wgpu<K: Kernel>(shared: Arc<RingShared<K>>, device: usize) -> Result<Bo
 
 #[cfg(not(feature = "wgpu"))]
 fn start_wgpu<K: Kernel>(_: Arc<RingShared<K>>, _: usize) -> Result<Box<dyn RingBackend<K>>, RingError> {
-    Err(DeviceError::NotCompiled(BackendKind::Wgpu).into())
+    Err(crate::error::DeviceError::NotCompiled(BackendKind::Wgpu).into())
 }
 
 #[cfg(feature = "cuda")]
@@ -75,6 +86,10 @@ fn start_cuda<K: Kernel>(
     _: usize,
     persistent: Option<bool>,
 ) -> Result<Box<dyn RingBackend<K>>, RingError> {
-    let kind = if persistent == Some(false) { BackendKind::CudaBatch } else { BackendKind::CudaPersistent };
-    Err(DeviceError::NotCompiled(kind).into())
+    let kind = if persistent == Some(false) {
+        BackendKind::CudaBatch
+    } else {
+        BackendKind::CudaPersistent
+    };
+    Err(crate::error::DeviceError::NotCompiled(kind).into())
 }

@@ -32,7 +32,10 @@ impl HlcStamp {
 
 /// Nanoseconds since the Unix epoch on the host clock.
 pub(crate) fn wall_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// The HLC value of the current wall time.
@@ -49,7 +52,10 @@ pub(crate) struct HostClock {
 
 impl HostClock {
     pub(crate) fn new(node: u32) -> Self {
-        Self { last: AtomicU64::new(0), node }
+        Self {
+            last: AtomicU64::new(0),
+            node,
+        }
     }
 
     pub(crate) fn node(&self) -> u32 {
@@ -62,12 +68,10 @@ impl HostClock {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let first = floor.max(last + 1);
-            match self.last.compare_exchange_weak(
-                last,
-                first + count.max(1) - 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .last
+                .compare_exchange_weak(last, first + count.max(1) - 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return first,
                 Err(now) => last = now,
             }

@@ -14,9 +14,17 @@ struct CpuExecutor<K: Kernel> {
 }
 
 impl<K: Kernel> BatchExecutor<K> for CpuExecutor<K> {
-    fn execute(&mut self, round: &[Incoming<K::Request>], out: &mut Vec<(K::Response, u32, u64)>) -> Result<(), String> {
+    fn execute(
+        &mut self,
+        round: &[Incoming<K::Request>],
+        out: &mut Vec<(K::Response, u32, u64)>,
+    ) -> Result<(), String> {
         for msg in round {
-            out.push((K::handle(&mut self.states[msg.slot as usize], &msg.request), STATUS_OK, 0));
+            out.push((
+                K::handle(&mut self.states[msg.slot as usize], &msg.request),
+                STATUS_OK,
+                0,
+            ));
         }
         Ok(())
     }

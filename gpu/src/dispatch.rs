@@ -27,7 +27,8 @@ pub(crate) struct Incoming<Q> {
 pub(crate) trait BatchExecutor<K: Kernel>: Send + 'static {
     /// Handles `round` (no slot twice); pushes one `(response, status, hlc)` per message.
     /// An `hlc` of 0 asks the driver to stamp with the host clock.
-    fn execute(&mut self, round: &[Incoming<K::Request>], out: &mut Vec<(K::Response, u32, u64)>) -> Result<(), String>;
+    fn execute(&mut self, round: &[Incoming<K::Request>], out: &mut Vec<(K::Response, u32, u64)>)
+    -> Result<(), String>;
     fn write_state(&mut self, slot: u32, state: &K::State) -> Result<(), String>;
     fn read_state(&mut self, slot: u32) -> Result<K::State, String>;
 }
@@ -48,7 +49,12 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
             .name(format!("silica-gpu-{}", K::NAME))
             .spawn(move || run(&s, &e, &st))
             .expect("spawn ring consumer thread");
-        Self { shared, executor, stop, thread: Mutex::new(Some(thread)) }
+        Self {
+            shared,
+            executor,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        }
     }
 
     pub(crate) fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
@@ -64,7 +70,10 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
     }
 
     fn device_fault(&self, detail: String) -> RingError {
-        RingError::Device(crate::error::DeviceError::Driver { call: "state copy", message: detail })
+        RingError::Device(crate::error::DeviceError::Driver {
+            call: "state copy",
+            message: detail,
+        })
     }
 
     pub(crate) fn shutdown(&self) {
@@ -92,7 +101,10 @@ fn run<K: Kernel, E: BatchExecutor<K>>(shared: &RingShared<K>, executor: &Mutex<
             if idle_since.elapsed() < shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {
-                shared.park_consumer(|| shared.queue.h2k_ready(head) || stop.load(Ordering::SeqCst), Duration::from_millis(5));
+                shared.park_consumer(
+                    || shared.queue.h2k_ready(head) || stop.load(Ordering::SeqCst),
+                    Duration::from_millis(5),
+                );
             }
             continue;
         }
@@ -121,7 +133,9 @@ fn run_batch<K: Kernel, E: BatchExecutor<K>>(
     let mut rounds: Vec<Vec<(u64, Incoming<K::Request>)>> = Vec::new();
     for (t, msg) in batch.drain(..) {
         if msg.slot == INVALID_SLOT || msg.slot >= capacity {
-            shared.queue.complete(t, Err(RingError::SlotNotActive(SlotId(msg.slot))));
+            shared
+                .queue
+                .complete(t, Err(RingError::SlotNotActive(SlotId(msg.slot))));
             continue;
         }
         let round = seen.entry(msg.slot).or_insert(0);
@@ -135,7 +149,10 @@ fn run_batch<K: Kernel, E: BatchExecutor<K>>(
     for round in rounds {
         let (index, msgs): (Vec<u64>, Vec<Incoming<K::Request>>) = round.into_iter().unzip();
         out.clear();
-        executor.lock().unwrap_or_else(|e| e.into_inner()).execute(&msgs, &mut out)?;
+        executor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .execute(&msgs, &mut out)?;
         let max_in = msgs.iter().map(|m| m.hlc).max().unwrap_or(0);
         let first = shared.clock.reserve(max_in, msgs.len() as u64);
         for (i, (t, (response, status, hlc))) in index.into_iter().zip(out.drain(..)).enumerate() {

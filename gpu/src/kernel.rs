@@ -60,5 +60,9 @@ pub(crate) fn zeroed<T: GpuType>() -> T {
 
 /// `source` with every line prefixed by its 1-based number, for compile errors.
 pub(crate) fn numbered(source: &str) -> String {
-    source.lines().enumerate().map(|(i, l)| format!("{:5} | {l}\n", i + 1)).collect()
+    source
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{:5} | {l}\n", i + 1))
+        .collect()
 }

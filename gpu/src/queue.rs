@@ -38,8 +38,7 @@ unsafe impl Sync for HostMem {}
 
 impl HostMem {
     pub(crate) fn zeroed(len: usize) -> Self {
-        let layout = Layout::from_size_align(len.max(4096).next_multiple_of(4096), 4096)
-            .expect("ring size overflows");
+        let layout = Layout::from_size_align(len.max(4096).next_multiple_of(4096), 4096).expect("ring size overflows");
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
@@ -147,7 +146,10 @@ impl<R: GpuType> SubmitRing<R> {
             if t + n - self.head.0.load(Ordering::SeqCst) > self.cap {
                 return Ok(None);
             }
-            let won = self.tail.0.compare_exchange_weak(t, t + n, Ordering::SeqCst, Ordering::Relaxed);
+            let won = self
+                .tail
+                .0
+                .compare_exchange_weak(t, t + n, Ordering::SeqCst, Ordering::Relaxed);
             if won.is_ok() {
                 return Ok(Some(t));
             }
@@ -166,7 +168,8 @@ impl<R: GpuType> SubmitRing<R> {
 
     /// Writes claimed entry `t` and publishes it; `cell` receives its outcome.
     pub(crate) fn publish<Q: GpuType>(&self, t: u64, slot: u32, hlc: u64, req: &Q, cell: &Arc<ReplyCell<R>>) {
-        let old = self.cells[(t & (self.cap - 1)) as usize].swap(Arc::into_raw(cell.clone()).cast_mut(), Ordering::Release);
+        let old =
+            self.cells[(t & (self.cap - 1)) as usize].swap(Arc::into_raw(cell.clone()).cast_mut(), Ordering::Release);
         debug_assert!(old.is_null());
         let entry = self.h2k_entry(t);
         let payload = as_bytes(req);
@@ -193,7 +196,11 @@ impl<R: GpuType> SubmitRing<R> {
         // rewritten until `head` passes it.
         unsafe {
             let bytes = std::slice::from_raw_parts(entry, self.h2k_stride);
-            (entry.add(4).cast::<u32>().read_volatile(), entry.add(8).cast::<u64>().read_volatile(), from_bytes(&bytes[HEADER..]))
+            (
+                entry.add(4).cast::<u32>().read_volatile(),
+                entry.add(8).cast::<u64>().read_volatile(),
+                from_bytes(&bytes[HEADER..]),
+            )
         }
     }
 
@@ -207,7 +214,11 @@ impl<R: GpuType> SubmitRing<R> {
                 return None;
             }
             let bytes = std::slice::from_raw_parts(entry, self.k2h_stride);
-            Some((entry.add(4).cast::<u32>().read_volatile(), entry.add(8).cast::<u64>().read_volatile(), from_bytes(&bytes[HEADER..])))
+            Some((
+                entry.add(4).cast::<u32>().read_volatile(),
+                entry.add(8).cast::<u64>().read_volatile(),
+                from_bytes(&bytes[HEADER..]),
+            ))
         }
     }
 

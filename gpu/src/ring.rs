@@ -72,7 +72,10 @@ pub struct RingConfig {
 impl Default for RingConfig {
     fn default() -> Self {
         Self {
-            backend: BackendChoice::Exact { kind: BackendKind::Cpu, device: 0 },
+            backend: BackendChoice::Exact {
+                kind: BackendKind::Cpu,
+                device: 0,
+            },
             slots: 1024,
             capacity: 4096,
             max_batch: 1024,
@@ -146,17 +149,21 @@ impl<K: Kernel> RingShared<K> {
 
     fn wake_consumer(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.consumer_sleeping.load(Ordering::SeqCst) {
-            if let Some(t) = self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                t.unpark();
-            }
+        if self.consumer_sleeping.load(Ordering::SeqCst)
+            && let Some(t) = self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            t.unpark();
         }
     }
 
     /// Records a fault: fails everything in flight, marks active slots lost.
     pub(crate) fn fault(&self, kind: crate::error::FaultKind, detail: String) -> Arc<RingFault> {
         let lost_slots = self.slots.lose_all();
-        let fault = Arc::new(RingFault { kind, lost_slots, detail });
+        let fault = Arc::new(RingFault {
+            kind,
+            lost_slots,
+            detail,
+        });
         self.faults.fetch_add(1, Ordering::SeqCst);
         *self.last_fault.lock().unwrap_or_else(|e| e.into_inner()) = Some(fault.clone());
         self.queue.fail_pending(&RingError::Fault(fault.clone()));
@@ -177,17 +184,23 @@ impl<K: Kernel> RingShared<K> {
         items: &[(SlotId, K::Request)],
         stamp: HlcStamp,
     ) -> Result<Option<Arc<ReplyCell<K::Response>>>, RingError> {
-        if let [(slot, _)] = items {
-            if let Some(err) = self.status_error(*slot) {
-                return Err(err);
-            }
+        if let [(slot, _)] = items
+            && let Some(err) = self.status_error(*slot)
+        {
+            return Err(err);
         }
-        let Some(first) = self.queue.claim(items.len() as u64)? else { return Ok(None) };
+        let Some(first) = self.queue.claim(items.len() as u64)? else {
+            return Ok(None);
+        };
         let cell = Arc::new(ReplyCell::new(first, items.len()));
         for (i, (slot, req)) in items.iter().enumerate() {
             // Checked after the claim: a concurrent deactivation either sees this entry below
             // its tail snapshot or this check sees the slot closing (see `deactivate`).
-            let wire = if self.slots.status(*slot) == SlotStatus::Active { slot.0 } else { INVALID_SLOT };
+            let wire = if self.slots.status(*slot) == SlotStatus::Active {
+                slot.0
+            } else {
+                INVALID_SLOT
+            };
             self.queue.publish(first + i as u64, wire, stamp.hlc, req, &cell);
         }
         self.wake_consumer();
@@ -219,7 +232,11 @@ impl<K: Kernel> Ring<K> {
         if self.shared.queue.is_closed() {
             return Err(RingError::ShutDown);
         }
-        let slot = self.shared.slots.allocate().ok_or(RingError::SlotsExhausted(self.shared.slots.capacity() as usize))?;
+        let slot = self
+            .shared
+            .slots
+            .allocate()
+            .ok_or(RingError::SlotsExhausted(self.shared.slots.capacity() as usize))?;
         if let Err(e) = self.backend.write_state(slot, initial) {
             self.shared.slots.release(slot);
             return Err(e);
@@ -236,27 +253,49 @@ impl<K: Kernel> Ring<K> {
             return Err(RingError::SlotNotActive(slot));
         }
         let upto = self.shared.queue.tail();
-        WaitHead { shared: &self.shared, upto }.await;
-        let state = if was == SlotStatus::Lost { Err(RingError::SlotLost(slot)) } else { self.backend.read_state(slot) };
+        WaitHead {
+            shared: &self.shared,
+            upto,
+        }
+        .await;
+        let state = if was == SlotStatus::Lost {
+            Err(RingError::SlotLost(slot))
+        } else {
+            self.backend.read_state(slot)
+        };
         self.shared.slots.release(slot);
         state
     }
 
     /// Sends `request` to `slot`; resolves with the response and its HLC stamp.
     pub fn submit(&self, slot: SlotId, request: K::Request, stamp: HlcStamp) -> ReplyFuture<K> {
-        ReplyFuture { shared: self.shared.clone(), items: vec![(slot, request)], stamp, wait: None }
+        ReplyFuture {
+            shared: self.shared.clone(),
+            items: vec![(slot, request)],
+            stamp,
+            wait: None,
+        }
     }
 
     /// Sends many requests as one run of ring entries (one wake-up, one allocation); resolves
     /// with one outcome per request, in order. At most `capacity` requests.
     pub fn submit_batch(&self, items: Vec<(SlotId, K::Request)>, stamp: HlcStamp) -> BatchFuture<K> {
-        BatchFuture(ReplyFuture { shared: self.shared.clone(), items, stamp, wait: None })
+        BatchFuture(ReplyFuture {
+            shared: self.shared.clone(),
+            items,
+            stamp,
+            wait: None,
+        })
     }
 
     /// Resolves when every message submitted before the call has completed.
     pub async fn drain(&self) {
         let upto = self.shared.queue.tail();
-        WaitHead { shared: &self.shared, upto }.await;
+        WaitHead {
+            shared: &self.shared,
+            upto,
+        }
+        .await;
     }
 
     /// Stops the ring: new calls fail with [`RingError::ShutDown`], and so does every call
@@ -355,7 +394,10 @@ impl<K: Kernel> ReplyFuture<K> {
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            self.wait = Some(CellWait { cell, spin: self.shared.config.reply_spin });
+            self.wait = Some(CellWait {
+                cell,
+                spin: self.shared.config.reply_spin,
+            });
         }
         let wait = self.wait.as_mut().expect("set above");
         wait.poll_all(cx).map(|outs| {
@@ -376,7 +418,8 @@ impl<K: Kernel> Unpin for ReplyFuture<K> {}
 impl<K: Kernel> Future for ReplyFuture<K> {
     type Output = Result<Reply<K::Response>, RingError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.poll_outcomes(cx).map(|r| r.and_then(|mut v| v.pop().unwrap_or(Err(RingError::ShutDown))))
+        self.poll_outcomes(cx)
+            .map(|r| r.and_then(|mut v| v.pop().unwrap_or(Err(RingError::ShutDown))))
     }
 }
 

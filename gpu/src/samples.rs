@@ -50,7 +50,9 @@ fn silica_handle(state: ptr<function, Empty>, req: VecPair) -> Vec6 {
 }
 "#;
     fn handle(_: &mut Empty, req: &VecPair) -> Vec6 {
-        Vec6 { v: std::array::from_fn(|i| req.a[i] + req.b[i]) }
+        Vec6 {
+            v: std::array::from_fn(|i| req.a[i] + req.b[i]),
+        }
     }
 }
 

@@ -68,10 +68,19 @@ impl SlotTable {
 
     /// Moves an active or lost slot to closing; returns its previous status.
     pub(crate) fn close(&self, slot: SlotId) -> SlotStatus {
-        let Some(cell) = self.status.get(slot.0 as usize) else { return SlotStatus::Free };
+        let Some(cell) = self.status.get(slot.0 as usize) else {
+            return SlotStatus::Free;
+        };
         for from in [ACTIVE, LOST] {
-            if cell.compare_exchange(from, CLOSING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                return if from == ACTIVE { SlotStatus::Active } else { SlotStatus::Lost };
+            if cell
+                .compare_exchange(from, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return if from == ACTIVE {
+                    SlotStatus::Active
+                } else {
+                    SlotStatus::Lost
+                };
             }
         }
         self.status(slot)
@@ -81,7 +90,10 @@ impl SlotTable {
     pub(crate) fn lose_all(&self) -> Vec<SlotId> {
         let mut lost = Vec::new();
         for (i, cell) in self.status.iter().enumerate() {
-            if cell.compare_exchange(ACTIVE, LOST, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            if cell
+                .compare_exchange(ACTIVE, LOST, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
                 lost.push(SlotId(i as u32));
             }
         }
@@ -89,6 +101,9 @@ impl SlotTable {
     }
 
     pub(crate) fn active_count(&self) -> usize {
-        self.status.iter().filter(|s| s.load(Ordering::Relaxed) == ACTIVE).count()
+        self.status
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) == ACTIVE)
+            .count()
     }
 }

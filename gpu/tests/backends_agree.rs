@@ -7,13 +7,22 @@ use silica_gpu::samples::*;
 use silica_gpu::{BackendKind, HlcStamp, Kernel, Ring, SlotId};
 
 /// Runs `msgs` (slot index, request) on `kind` and returns responses and final states.
-fn run<K: Kernel>(kind: BackendKind, init: &[K::State], msgs: &[(usize, K::Request)]) -> (Vec<K::Response>, Vec<K::State>) {
+fn run<K: Kernel>(
+    kind: BackendKind,
+    init: &[K::State],
+    msgs: &[(usize, K::Request)],
+) -> (Vec<K::Response>, Vec<K::State>) {
     let ring = Ring::<K>::start(config(kind)).expect("start ring");
     let slots: Vec<SlotId> = init.iter().map(|s| ring.activate(s).unwrap()).collect();
     let mut out = Vec::new();
     for chunk in msgs.chunks(200) {
         let items = chunk.iter().map(|(s, r)| (slots[*s], *r)).collect();
-        out.extend(block_on(ring.submit_batch(items, HlcStamp::default())).unwrap().into_iter().map(|r| r.unwrap().response));
+        out.extend(
+            block_on(ring.submit_batch(items, HlcStamp::default()))
+                .unwrap()
+                .into_iter()
+                .map(|r| r.unwrap().response),
+        );
     }
     let states = slots.iter().map(|s| block_on(ring.deactivate(*s)).unwrap()).collect();
     (out, states)
@@ -25,7 +34,17 @@ fn close(a: f32, b: f32) -> bool {
 
 fn vector_add(kind: BackendKind) {
     let mut rng = Rng::fresh("vector_add");
-    let msgs: Vec<_> = (0..1000).map(|_| (0, VecPair { a: std::array::from_fn(|_| rng.f32()), b: std::array::from_fn(|_| rng.f32()) })).collect();
+    let msgs: Vec<_> = (0..1000)
+        .map(|_| {
+            (
+                0,
+                VecPair {
+                    a: std::array::from_fn(|_| rng.f32()),
+                    b: std::array::from_fn(|_| rng.f32()),
+                },
+            )
+        })
+        .collect();
     let (got, _) = run::<VectorAdd>(kind, &[Empty::default()], &msgs);
     let (want, _) = run::<VectorAdd>(BackendKind::Cpu, &[Empty::default()], &msgs);
     assert_eq!(got, want);
@@ -33,8 +52,23 @@ fn vector_add(kind: BackendKind) {
 
 fn accumulator(kind: BackendKind) {
     let mut rng = Rng::fresh("accumulator");
-    let init: Vec<_> = (0..32).map(|_| Totals { total: rng.next() >> 8, count: rng.below(100), pad: 0 }).collect();
-    let msgs: Vec<_> = (0..3000).map(|_| (rng.below(32) as usize, Add { amount: rng.next() as u32 })).collect();
+    let init: Vec<_> = (0..32)
+        .map(|_| Totals {
+            total: rng.next() >> 8,
+            count: rng.below(100),
+            pad: 0,
+        })
+        .collect();
+    let msgs: Vec<_> = (0..3000)
+        .map(|_| {
+            (
+                rng.below(32) as usize,
+                Add {
+                    amount: rng.next() as u32,
+                },
+            )
+        })
+        .collect();
     let got = run::<Accumulator>(kind, &init, &msgs);
     let want = run::<Accumulator>(BackendKind::Cpu, &init, &msgs);
     assert_eq!(got, want);
@@ -42,14 +76,31 @@ fn accumulator(kind: BackendKind) {
 
 fn particles(kind: BackendKind) {
     let mut rng = Rng::fresh("particles");
-    let init: Vec<_> = (0..64).map(|_| Body { pos: [rng.f32(), rng.f32()], vel: [rng.f32(), rng.f32()] }).collect();
+    let init: Vec<_> = (0..64)
+        .map(|_| Body {
+            pos: [rng.f32(), rng.f32()],
+            vel: [rng.f32(), rng.f32()],
+        })
+        .collect();
     let msgs: Vec<_> = (0..2000)
-        .map(|_| (rng.below(64) as usize, Step { dt: 0.01 + rng.f32().abs() * 0.01, gravity: [rng.f32(), -9.8], drag: rng.f32().abs() }))
+        .map(|_| {
+            (
+                rng.below(64) as usize,
+                Step {
+                    dt: 0.01 + rng.f32().abs() * 0.01,
+                    gravity: [rng.f32(), -9.8],
+                    drag: rng.f32().abs(),
+                },
+            )
+        })
         .collect();
     let (got, got_states) = run::<ParticleStep>(kind, &init, &msgs);
     let (want, want_states) = run::<ParticleStep>(BackendKind::Cpu, &init, &msgs);
     for (g, w) in got.iter().zip(&want) {
-        assert!(close(g.pos[0], w.pos[0]) && close(g.pos[1], w.pos[1]) && close(g.speed, w.speed), "{g:?} vs {w:?}");
+        assert!(
+            close(g.pos[0], w.pos[0]) && close(g.pos[1], w.pos[1]) && close(g.speed, w.speed),
+            "{g:?} vs {w:?}"
+        );
     }
     for (g, w) in got_states.iter().zip(&want_states) {
         assert!(close(g.pos[0], w.pos[0]) && close(g.vel[1], w.vel[1]), "{g:?} vs {w:?}");
@@ -72,6 +123,10 @@ macro_rules! agree {
 
 agree!(cpu, BackendKind::Cpu);
 #[cfg(feature = "cuda")]
-agree!(cuda_persistent, BackendKind::CudaPersistent, ignore = "needs a CUDA GPU");
+agree!(
+    cuda_persistent,
+    BackendKind::CudaPersistent,
+    ignore = "needs a CUDA GPU"
+);
 #[cfg(feature = "cuda")]
 agree!(cuda_batch, BackendKind::CudaBatch, ignore = "needs a CUDA GPU");

@@ -10,23 +10,53 @@ use silica_gpu::{BackendKind, FaultInjection, FaultKind, HlcStamp, Ring, RingCon
 use std::time::Duration;
 
 fn ring() -> Ring<Faulty> {
-    let cfg = RingConfig { stall_timeout: Duration::from_millis(300), ..config(BackendKind::CudaPersistent) };
+    let cfg = RingConfig {
+        stall_timeout: Duration::from_millis(300),
+        ..config(BackendKind::CudaPersistent)
+    };
     Ring::<Faulty>::start(cfg).expect("start ring")
 }
 
-fn expect_fault(ring: &Ring<Faulty>, trigger: Command, kind: FaultKind) {
+fn expect_fault(ring: &Ring<Faulty>, trigger: Command, kind: FaultKind, restarts: bool) {
     let slot = ring.activate(&Add { amount: 7 }).unwrap();
-    assert_eq!(block_on(ring.submit(slot, Command { op: 0, arg: 5 }, HlcStamp::default())).unwrap().response.amount, 5);
+    assert_eq!(
+        block_on(ring.submit(slot, Command { op: 0, arg: 5 }, HlcStamp::default()))
+            .unwrap()
+            .response
+            .amount,
+        5
+    );
     let err = block_on(ring.submit(slot, trigger, HlcStamp::default())).unwrap_err();
-    let RingError::Fault(fault) = err else { panic!("expected a fault, got {err}") };
+    let RingError::Fault(fault) = err else {
+        panic!("expected a fault, got {err}")
+    };
     assert_eq!(fault.kind, kind, "{}", fault.detail);
     assert!(fault.lost_slots.contains(&slot));
     assert_eq!(ring.slot_status(slot), SlotStatus::Lost);
-    assert!(matches!(block_on(ring.submit(slot, Command::default(), HlcStamp::default())), Err(RingError::SlotLost(_))));
+    assert!(matches!(
+        block_on(ring.submit(slot, Command::default(), HlcStamp::default())),
+        Err(RingError::SlotLost(_))
+    ));
+    if !restarts {
+        // A sticky CUDA error: the ring is failed for good, calls end with a typed error.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ring.health().running && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!ring.health().running);
+        assert!(matches!(ring.activate(&Add::default()), Err(RingError::ShutDown)));
+        return;
+    }
     // The ring restarted: a fresh activation works.
     assert!(matches!(block_on(ring.deactivate(slot)), Err(RingError::SlotLost(_))));
     let fresh = ring.activate(&Add::default()).unwrap();
-    assert_eq!(block_on(ring.submit(fresh, Command { op: 0, arg: 9 }, HlcStamp::default())).unwrap().response.amount, 9);
+    assert_eq!(
+        block_on(ring.submit(fresh, Command { op: 0, arg: 9 }, HlcStamp::default()))
+            .unwrap()
+            .response
+            .amount,
+        9
+    );
     assert_eq!(block_on(ring.deactivate(fresh)).unwrap().amount, 1);
     assert_eq!(ring.health().faults, 1);
 }
@@ -35,14 +65,16 @@ fn expect_fault(ring: &Ring<Faulty>, trigger: Command, kind: FaultKind) {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn heartbeat_stall_restarts() {
-    expect_fault(&ring(), Command { op: 1, arg: 1500 }, FaultKind::HeartbeatStall);
+    expect_fault(&ring(), Command { op: 1, arg: 1500 }, FaultKind::HeartbeatStall, true);
 }
 
-// Pins: an out-of-bounds write becomes a CudaError fault, the ring restarts on a new context.
+// Pins: an out-of-bounds write becomes a CudaError fault for the in-flight call, the slots
+// are reported lost, and the ring fails for good (a sticky error poisons the process's CUDA
+// use). Run it in its own process: `--exact illegal_address_fails_ring`.
 #[test]
 #[ignore = "needs a CUDA GPU"]
-fn illegal_address_restarts() {
-    expect_fault(&ring(), Command { op: 2, arg: 3 }, FaultKind::CudaError);
+fn illegal_address_fails_ring() {
+    expect_fault(&ring(), Command { op: 2, arg: 3 }, FaultKind::CudaError, false);
 }
 
 // Pins: a kernel that exits unasked is a KernelExited fault followed by a restart.
@@ -60,7 +92,13 @@ fn unexpected_exit_restarts() {
     assert_eq!(fault.kind, FaultKind::KernelExited);
     assert_eq!(fault.lost_slots, vec![slot]);
     let fresh = ring.activate(&Add::default()).unwrap();
-    assert_eq!(block_on(ring.submit(fresh, Command { op: 0, arg: 3 }, HlcStamp::default())).unwrap().response.amount, 3);
+    assert_eq!(
+        block_on(ring.submit(fresh, Command { op: 0, arg: 3 }, HlcStamp::default()))
+            .unwrap()
+            .response
+            .amount,
+        3
+    );
 }
 
 // Pins: NVRTC compile errors carry the generated source with line numbers.
@@ -73,7 +111,8 @@ fn compile_error_has_line_numbers() {
         type Request = Add;
         type Response = Add;
         const NAME: &'static str = "broken";
-        const CUDA_HANDLER: &'static str = "__device__ void silica_handle(Add* s, const Add* r, Add* o) { this is not C }";
+        const CUDA_HANDLER: &'static str =
+            "__device__ void silica_handle(Add* s, const Add* r, Add* o) { this is not C }";
         const WGSL_HANDLER: &'static str = "";
         fn handle(_: &mut Add, r: &Add) -> Add {
             *r
@@ -82,7 +121,10 @@ fn compile_error_has_line_numbers() {
     let err = silica_gpu::cuda::compile::<Broken>(0).unwrap_err();
     let text = err.to_string();
     let (_, line) = silica_gpu::cuda::generated_source::<Broken>();
-    assert!(text.contains(&format!("{line:5} | __device__ void silica_handle")), "{text}");
+    assert!(
+        text.contains(&format!("{line:5} | __device__ void silica_handle")),
+        "{text}"
+    );
     assert!(text.contains("broken.cu("), "{text}");
 }
 
@@ -94,7 +136,9 @@ fn enumeration_never_panics() {
         Err(e) => println!("no CUDA here: {e}"),
     }
     if silica_gpu::devices::cuda_devices().is_err() {
-        let err = Ring::<Faulty>::start(config(BackendKind::CudaPersistent)).err().expect("no ring without a driver");
+        let err = Ring::<Faulty>::start(config(BackendKind::CudaPersistent))
+            .err()
+            .expect("no ring without a driver");
         assert!(matches!(err, RingError::Device(_)), "{err}");
     }
 }

@@ -36,8 +36,13 @@ fn many_producers_fifo(cfg: RingConfig) {
 fn full_ring_waits(cfg: RingConfig) {
     let ring = Ring::<Accumulator>::start(RingConfig { capacity: 4, ..cfg }).unwrap();
     let slot = ring.activate(&Totals::default()).unwrap();
-    let futures: Vec<_> = (0..200).map(|_| ring.submit(slot, Add { amount: 2 }, HlcStamp::default())).collect();
-    let counts: Vec<u32> = futures.into_iter().map(|f| block_on(f).unwrap().response.count).collect();
+    let futures: Vec<_> = (0..200)
+        .map(|_| ring.submit(slot, Add { amount: 2 }, HlcStamp::default()))
+        .collect();
+    let counts: Vec<u32> = futures
+        .into_iter()
+        .map(|f| block_on(f).unwrap().response.count)
+        .collect();
     // Submitted from one thread in order, awaited in order: FIFO means counts 1..=200.
     assert_eq!(counts, (1..=200).collect::<Vec<_>>());
     assert_eq!(block_on(ring.deactivate(slot)).unwrap().total, 400);
@@ -45,9 +50,16 @@ fn full_ring_waits(cfg: RingConfig) {
 
 fn batch_fifo_and_stamps(cfg: RingConfig) {
     let ring = Ring::<Accumulator>::start(cfg).unwrap();
-    let a = ring.activate(&Totals { total: 10, ..Totals::default() }).unwrap();
+    let a = ring
+        .activate(&Totals {
+            total: 10,
+            ..Totals::default()
+        })
+        .unwrap();
     let b = ring.activate(&Totals::default()).unwrap();
-    let items: Vec<_> = (0..100).map(|i| (if i % 3 == 0 { b } else { a }, Add { amount: i })).collect();
+    let items: Vec<_> = (0..100)
+        .map(|i| (if i % 3 == 0 { b } else { a }, Add { amount: i }))
+        .collect();
     let sent = HlcStamp::new((u64::MAX >> 4) & !0xfffff, 1);
     let outs = block_on(ring.submit_batch(items.clone(), sent)).unwrap();
     let mut expect = [10u64, 0];
@@ -67,7 +79,9 @@ fn batch_fifo_and_stamps(cfg: RingConfig) {
 fn shutdown_in_flight(cfg: RingConfig) {
     let ring = Ring::<Accumulator>::start(cfg).unwrap();
     let slot = ring.activate(&Totals::default()).unwrap();
-    let futures: Vec<_> = (0..500).map(|_| ring.submit(slot, Add { amount: 1 }, HlcStamp::default())).collect();
+    let futures: Vec<_> = (0..500)
+        .map(|_| ring.submit(slot, Add { amount: 1 }, HlcStamp::default()))
+        .collect();
     let mut futures = futures.into_iter();
     let first: Vec<_> = futures.by_ref().take(250).collect();
     // Polls the first half into the ring, then shuts down with them in flight.
@@ -120,6 +134,10 @@ macro_rules! suite {
 
 suite!(cpu, BackendKind::Cpu);
 #[cfg(feature = "cuda")]
-suite!(cuda_persistent, BackendKind::CudaPersistent, ignore = "needs a CUDA GPU");
+suite!(
+    cuda_persistent,
+    BackendKind::CudaPersistent,
+    ignore = "needs a CUDA GPU"
+);
 #[cfg(feature = "cuda")]
 suite!(cuda_batch, BackendKind::CudaBatch, ignore = "needs a CUDA GPU");

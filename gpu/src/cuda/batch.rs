@@ -34,23 +34,35 @@ struct Exec {
 unsafe impl Send for Exec {}
 
 impl<K: Kernel> BatchExecutor<K> for Exec {
-    fn execute(&mut self, round: &[Incoming<K::Request>], out: &mut Vec<(K::Response, u32, u64)>) -> Result<(), String> {
+    fn execute(
+        &mut self,
+        round: &[Incoming<K::Request>],
+        out: &mut Vec<(K::Response, u32, u64)>,
+    ) -> Result<(), String> {
         self.run::<K>(round, out).map_err(|e| e.to_string())
     }
     fn write_state(&mut self, slot: u32, state: &K::State) -> Result<(), String> {
         self.ctx.bind().map_err(|e| e.to_string())?;
-        self.states.write(slot as usize * size_of::<K::State>(), as_bytes(state), self.stream).map_err(|e| e.to_string())
+        self.states
+            .write(slot as usize * size_of::<K::State>(), as_bytes(state), self.stream)
+            .map_err(|e| e.to_string())
     }
     fn read_state(&mut self, slot: u32) -> Result<K::State, String> {
         self.ctx.bind().map_err(|e| e.to_string())?;
         let mut bytes = vec![0u8; size_of::<K::State>()];
-        self.states.read(slot as usize * size_of::<K::State>(), &mut bytes, self.stream).map_err(|e| e.to_string())?;
+        self.states
+            .read(slot as usize * size_of::<K::State>(), &mut bytes, self.stream)
+            .map_err(|e| e.to_string())?;
         Ok(from_bytes(&bytes))
     }
 }
 
 impl Exec {
-    fn run<K: Kernel>(&mut self, round: &[Incoming<K::Request>], out: &mut Vec<(K::Response, u32, u64)>) -> Result<(), DeviceError> {
+    fn run<K: Kernel>(
+        &mut self,
+        round: &[Incoming<K::Request>],
+        out: &mut Vec<(K::Response, u32, u64)>,
+    ) -> Result<(), DeviceError> {
         self.ctx.bind()?;
         let n = round.len();
         self.host_in.resize(n * self.h2k_stride, 0);
@@ -62,7 +74,13 @@ impl Exec {
         }
         self.host_out.resize(n * self.k2h_stride, 0);
         let (mut states, mut msgs, mut outp, mut hlc) = (self.states.ptr, self.msgs.ptr, self.out.ptr, self.hlc.ptr);
-        let (mut count, mut hs, mut ks, mut slots, mut off) = (n as u32, self.h2k_stride as u32, self.k2h_stride as u32, self.slots, self.offset_ns);
+        let (mut count, mut hs, mut ks, mut slots, mut off) = (
+            n as u32,
+            self.h2k_stride as u32,
+            self.k2h_stride as u32,
+            self.slots,
+            self.offset_ns,
+        );
         let mut args: [*mut c_void; 9] = [
             (&mut states as *mut u64).cast(),
             (&mut msgs as *mut u64).cast(),
@@ -77,9 +95,11 @@ impl Exec {
         // SAFETY: buffers are sized for `max_batch` entries and rounds never exceed it; the
         // arguments match `silica_batch`'s parameter list; one sync at the end orders it all.
         unsafe {
-            result::memcpy_htod_async(self.msgs.ptr, &self.host_in[..], self.stream).map_err(super::driver::check("cuMemcpyHtoDAsync"))?;
+            result::memcpy_htod_async(self.msgs.ptr, &self.host_in[..], self.stream)
+                .map_err(super::driver::check("cuMemcpyHtoDAsync"))?;
             launch(self.module.batch, (n as u32).div_ceil(128), 128, self.stream, &mut args)?;
-            result::memcpy_dtoh_async(&mut self.host_out[..], self.out.ptr, self.stream).map_err(super::driver::check("cuMemcpyDtoHAsync"))?;
+            result::memcpy_dtoh_async(&mut self.host_out[..], self.out.ptr, self.stream)
+                .map_err(super::driver::check("cuMemcpyDtoHAsync"))?;
             result::stream::synchronize(self.stream).map_err(super::driver::check("cuStreamSynchronize"))?;
         }
         for i in 0..n {
@@ -109,7 +129,11 @@ impl<K: Kernel> RingBackend<K> for CudaBatchBackend<K> {
     }
 }
 
-pub(crate) fn start<K: Kernel>(shared: Arc<RingShared<K>>, ordinal: usize, ptx: &CString) -> Result<Box<dyn RingBackend<K>>, RingError> {
+pub(crate) fn start<K: Kernel>(
+    shared: Arc<RingShared<K>>,
+    ordinal: usize,
+    ptx: &CString,
+) -> Result<Box<dyn RingBackend<K>>, RingError> {
     let ctx = Context::new(ordinal)?;
     ctx.bind()?;
     let module = Module::load(ptx)?;

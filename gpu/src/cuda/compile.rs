@@ -36,10 +36,17 @@ pub(crate) fn ptx(kernel: &str, source: &str, ordinal: usize, cc: (i32, i32)) ->
             cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
             other => format!("{other:?}"),
         };
-        RingError::Compile(CompileError::Nvrtc { kernel: kernel.to_owned(), log, numbered_source: numbered(source) })
+        RingError::Compile(CompileError::Nvrtc {
+            kernel: kernel.to_owned(),
+            log,
+            numbered_source: numbered(source),
+        })
     })?;
     let text = CString::new(ptx.to_src()).expect("PTX has no NUL");
     let text = Arc::new(text);
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, text.clone());
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, text.clone());
     Ok(text)
 }

@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 
 /// Maps a driver error of `call` to a [`DeviceError`].
 pub(crate) fn check(call: &'static str) -> impl Fn(DriverError) -> DeviceError {
-    move |e| DeviceError::Driver { call, message: format!("{e:?}") }
+    move |e| DeviceError::Driver {
+        call,
+        message: format!("{e:?}"),
+    }
 }
 
 /// Confirms libcuda loads and `cuInit` succeeds (once per process).
@@ -30,7 +33,11 @@ pub(crate) fn ensure_driver() -> Result<(), DeviceError> {
 /// Confirms NVRTC loads.
 pub(crate) fn ensure_nvrtc() -> Result<(), DeviceError> {
     // SAFETY: only probes whether the library can be opened.
-    if unsafe { cudarc::nvrtc::sys::is_culib_present() } { Ok(()) } else { Err(DeviceError::NoNvrtc) }
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(DeviceError::NoNvrtc)
+    }
 }
 
 fn attr(dev: sys::CUdevice, a: Attr) -> Result<i32, DeviceError> {
@@ -116,7 +123,9 @@ impl Drop for Context {
 pub(crate) unsafe fn register_host(ptr: *mut u8, len: usize) -> Result<u64, DeviceError> {
     let flags = sys::CU_MEMHOSTREGISTER_DEVICEMAP | sys::CU_MEMHOSTREGISTER_PORTABLE;
     // SAFETY: the caller guarantees the range is live.
-    unsafe { sys::cuMemHostRegister_v2(ptr.cast::<c_void>(), len, flags) }.result().map_err(check("cuMemHostRegister"))?;
+    unsafe { sys::cuMemHostRegister_v2(ptr.cast::<c_void>(), len, flags) }
+        .result()
+        .map_err(check("cuMemHostRegister"))?;
     let mut dptr: sys::CUdeviceptr = 0;
     // SAFETY: `ptr` was registered with DEVICEMAP just above.
     unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dptr, ptr.cast::<c_void>(), 0) }
@@ -174,7 +183,10 @@ pub(crate) fn stream_done(stream: sys::CUstream) -> Result<bool, DeviceError> {
     match unsafe { sys::cuStreamQuery(stream) } {
         sys::CUresult::CUDA_SUCCESS => Ok(true),
         sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-        e => Err(DeviceError::Driver { call: "cuStreamQuery", message: format!("{e:?}") }),
+        e => Err(DeviceError::Driver {
+            call: "cuStreamQuery",
+            message: format!("{e:?}"),
+        }),
     }
 }
 
@@ -189,13 +201,19 @@ pub(crate) struct Module {
 impl Module {
     pub(crate) fn load(ptx: &std::ffi::CStr) -> Result<Self, DeviceError> {
         // SAFETY: `ptx` is NUL-terminated PTX text; the context is current.
-        let module = unsafe { result::module::load_data(ptx.as_ptr().cast::<c_void>()) }.map_err(check("cuModuleLoadData"))?;
+        let module =
+            unsafe { result::module::load_data(ptx.as_ptr().cast::<c_void>()) }.map_err(check("cuModuleLoadData"))?;
         let get = |name: &str| {
             let name = std::ffi::CString::new(name).expect("static name");
             // SAFETY: the module was just loaded; it lives as long as the context.
             unsafe { result::module::get_function(module, name) }.map_err(check("cuModuleGetFunction"))
         };
-        Ok(Self { ring: get("silica_ring")?, batch: get("silica_batch")?, probe: get("silica_clock_probe")?, hlc_bench: get("silica_hlc_bench")? })
+        Ok(Self {
+            ring: get("silica_ring")?,
+            batch: get("silica_batch")?,
+            probe: get("silica_clock_probe")?,
+            hlc_bench: get("silica_hlc_bench")?,
+        })
     }
 }
 
@@ -204,7 +222,13 @@ impl Module {
 /// # Safety
 /// `params` point to values matching the kernel's parameter list, valid until the launch
 /// has read them (the driver copies them before returning).
-pub(crate) unsafe fn launch(f: sys::CUfunction, grid: u32, block: u32, stream: sys::CUstream, params: &mut [*mut c_void]) -> Result<(), DeviceError> {
+pub(crate) unsafe fn launch(
+    f: sys::CUfunction,
+    grid: u32,
+    block: u32,
+    stream: sys::CUstream,
+    params: &mut [*mut c_void],
+) -> Result<(), DeviceError> {
     // SAFETY: forwarded from the caller.
     unsafe { result::launch_kernel(f, (grid, 1, 1), (block, 1, 1), 0, stream, params) }.map_err(check("cuLaunchKernel"))
 }

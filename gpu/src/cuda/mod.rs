@@ -16,7 +16,11 @@ use crate::ring::RingShared;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-pub(crate) fn start<K: Kernel>(shared: Arc<RingShared<K>>, ordinal: usize, persistent: Option<bool>) -> Result<Box<dyn RingBackend<K>>, RingError> {
+pub(crate) fn start<K: Kernel>(
+    shared: Arc<RingShared<K>>,
+    ordinal: usize,
+    persistent: Option<bool>,
+) -> Result<Box<dyn RingBackend<K>>, RingError> {
     let info = driver::device_info(ordinal)?;
     let ptx = kernel_ptx::<K>(ordinal, info.compute_capability)?;
     let usable = info.can_map_host_memory && !info.kernel_timeout;
@@ -64,7 +68,12 @@ pub fn bench_hlc_stamp<K: Kernel>(ordinal: usize, blocks: u32, iters: u32) -> Re
     let mut best = f64::MAX;
     for _ in 0..3 {
         let (mut w, mut off, mut it, mut sink) = (word.ptr, 0i64, iters, word.ptr + 8);
-        let mut args: [*mut c_void; 4] = [(&mut w as *mut u64).cast(), (&mut off as *mut i64).cast(), (&mut it as *mut u32).cast(), (&mut sink as *mut u64).cast()];
+        let mut args: [*mut c_void; 4] = [
+            (&mut w as *mut u64).cast(),
+            (&mut off as *mut i64).cast(),
+            (&mut it as *mut u32).cast(),
+            (&mut sink as *mut u64).cast(),
+        ];
         let start = std::time::Instant::now();
         // SAFETY: arguments match `silica_hlc_bench`; the buffers live in `ctx`.
         unsafe {

@@ -74,7 +74,13 @@ impl Ctrl {
 }
 
 /// Starts the kernel on a fresh context of device `ordinal`, at ring entry `start`.
-pub(crate) fn launch_run<K: Kernel>(shared: &RingShared<K>, ordinal: usize, ptx: &CString, ctrl: &HostMem, start: u64) -> Result<Run, RingError> {
+pub(crate) fn launch_run<K: Kernel>(
+    shared: &RingShared<K>,
+    ordinal: usize,
+    ptx: &CString,
+    ctrl: &HostMem,
+    start: u64,
+) -> Result<Run, RingError> {
     let ctx = Context::new(ordinal)?;
     ctx.bind()?;
     let module = Module::load(ptx)?;
@@ -82,7 +88,13 @@ pub(crate) fn launch_run<K: Kernel>(shared: &RingShared<K>, ordinal: usize, ptx:
     let q = &shared.queue;
     // SAFETY: the ring's host memory lives in `shared`, which outlives every run (the
     // backend joins its thread and drops the run before the ring's memory is freed).
-    let (h2k, k2h, ctrl_d) = unsafe { (register_host(q.h2k.ptr(), q.h2k.len())?, register_host(q.k2h.ptr(), q.k2h.len())?, register_host(ctrl.ptr(), ctrl.len())?) };
+    let (h2k, k2h, ctrl_d) = unsafe {
+        (
+            register_host(q.h2k.ptr(), q.h2k.len())?,
+            register_host(q.k2h.ptr(), q.k2h.len())?,
+            register_host(ctrl.ptr(), ctrl.len())?,
+        )
+    };
     let slots = shared.slots.capacity() as usize;
     let states = DeviceBuffer::zeroed(slots * size_of::<K::State>())?;
     let stage = DeviceBuffer::zeroed(q.cap as usize * q.h2k_stride)?;
@@ -110,7 +122,12 @@ pub(crate) fn launch_run<K: Kernel>(shared: &RingShared<K>, ordinal: usize, ptx:
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid
     // while the kernel runs (device buffers live in `ctx`, host memory outlives the run).
     unsafe { launch(module.ring, 1, 32 * (1 + workers), stream, &mut args)? };
-    Ok(Run { stream, copy, states, ctx })
+    Ok(Run {
+        stream,
+        copy,
+        states,
+        ctx,
+    })
 }
 
 /// Offset from `%globaltimer` to host Unix-epoch nanoseconds, measured with one probe launch.
@@ -142,12 +159,30 @@ impl<K: Kernel> PersistentBackend<K> {
         let run = Arc::new(Mutex::new(Some(launch_run(&shared, ordinal, &ptx, &ctrl.0, 0)?)));
         let stop = Arc::new(AtomicBool::new(false));
         let last_beat = Arc::new(Mutex::new(Instant::now()));
-        let watcher = Watcher { shared: shared.clone(), run: run.clone(), ctrl: ctrl.clone(), stop: stop.clone(), last_beat: last_beat.clone(), ordinal, ptx };
+        let watcher = Watcher {
+            shared: shared.clone(),
+            run: run.clone(),
+            ctrl: ctrl.clone(),
+            stop: stop.clone(),
+            last_beat: last_beat.clone(),
+            ordinal,
+            ptx,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("silica-k2h-{}", K::NAME))
             .spawn(move || watcher.run())
-            .map_err(|e| DeviceError::Driver { call: "spawn completion thread", message: e.to_string() })?;
-        Ok(Self { shared, run, ctrl, stop, last_beat, thread: Mutex::new(Some(thread)) })
+            .map_err(|e| DeviceError::Driver {
+                call: "spawn completion thread",
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            shared,
+            run,
+            ctrl,
+            stop,
+            last_beat,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     fn with_run<T>(&self, f: impl FnOnce(&Run) -> Result<T, DeviceError>) -> Result<T, RingError> {
@@ -164,12 +199,18 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
     }
 
     fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
-        self.with_run(|run| run.states.write(slot.0 as usize * size_of::<K::State>(), as_bytes(state), run.copy))
+        self.with_run(|run| {
+            run.states
+                .write(slot.0 as usize * size_of::<K::State>(), as_bytes(state), run.copy)
+        })
     }
 
     fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
         let mut bytes = vec![0u8; size_of::<K::State>()];
-        self.with_run(|run| run.states.read(slot.0 as usize * size_of::<K::State>(), &mut bytes, run.copy))?;
+        self.with_run(|run| {
+            run.states
+                .read(slot.0 as usize * size_of::<K::State>(), &mut bytes, run.copy)
+        })?;
         Ok(from_bytes(&bytes))
     }
 
@@ -234,7 +275,10 @@ impl<K: Kernel> Watcher<K> {
             let start = head;
             while let Some((status, hlc, response)) = q.k2h_read(head) {
                 let outcome = if status == STATUS_OK {
-                    Ok(Reply { response, stamp: HlcStamp::new(hlc, self.shared.clock.node()) })
+                    Ok(Reply {
+                        response,
+                        stamp: HlcStamp::new(hlc, self.shared.clock.node()),
+                    })
                 } else {
                     Err(RingError::SlotNotActive(SlotId(u32::MAX)))
                 };
@@ -253,7 +297,10 @@ impl<K: Kernel> Watcher<K> {
                 let fault = match stream_done(stream) {
                     Ok(false) => None,
                     Ok(true) if stopping => break,
-                    Ok(true) => Some((FaultKind::KernelExited, "the ring kernel exited without being asked to".to_owned())),
+                    Ok(true) => Some((
+                        FaultKind::KernelExited,
+                        "the ring kernel exited without being asked to".to_owned(),
+                    )),
                     Err(e) => Some((FaultKind::CudaError, e.to_string())),
                 };
                 if stopping && Instant::now() > deadline {
@@ -268,7 +315,14 @@ impl<K: Kernel> Watcher<K> {
                     *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = beat.1;
                 }
                 let stalled = beat.1.elapsed() > self.shared.config.stall_timeout;
-                let fault = fault.or_else(|| stalled.then(|| (FaultKind::HeartbeatStall, format!("no heartbeat for {:?}", beat.1.elapsed()))));
+                let fault = fault.or_else(|| {
+                    stalled.then(|| {
+                        (
+                            FaultKind::HeartbeatStall,
+                            format!("no heartbeat for {:?}", beat.1.elapsed()),
+                        )
+                    })
+                });
                 if let (Some((kind, detail)), false) = (fault, stopping) {
                     match self.restart(kind, detail, stream) {
                         Some(s) => stream = s,
@@ -282,7 +336,8 @@ impl<K: Kernel> Watcher<K> {
             if idle_since.elapsed() < self.shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {
-                self.shared.park_consumer(|| q.k2h_read(head).is_some(), Duration::from_millis(1));
+                self.shared
+                    .park_consumer(|| q.k2h_read(head).is_some(), Duration::from_millis(1));
             }
         }
     }
@@ -297,6 +352,14 @@ impl<K: Kernel> Watcher<K> {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.shared.fault(kind, detail);
+        if kind == FaultKind::CudaError {
+            // A sticky CUDA error (illegal address, trap) poisons the whole process's use of
+            // the device: every later driver call, new contexts included, returns it. The ring
+            // stays failed; the host process must restart to use the device again.
+            q.close();
+            q.fail_pending(&RingError::ShutDown);
+            return None;
+        }
         let mut guard = self.run.lock().unwrap_or_else(|e| e.into_inner());
         guard.take();
         self.ctrl.reset();
@@ -311,7 +374,8 @@ impl<K: Kernel> Watcher<K> {
             Err(e) => {
                 drop(guard);
                 q.close();
-                self.shared.fault(FaultKind::BackendError, format!("restart failed: {e}"));
+                self.shared
+                    .fault(FaultKind::BackendError, format!("restart failed: {e}"));
                 None
             }
         }

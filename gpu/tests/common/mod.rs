@@ -31,9 +31,16 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 pub struct Rng(pub u64);
 impl Rng {
     pub fn fresh(test: &str) -> Self {
-        let seed = std::env::var("SILICA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-        });
+        let seed = std::env::var("SILICA_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
         println!("{test}: SILICA_SEED={seed}");
         Rng(seed)
     }

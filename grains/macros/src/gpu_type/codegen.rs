@@ -8,16 +8,8 @@ pub(crate) fn expand(ty: &GpuStruct, grains: &TokenStream) -> TokenStream {
     let ident = &ty.ident;
     let name = ident.to_string();
     let trait_path = quote!(#grains::gpu::GpuType);
-    let aligns: Vec<_> = ty
-        .fields
-        .iter()
-        .map(|f| align(&f.shape, &trait_path))
-        .collect();
-    let sizes: Vec<_> = ty
-        .fields
-        .iter()
-        .map(|f| size(&f.shape, &trait_path, grains))
-        .collect();
+    let aligns: Vec<_> = ty.fields.iter().map(|f| align(&f.shape, &trait_path)).collect();
+    let sizes: Vec<_> = ty.fields.iter().map(|f| size(&f.shape, &trait_path, grains)).collect();
     let count = ty.fields.len();
     let idx: Vec<_> = (0..count).collect();
     let names: Vec<_> = ty.fields.iter().map(|f| &f.ident).collect();
@@ -29,23 +21,14 @@ pub(crate) fn expand(ty: &GpuStruct, grains: &TokenStream) -> TokenStream {
             quote_spanned!(f.span=> <#base as #trait_path>::declare(decls);)
         })
         .collect();
-    let cuda_fields: Vec<_> = ty
-        .fields
-        .iter()
-        .map(|f| cuda_field(f, &trait_path))
-        .collect();
-    let wgsl_fields: Vec<_> = ty
-        .fields
-        .iter()
-        .map(|f| wgsl_field(f, &trait_path))
-        .collect();
+    let cuda_fields: Vec<_> = ty.fields.iter().map(|f| cuda_field(f, &trait_path)).collect();
+    let wgsl_fields: Vec<_> = ty.fields.iter().map(|f| wgsl_field(f, &trait_path)).collect();
     let field_strs: Vec<_> = names.iter().map(|n| n.to_string()).collect();
     let offset_msgs: Vec<_> = field_strs
         .iter()
         .map(|f| format!("GpuType {name}: field `{f}` has a different offset in WGSL; add explicit padding fields"))
         .collect();
-    let size_msg =
-        format!("GpuType {name}: size differs from WGSL's; add explicit padding at the end");
+    let size_msg = format!("GpuType {name}: size differs from WGSL's; add explicit padding at the end");
     let align_msg = format!("GpuType {name}: alignment differs from WGSL's");
     let pad_msg = format!("GpuType {name}: has implicit padding; add explicit padding fields");
     quote! {
@@ -108,7 +91,7 @@ fn size(shape: &Shape, trait_path: &TokenStream, grains: &TokenStream) -> TokenS
         Shape::Array(inner, len) => {
             let inner_size = size(inner, trait_path, grains);
             let inner_align = align(inner, trait_path);
-            quote!(((#len) as usize * #grains::gpu::round_up(#inner_size, #inner_align)))
+            quote!(((#len) * #grains::gpu::round_up(#inner_size, #inner_align)))
         }
     }
 }
@@ -118,7 +101,7 @@ fn cuda_field(field: &super::ir::GpuField, trait_path: &TokenStream) -> TokenStr
     let name = field.ident.to_string();
     let dims = field.shape.dims();
     let fmt = format!("  {{}} {{}}{};\n", "[{}]".repeat(dims.len()));
-    quote_spanned!(field.span=> ::std::format!(#fmt, <#base as #trait_path>::CUDA_NAME, #name #(, (#dims) as usize)*))
+    quote_spanned!(field.span=> ::std::format!(#fmt, <#base as #trait_path>::CUDA_NAME, #name #(, #dims)*))
 }
 
 fn wgsl_field(field: &super::ir::GpuField, trait_path: &TokenStream) -> TokenStream {
@@ -129,5 +112,5 @@ fn wgsl_field(field: &super::ir::GpuField, trait_path: &TokenStream) -> TokenStr
     let close: String = dims.iter().map(|_| ", {}>").collect();
     let fmt = format!("  {{}}: {open}{{}}{close},\n");
     let rev: Vec<_> = dims.iter().rev().collect();
-    quote_spanned!(field.span=> ::std::format!(#fmt, #name, <#base as #trait_path>::WGSL_NAME #(, (#rev) as usize)*))
+    quote_spanned!(field.span=> ::std::format!(#fmt, #name, <#base as #trait_path>::WGSL_NAME #(, #rev)*))
 }
