@@ -68,7 +68,9 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
         return;
     };
     let ring = Arc::new(ring);
-    let slots: Vec<_> = (0..1024).map(|_| ring.activate(&Empty::default()).unwrap()).collect();
+    let slots: Vec<_> = (0..1024)
+        .map(|_| ring.activate(&Empty::default()).unwrap())
+        .collect();
     let start = Instant::now();
     let handles: Vec<_> = (0..producers)
         .map(|p| {
@@ -122,7 +124,11 @@ fn main() {
         round_trip(kind, n);
     }
     let secs = if quick { 0.5 } else { 2.0 };
-    for kind in [BackendKind::CudaPersistent, BackendKind::CudaBatch, BackendKind::Cpu] {
+    for kind in [
+        BackendKind::CudaPersistent,
+        BackendKind::CudaBatch,
+        BackendKind::Cpu,
+    ] {
         throughput(kind, 8, 256, secs);
     }
     #[cfg(feature = "cuda")]

@@ -43,7 +43,8 @@ pub(crate) fn start<K: Kernel>(
 ) -> Result<Box<dyn RingBackend<K>>, RingError> {
     match choice {
         BackendChoice::Exact {
-            kind: BackendKind::Cpu, ..
+            kind: BackendKind::Cpu,
+            ..
         } => Ok(crate::cpu::start(shared)),
         BackendChoice::Exact {
             kind: BackendKind::Wgpu,
@@ -62,12 +63,18 @@ pub(crate) fn start<K: Kernel>(
 }
 
 #[cfg(feature = "wgpu")]
-fn start_wgpu<K: Kernel>(shared: Arc<RingShared<K>>, device: usize) -> Result<Box<dyn RingBackend<K>>, RingError> {
+fn start_wgpu<K: Kernel>(
+    shared: Arc<RingShared<K>>,
+    device: usize,
+) -> Result<Box<dyn RingBackend<K>>, RingError> {
     crate::wgpu_backend::start(shared, device)
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn start_wgpu<K: Kernel>(_: Arc<RingShared<K>>, _: usize) -> Result<Box<dyn RingBackend<K>>, RingError> {
+fn start_wgpu<K: Kernel>(
+    _: Arc<RingShared<K>>,
+    _: usize,
+) -> Result<Box<dyn RingBackend<K>>, RingError> {
     Err(crate::error::DeviceError::NotCompiled(BackendKind::Wgpu).into())
 }
 

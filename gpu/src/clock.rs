@@ -21,7 +21,11 @@ pub struct HlcStamp {
 impl HlcStamp {
     /// A stamp of `hlc` issued by `node`.
     pub const fn new(hlc: u64, node: u32) -> Self {
-        Self { hlc, node, reserved: 0 }
+        Self {
+            hlc,
+            node,
+            reserved: 0,
+        }
     }
 
     /// Physical milliseconds since the Unix epoch.
@@ -68,10 +72,12 @@ impl HostClock {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let first = floor.max(last + 1);
-            match self
-                .last
-                .compare_exchange_weak(last, first + count.max(1) - 1, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(
+                last,
+                first + count.max(1) - 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return first,
                 Err(now) => last = now,
             }

@@ -58,5 +58,8 @@ impl<K: Kernel> RingBackend<K> for CpuBackend<K> {
 
 pub(crate) fn start<K: Kernel>(shared: Arc<RingShared<K>>) -> Box<dyn RingBackend<K>> {
     let states = vec![zeroed::<K::State>(); shared.slots.capacity() as usize];
-    Box::new(CpuBackend(BatchDriver::start(shared, CpuExecutor::<K> { states })))
+    Box::new(CpuBackend(BatchDriver::start(
+        shared,
+        CpuExecutor::<K> { states },
+    )))
 }

@@ -53,7 +53,9 @@ pub fn cuda_devices() -> Result<Vec<CudaDeviceInfo>, crate::DeviceError> {
 /// Every CUDA device; without the `cuda` feature, an error saying so.
 #[cfg(not(feature = "cuda"))]
 pub fn cuda_devices() -> Result<Vec<CudaDeviceInfo>, crate::DeviceError> {
-    Err(crate::DeviceError::NotCompiled(crate::BackendKind::CudaPersistent))
+    Err(crate::DeviceError::NotCompiled(
+        crate::BackendKind::CudaPersistent,
+    ))
 }
 
 /// Every wgpu adapter (empty when none).

@@ -27,8 +27,11 @@ pub(crate) struct Incoming<Q> {
 pub(crate) trait BatchExecutor<K: Kernel>: Send + 'static {
     /// Handles `round` (no slot twice); pushes one `(response, status, hlc)` per message.
     /// An `hlc` of 0 asks the driver to stamp with the host clock.
-    fn execute(&mut self, round: &[Incoming<K::Request>], out: &mut Vec<(K::Response, u32, u64)>)
-    -> Result<(), String>;
+    fn execute(
+        &mut self,
+        round: &[Incoming<K::Request>],
+        out: &mut Vec<(K::Response, u32, u64)>,
+    ) -> Result<(), String>;
     fn write_state(&mut self, slot: u32, state: &K::State) -> Result<(), String>;
     fn read_state(&mut self, slot: u32) -> Result<K::State, String>;
 }
@@ -58,11 +61,15 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
     }
 
     pub(crate) fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
-        self.lock().write_state(slot.0, state).map_err(|e| self.device_fault(e))
+        self.lock()
+            .write_state(slot.0, state)
+            .map_err(|e| self.device_fault(e))
     }
 
     pub(crate) fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
-        self.lock().read_state(slot.0).map_err(|e| self.device_fault(e))
+        self.lock()
+            .read_state(slot.0)
+            .map_err(|e| self.device_fault(e))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, E> {
@@ -86,7 +93,11 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
     }
 }
 
-fn run<K: Kernel, E: BatchExecutor<K>>(shared: &RingShared<K>, executor: &Mutex<E>, stop: &AtomicBool) {
+fn run<K: Kernel, E: BatchExecutor<K>>(
+    shared: &RingShared<K>,
+    executor: &Mutex<E>,
+    stop: &AtomicBool,
+) {
     shared.set_consumer();
     let max = u64::from(shared.config.max_batch.max(1));
     let mut idle_since = Instant::now();

@@ -45,7 +45,9 @@ pub enum DeviceError {
 #[derive(Debug, Error, Clone)]
 pub enum CompileError {
     /// NVRTC rejected the CUDA source; line numbers in `log` refer to `numbered_source`.
-    #[error("NVRTC could not compile kernel {kernel}:\n{log}\n--- generated source ---\n{numbered_source}")]
+    #[error(
+        "NVRTC could not compile kernel {kernel}:\n{log}\n--- generated source ---\n{numbered_source}"
+    )]
     Nvrtc {
         /// The kernel's name.
         kernel: String,
@@ -55,7 +57,9 @@ pub enum CompileError {
         numbered_source: String,
     },
     /// naga rejected the WGSL source; line numbers refer to `numbered_source`.
-    #[error("WGSL of kernel {kernel} is invalid:\n{message}\n--- generated source ---\n{numbered_source}")]
+    #[error(
+        "WGSL of kernel {kernel} is invalid:\n{message}\n--- generated source ---\n{numbered_source}"
+    )]
     Wgsl {
         /// The kernel's name.
         kernel: String,

@@ -69,5 +69,7 @@ pub use clock::HlcStamp;
 pub use error::{CompileError, DeviceError, FaultKind, RingError, RingFault};
 pub use kernel::Kernel;
 pub use reply::{Outcome, Reply};
-pub use ring::{BackendChoice, BackendKind, BatchFuture, ReplyFuture, Ring, RingConfig, RingHealth};
+pub use ring::{
+    BackendChoice, BackendKind, BatchFuture, ReplyFuture, Ring, RingConfig, RingHealth,
+};
 pub use slots::{SlotId, SlotStatus};

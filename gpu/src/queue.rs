@@ -38,7 +38,8 @@ unsafe impl Sync for HostMem {}
 
 impl HostMem {
     pub(crate) fn zeroed(len: usize) -> Self {
-        let layout = Layout::from_size_align(len.max(4096).next_multiple_of(4096), 4096).expect("ring size overflows");
+        let layout = Layout::from_size_align(len.max(4096).next_multiple_of(4096), 4096)
+            .expect("ring size overflows");
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
@@ -97,7 +98,9 @@ impl<R: GpuType> SubmitRing<R> {
             k2h_stride,
             tail: Padded(AtomicU64::new(0)),
             head: Padded(AtomicU64::new(0)),
-            cells: (0..cap).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            cells: (0..cap)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
             waiters: Mutex::new(Vec::new()),
             waiting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -146,10 +149,10 @@ impl<R: GpuType> SubmitRing<R> {
             if t + n - self.head.0.load(Ordering::SeqCst) > self.cap {
                 return Ok(None);
             }
-            let won = self
-                .tail
-                .0
-                .compare_exchange_weak(t, t + n, Ordering::SeqCst, Ordering::Relaxed);
+            let won =
+                self.tail
+                    .0
+                    .compare_exchange_weak(t, t + n, Ordering::SeqCst, Ordering::Relaxed);
             if won.is_ok() {
                 return Ok(Some(t));
             }
@@ -158,18 +161,33 @@ impl<R: GpuType> SubmitRing<R> {
 
     fn h2k_entry(&self, t: u64) -> *mut u8 {
         // SAFETY: the position is below `cap`, so the offset stays inside the allocation.
-        unsafe { self.h2k.ptr().add((t & (self.cap - 1)) as usize * self.h2k_stride) }
+        unsafe {
+            self.h2k
+                .ptr()
+                .add((t & (self.cap - 1)) as usize * self.h2k_stride)
+        }
     }
 
     fn k2h_entry(&self, t: u64) -> *mut u8 {
         // SAFETY: the position is below `cap`, so the offset stays inside the allocation.
-        unsafe { self.k2h.ptr().add((t & (self.cap - 1)) as usize * self.k2h_stride) }
+        unsafe {
+            self.k2h
+                .ptr()
+                .add((t & (self.cap - 1)) as usize * self.k2h_stride)
+        }
     }
 
     /// Writes claimed entry `t` and publishes it; `cell` receives its outcome.
-    pub(crate) fn publish<Q: GpuType>(&self, t: u64, slot: u32, hlc: u64, req: &Q, cell: &Arc<ReplyCell<R>>) {
-        let old =
-            self.cells[(t & (self.cap - 1)) as usize].swap(Arc::into_raw(cell.clone()).cast_mut(), Ordering::Release);
+    pub(crate) fn publish<Q: GpuType>(
+        &self,
+        t: u64,
+        slot: u32,
+        hlc: u64,
+        req: &Q,
+        cell: &Arc<ReplyCell<R>>,
+    ) {
+        let old = self.cells[(t & (self.cap - 1)) as usize]
+            .swap(Arc::into_raw(cell.clone()).cast_mut(), Ordering::Release);
         debug_assert!(old.is_null());
         let entry = self.h2k_entry(t);
         let payload = as_bytes(req);

@@ -150,7 +150,11 @@ impl<K: Kernel> RingShared<K> {
     fn wake_consumer(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.consumer_sleeping.load(Ordering::SeqCst)
-            && let Some(t) = self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && let Some(t) = self
+                .consumer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
         {
             t.unpark();
         }
@@ -201,7 +205,8 @@ impl<K: Kernel> RingShared<K> {
             } else {
                 INVALID_SLOT
             };
-            self.queue.publish(first + i as u64, wire, stamp.hlc, req, &cell);
+            self.queue
+                .publish(first + i as u64, wire, stamp.hlc, req, &cell);
         }
         self.wake_consumer();
         Ok(Some(cell))
@@ -236,7 +241,9 @@ impl<K: Kernel> Ring<K> {
             .shared
             .slots
             .allocate()
-            .ok_or(RingError::SlotsExhausted(self.shared.slots.capacity() as usize))?;
+            .ok_or(RingError::SlotsExhausted(
+                self.shared.slots.capacity() as usize
+            ))?;
         if let Err(e) = self.backend.write_state(slot, initial) {
             self.shared.slots.release(slot);
             return Err(e);
@@ -279,7 +286,11 @@ impl<K: Kernel> Ring<K> {
 
     /// Sends many requests as one run of ring entries (one wake-up, one allocation); resolves
     /// with one outcome per request, in order. At most `capacity` requests.
-    pub fn submit_batch(&self, items: Vec<(SlotId, K::Request)>, stamp: HlcStamp) -> BatchFuture<K> {
+    pub fn submit_batch(
+        &self,
+        items: Vec<(SlotId, K::Request)>,
+        stamp: HlcStamp,
+    ) -> BatchFuture<K> {
         BatchFuture(ReplyFuture {
             shared: self.shared.clone(),
             items,
@@ -332,7 +343,12 @@ impl<K: Kernel> Ring<K> {
             backend: self.backend.kind(),
             running: !self.shared.queue.is_closed(),
             faults: self.shared.faults.load(Ordering::SeqCst),
-            last_fault: self.shared.last_fault.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_fault: self
+                .shared
+                .last_fault
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             heartbeat_age: self.backend.heartbeat_age(),
             queue_depth: self.queue_depth(),
             completed: self.completed(),
@@ -380,7 +396,10 @@ pub struct ReplyFuture<K: Kernel> {
 }
 
 impl<K: Kernel> ReplyFuture<K> {
-    fn poll_outcomes(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<Outcome<K::Response>>, RingError>> {
+    fn poll_outcomes(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Vec<Outcome<K::Response>>, RingError>> {
         if self.wait.is_none() {
             let cell = match self.shared.try_submit(&self.items, self.stamp) {
                 Ok(Some(cell)) => cell,

@@ -45,7 +45,11 @@ impl SlotTable {
 
     /// Takes a free slot (not yet active: call [`SlotTable::set_active`] once its state is set).
     pub(crate) fn allocate(&self) -> Option<SlotId> {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop().map(SlotId)
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .map(SlotId)
     }
 
     pub(crate) fn set_active(&self, slot: SlotId) {
@@ -54,11 +58,18 @@ impl SlotTable {
 
     pub(crate) fn release(&self, slot: SlotId) {
         self.status[slot.0 as usize].store(FREE, Ordering::SeqCst);
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(slot.0);
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(slot.0);
     }
 
     pub(crate) fn status(&self, slot: SlotId) -> SlotStatus {
-        match self.status.get(slot.0 as usize).map(|s| s.load(Ordering::SeqCst)) {
+        match self
+            .status
+            .get(slot.0 as usize)
+            .map(|s| s.load(Ordering::SeqCst))
+        {
             Some(ACTIVE) => SlotStatus::Active,
             Some(LOST) => SlotStatus::Lost,
             Some(CLOSING) => SlotStatus::Closing,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 /// Every adapter wgpu finds (Vulkan, GL; lavapipe shows as device type Cpu).
 pub(crate) fn adapters() -> Vec<WgpuAdapterInfo> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
         .into_iter()
         .enumerate()
@@ -31,7 +32,10 @@ pub(crate) fn adapters() -> Vec<WgpuAdapterInfo> {
         .collect()
 }
 
-pub(crate) fn start<K: Kernel>(_: Arc<RingShared<K>>, device: usize) -> Result<Box<dyn RingBackend<K>>, RingError> {
+pub(crate) fn start<K: Kernel>(
+    _: Arc<RingShared<K>>,
+    device: usize,
+) -> Result<Box<dyn RingBackend<K>>, RingError> {
     if adapters().get(device).is_none() {
         return Err(DeviceError::NoAdapter.into());
     }

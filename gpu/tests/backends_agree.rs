@@ -24,7 +24,10 @@ fn run<K: Kernel>(
                 .map(|r| r.unwrap().response),
         );
     }
-    let states = slots.iter().map(|s| block_on(ring.deactivate(*s)).unwrap()).collect();
+    let states = slots
+        .iter()
+        .map(|s| block_on(ring.deactivate(*s)).unwrap())
+        .collect();
     (out, states)
 }
 
@@ -103,7 +106,10 @@ fn particles(kind: BackendKind) {
         );
     }
     for (g, w) in got_states.iter().zip(&want_states) {
-        assert!(close(g.pos[0], w.pos[0]) && close(g.vel[1], w.vel[1]), "{g:?} vs {w:?}");
+        assert!(
+            close(g.pos[0], w.pos[0]) && close(g.vel[1], w.vel[1]),
+            "{g:?} vs {w:?}"
+        );
     }
 }
 
@@ -129,4 +135,8 @@ agree!(
     ignore = "needs a CUDA GPU"
 );
 #[cfg(feature = "cuda")]
-agree!(cuda_batch, BackendKind::CudaBatch, ignore = "needs a CUDA GPU");
+agree!(
+    cuda_batch,
+    BackendKind::CudaBatch,
+    ignore = "needs a CUDA GPU"
+);

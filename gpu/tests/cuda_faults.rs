@@ -6,7 +6,9 @@
 mod common;
 use common::{block_on, config};
 use silica_gpu::samples::{Add, Command, Faulty};
-use silica_gpu::{BackendKind, FaultInjection, FaultKind, HlcStamp, Ring, RingConfig, RingError, SlotStatus};
+use silica_gpu::{
+    BackendKind, FaultInjection, FaultKind, HlcStamp, Ring, RingConfig, RingError, SlotStatus,
+};
 use std::time::Duration;
 
 fn ring() -> Ring<Faulty> {
@@ -44,11 +46,17 @@ fn expect_fault(ring: &Ring<Faulty>, trigger: Command, kind: FaultKind, restarts
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(!ring.health().running);
-        assert!(matches!(ring.activate(&Add::default()), Err(RingError::ShutDown)));
+        assert!(matches!(
+            ring.activate(&Add::default()),
+            Err(RingError::ShutDown)
+        ));
         return;
     }
     // The ring restarted: a fresh activation works.
-    assert!(matches!(block_on(ring.deactivate(slot)), Err(RingError::SlotLost(_))));
+    assert!(matches!(
+        block_on(ring.deactivate(slot)),
+        Err(RingError::SlotLost(_))
+    ));
     let fresh = ring.activate(&Add::default()).unwrap();
     assert_eq!(
         block_on(ring.submit(fresh, Command { op: 0, arg: 9 }, HlcStamp::default()))
@@ -65,7 +73,12 @@ fn expect_fault(ring: &Ring<Faulty>, trigger: Command, kind: FaultKind, restarts
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn heartbeat_stall_restarts() {
-    expect_fault(&ring(), Command { op: 1, arg: 1500 }, FaultKind::HeartbeatStall, true);
+    expect_fault(
+        &ring(),
+        Command { op: 1, arg: 1500 },
+        FaultKind::HeartbeatStall,
+        true,
+    );
 }
 
 // Pins: an out-of-bounds write becomes a CudaError fault for the in-flight call, the slots
@@ -74,7 +87,12 @@ fn heartbeat_stall_restarts() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn illegal_address_fails_ring() {
-    expect_fault(&ring(), Command { op: 2, arg: 3 }, FaultKind::CudaError, false);
+    expect_fault(
+        &ring(),
+        Command { op: 2, arg: 3 },
+        FaultKind::CudaError,
+        false,
+    );
 }
 
 // Pins: a kernel that exits unasked is a KernelExited fault followed by a restart.

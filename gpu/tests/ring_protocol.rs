@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 fn many_producers_fifo(cfg: RingConfig) {
     let ring = Arc::new(Ring::<Accumulator>::start(cfg).expect("start ring"));
-    let slots: Vec<_> = (0..4).map(|_| ring.activate(&Totals::default()).unwrap()).collect();
+    let slots: Vec<_> = (0..4)
+        .map(|_| ring.activate(&Totals::default()).unwrap())
+        .collect();
     let producers = 6;
     let per = 300u32;
     let handles: Vec<_> = (0..producers)
@@ -19,7 +21,9 @@ fn many_producers_fifo(cfg: RingConfig) {
                 let mut last = vec![0u32; slots.len()];
                 for i in 0..per {
                     let s = (i as usize + p) % slots.len();
-                    let reply = block_on(ring.submit(slots[s], Add { amount: 1 }, HlcStamp::default())).unwrap();
+                    let reply =
+                        block_on(ring.submit(slots[s], Add { amount: 1 }, HlcStamp::default()))
+                            .unwrap();
                     // Per-caller FIFO: this producer's messages to a slot see growing counts.
                     assert!(reply.response.count > last[s], "count went backwards");
                     last[s] = reply.response.count;
@@ -28,7 +32,10 @@ fn many_producers_fifo(cfg: RingConfig) {
         })
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
-    let total: u64 = slots.iter().map(|s| block_on(ring.deactivate(*s)).unwrap().total).sum();
+    let total: u64 = slots
+        .iter()
+        .map(|s| block_on(ring.deactivate(*s)).unwrap().total)
+        .sum();
     // One at a time: no increment was lost to a concurrent read-modify-write.
     assert_eq!(total, u64::from(per) * producers as u64);
 }
@@ -101,7 +108,10 @@ fn shutdown_in_flight(cfg: RingConfig) {
         }
     }
     assert!(ok <= 250);
-    assert!(matches!(ring.activate(&Totals::default()), Err(RingError::ShutDown)));
+    assert!(matches!(
+        ring.activate(&Totals::default()),
+        Err(RingError::ShutDown)
+    ));
 }
 
 fn inactive_slot_rejected(cfg: RingConfig) {
@@ -140,4 +150,8 @@ suite!(
     ignore = "needs a CUDA GPU"
 );
 #[cfg(feature = "cuda")]
-suite!(cuda_batch, BackendKind::CudaBatch, ignore = "needs a CUDA GPU");
+suite!(
+    cuda_batch,
+    BackendKind::CudaBatch,
+    ignore = "needs a CUDA GPU"
+);

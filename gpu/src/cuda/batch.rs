@@ -44,14 +44,22 @@ impl<K: Kernel> BatchExecutor<K> for Exec {
     fn write_state(&mut self, slot: u32, state: &K::State) -> Result<(), String> {
         self.ctx.bind().map_err(|e| e.to_string())?;
         self.states
-            .write(slot as usize * size_of::<K::State>(), as_bytes(state), self.stream)
+            .write(
+                slot as usize * size_of::<K::State>(),
+                as_bytes(state),
+                self.stream,
+            )
             .map_err(|e| e.to_string())
     }
     fn read_state(&mut self, slot: u32) -> Result<K::State, String> {
         self.ctx.bind().map_err(|e| e.to_string())?;
         let mut bytes = vec![0u8; size_of::<K::State>()];
         self.states
-            .read(slot as usize * size_of::<K::State>(), &mut bytes, self.stream)
+            .read(
+                slot as usize * size_of::<K::State>(),
+                &mut bytes,
+                self.stream,
+            )
             .map_err(|e| e.to_string())?;
         Ok(from_bytes(&bytes))
     }
@@ -73,7 +81,8 @@ impl Exec {
             e[HEADER..HEADER + size_of::<K::Request>()].copy_from_slice(as_bytes(&m.request));
         }
         self.host_out.resize(n * self.k2h_stride, 0);
-        let (mut states, mut msgs, mut outp, mut hlc) = (self.states.ptr, self.msgs.ptr, self.out.ptr, self.hlc.ptr);
+        let (mut states, mut msgs, mut outp, mut hlc) =
+            (self.states.ptr, self.msgs.ptr, self.out.ptr, self.hlc.ptr);
         let (mut count, mut hs, mut ks, mut slots, mut off) = (
             n as u32,
             self.h2k_stride as u32,
@@ -97,10 +106,17 @@ impl Exec {
         unsafe {
             result::memcpy_htod_async(self.msgs.ptr, &self.host_in[..], self.stream)
                 .map_err(super::driver::check("cuMemcpyHtoDAsync"))?;
-            launch(self.module.batch, (n as u32).div_ceil(128), 128, self.stream, &mut args)?;
+            launch(
+                self.module.batch,
+                (n as u32).div_ceil(128),
+                128,
+                self.stream,
+                &mut args,
+            )?;
             result::memcpy_dtoh_async(&mut self.host_out[..], self.out.ptr, self.stream)
                 .map_err(super::driver::check("cuMemcpyDtoHAsync"))?;
-            result::stream::synchronize(self.stream).map_err(super::driver::check("cuStreamSynchronize"))?;
+            result::stream::synchronize(self.stream)
+                .map_err(super::driver::check("cuStreamSynchronize"))?;
         }
         for i in 0..n {
             let e = &self.host_out[i * self.k2h_stride..(i + 1) * self.k2h_stride];

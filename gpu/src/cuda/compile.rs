@@ -13,7 +13,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 type Cache = Mutex<HashMap<(usize, u64), Arc<CString>>>;
 
 /// PTX of `source` for device `ordinal` (compute capability `cc`), compiled once per process.
-pub(crate) fn ptx(kernel: &str, source: &str, ordinal: usize, cc: (i32, i32)) -> Result<Arc<CString>, RingError> {
+pub(crate) fn ptx(
+    kernel: &str,
+    source: &str,
+    ordinal: usize,
+    cc: (i32, i32),
+) -> Result<Arc<CString>, RingError> {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let mut hasher = DefaultHasher::new();
     source.hash(&mut hasher);
@@ -33,7 +38,9 @@ pub(crate) fn ptx(kernel: &str, source: &str, ordinal: usize, cc: (i32, i32)) ->
     };
     let ptx = compile_ptx_with_opts(source, opts).map_err(|e| {
         let log = match &e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                log.to_string_lossy().into_owned()
+            }
             other => format!("{other:?}"),
         };
         RingError::Compile(CompileError::Nvrtc {

@@ -62,9 +62,11 @@ pub(crate) fn device_info(ordinal: usize) -> Result<CudaDeviceInfo, DeviceError>
         ),
         multiprocessors: attr(dev, Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
         // SAFETY: `dev` came from `cuDeviceGet`.
-        total_memory: unsafe { result::device::total_mem(dev) }.map_err(check("cuDeviceTotalMem"))?,
+        total_memory: unsafe { result::device::total_mem(dev) }
+            .map_err(check("cuDeviceTotalMem"))?,
         can_map_host_memory: attr(dev, Attr::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY)? != 0,
-        host_native_atomics: attr(dev, Attr::CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED)? != 0,
+        host_native_atomics: attr(dev, Attr::CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED)?
+            != 0,
         cooperative_launch: attr(dev, Attr::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? != 0,
         kernel_timeout: attr(dev, Attr::CU_DEVICE_ATTRIBUTE_KERNEL_EXEC_TIMEOUT)? != 0,
     })
@@ -91,9 +93,11 @@ unsafe impl Sync for Context {}
 impl Context {
     pub(crate) fn new(ordinal: usize) -> Result<Self, DeviceError> {
         ensure_driver()?;
-        let dev = result::device::get(ordinal as i32).map_err(|_| DeviceError::NoSuchDevice(ordinal))?;
+        let dev =
+            result::device::get(ordinal as i32).map_err(|_| DeviceError::NoSuchDevice(ordinal))?;
         // SAFETY: `dev` is valid; null creation parameters are allowed.
-        let ctx = unsafe { result::ctx::create_v4(std::ptr::null_mut(), 0, dev) }.map_err(check("cuCtxCreate"))?;
+        let ctx = unsafe { result::ctx::create_v4(std::ptr::null_mut(), 0, dev) }
+            .map_err(check("cuCtxCreate"))?;
         Ok(Self { ctx })
     }
 
@@ -152,21 +156,33 @@ impl DeviceBuffer {
 
     /// Copies `bytes` to `offset` (synchronous: it may run beside the persistent kernel,
     /// because the context's streams are non-blocking and nothing uses the NULL stream).
-    pub(crate) fn write(&self, offset: usize, bytes: &[u8], stream: sys::CUstream) -> Result<(), DeviceError> {
+    pub(crate) fn write(
+        &self,
+        offset: usize,
+        bytes: &[u8],
+        stream: sys::CUstream,
+    ) -> Result<(), DeviceError> {
         assert!(offset + bytes.len() <= self.len);
         // SAFETY: the range is inside the allocation; the stream belongs to this context.
         unsafe {
-            result::memcpy_htod_async(self.ptr + offset as u64, bytes, stream).map_err(check("cuMemcpyHtoDAsync"))?;
+            result::memcpy_htod_async(self.ptr + offset as u64, bytes, stream)
+                .map_err(check("cuMemcpyHtoDAsync"))?;
             result::stream::synchronize(stream).map_err(check("cuStreamSynchronize"))
         }
     }
 
     /// Copies `out.len()` bytes from `offset`.
-    pub(crate) fn read(&self, offset: usize, out: &mut [u8], stream: sys::CUstream) -> Result<(), DeviceError> {
+    pub(crate) fn read(
+        &self,
+        offset: usize,
+        out: &mut [u8],
+        stream: sys::CUstream,
+    ) -> Result<(), DeviceError> {
         assert!(offset + out.len() <= self.len);
         // SAFETY: the range is inside the allocation; the stream belongs to this context.
         unsafe {
-            result::memcpy_dtoh_async(out, self.ptr + offset as u64, stream).map_err(check("cuMemcpyDtoHAsync"))?;
+            result::memcpy_dtoh_async(out, self.ptr + offset as u64, stream)
+                .map_err(check("cuMemcpyDtoHAsync"))?;
             result::stream::synchronize(stream).map_err(check("cuStreamSynchronize"))
         }
     }
@@ -201,12 +217,13 @@ pub(crate) struct Module {
 impl Module {
     pub(crate) fn load(ptx: &std::ffi::CStr) -> Result<Self, DeviceError> {
         // SAFETY: `ptx` is NUL-terminated PTX text; the context is current.
-        let module =
-            unsafe { result::module::load_data(ptx.as_ptr().cast::<c_void>()) }.map_err(check("cuModuleLoadData"))?;
+        let module = unsafe { result::module::load_data(ptx.as_ptr().cast::<c_void>()) }
+            .map_err(check("cuModuleLoadData"))?;
         let get = |name: &str| {
             let name = std::ffi::CString::new(name).expect("static name");
             // SAFETY: the module was just loaded; it lives as long as the context.
-            unsafe { result::module::get_function(module, name) }.map_err(check("cuModuleGetFunction"))
+            unsafe { result::module::get_function(module, name) }
+                .map_err(check("cuModuleGetFunction"))
         };
         Ok(Self {
             ring: get("silica_ring")?,
@@ -230,5 +247,6 @@ pub(crate) unsafe fn launch(
     params: &mut [*mut c_void],
 ) -> Result<(), DeviceError> {
     // SAFETY: forwarded from the caller.
-    unsafe { result::launch_kernel(f, (grid, 1, 1), (block, 1, 1), 0, stream, params) }.map_err(check("cuLaunchKernel"))
+    unsafe { result::launch_kernel(f, (grid, 1, 1), (block, 1, 1), 0, stream, params) }
+        .map_err(check("cuLaunchKernel"))
 }

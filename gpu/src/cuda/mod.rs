@@ -27,18 +27,25 @@ pub(crate) fn start<K: Kernel>(
     let why = "the device cannot map host memory or has a kernel execution timeout";
     match persistent {
         Some(true) if !usable => Err(DeviceError::PersistentUnusable(why.into()).into()),
-        Some(true) => Ok(Box::new(persistent::PersistentBackend::start(shared, ordinal, ptx)?)),
+        Some(true) => Ok(Box::new(persistent::PersistentBackend::start(
+            shared, ordinal, ptx,
+        )?)),
         Some(false) => batch::start(shared, ordinal, &ptx),
-        None if usable => match persistent::PersistentBackend::start(shared.clone(), ordinal, ptx.clone()) {
-            Ok(b) => Ok(Box::new(b)),
-            Err(RingError::Device(_)) => batch::start(shared, ordinal, &ptx),
-            Err(e) => Err(e),
-        },
+        None if usable => {
+            match persistent::PersistentBackend::start(shared.clone(), ordinal, ptx.clone()) {
+                Ok(b) => Ok(Box::new(b)),
+                Err(RingError::Device(_)) => batch::start(shared, ordinal, &ptx),
+                Err(e) => Err(e),
+            }
+        }
         None => batch::start(shared, ordinal, &ptx),
     }
 }
 
-fn kernel_ptx<K: Kernel>(ordinal: usize, cc: (i32, i32)) -> Result<Arc<std::ffi::CString>, RingError> {
+fn kernel_ptx<K: Kernel>(
+    ordinal: usize,
+    cc: (i32, i32),
+) -> Result<Arc<std::ffi::CString>, RingError> {
     let (src, _) = source::generate::<K>();
     compile::ptx(K::NAME, &src, ordinal, cc)
 }
@@ -57,7 +64,11 @@ pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
 
 /// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one CAS
 /// per warp per round). Returns nanoseconds per stamp, amortized over all stamps.
-pub fn bench_hlc_stamp<K: Kernel>(ordinal: usize, blocks: u32, iters: u32) -> Result<f64, RingError> {
+pub fn bench_hlc_stamp<K: Kernel>(
+    ordinal: usize,
+    blocks: u32,
+    iters: u32,
+) -> Result<f64, RingError> {
     let info = driver::device_info(ordinal)?;
     let ptx = kernel_ptx::<K>(ordinal, info.compute_capability)?;
     let ctx = driver::Context::new(ordinal)?;
@@ -78,7 +89,8 @@ pub fn bench_hlc_stamp<K: Kernel>(ordinal: usize, blocks: u32, iters: u32) -> Re
         // SAFETY: arguments match `silica_hlc_bench`; the buffers live in `ctx`.
         unsafe {
             driver::launch(module.hlc_bench, blocks, 256, stream, &mut args)?;
-            cudarc::driver::result::stream::synchronize(stream).map_err(driver::check("cuStreamSynchronize"))?;
+            cudarc::driver::result::stream::synchronize(stream)
+                .map_err(driver::check("cuStreamSynchronize"))?;
         }
         let stamps = f64::from(blocks) * 256.0 * f64::from(iters);
         best = best.min(start.elapsed().as_nanos() as f64 / stamps);

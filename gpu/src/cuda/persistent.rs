@@ -3,7 +3,9 @@
 //! park), completes callers and watches the kernel (stream status, heartbeat), restarting it
 //! after a fault.
 
-use super::driver::{Context, DeviceBuffer, Module, launch, new_stream, register_host, stream_done};
+use super::driver::{
+    Context, DeviceBuffer, Module, launch, new_stream, register_host, stream_done,
+};
 use crate::backend::{FaultInjection, RingBackend};
 use crate::clock::{HlcStamp, wall_ns};
 use crate::error::{DeviceError, FaultKind, RingError};
@@ -154,9 +156,15 @@ pub(crate) struct PersistentBackend<K: Kernel> {
 }
 
 impl<K: Kernel> PersistentBackend<K> {
-    pub(crate) fn start(shared: Arc<RingShared<K>>, ordinal: usize, ptx: Arc<CString>) -> Result<Self, RingError> {
+    pub(crate) fn start(
+        shared: Arc<RingShared<K>>,
+        ordinal: usize,
+        ptx: Arc<CString>,
+    ) -> Result<Self, RingError> {
         let ctrl = Arc::new(Ctrl(HostMem::zeroed(4096)));
-        let run = Arc::new(Mutex::new(Some(launch_run(&shared, ordinal, &ptx, &ctrl.0, 0)?)));
+        let run = Arc::new(Mutex::new(Some(launch_run(
+            &shared, ordinal, &ptx, &ctrl.0, 0,
+        )?)));
         let stop = Arc::new(AtomicBool::new(false));
         let last_beat = Arc::new(Mutex::new(Instant::now()));
         let watcher = Watcher {
@@ -200,22 +208,33 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
 
     fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
         self.with_run(|run| {
-            run.states
-                .write(slot.0 as usize * size_of::<K::State>(), as_bytes(state), run.copy)
+            run.states.write(
+                slot.0 as usize * size_of::<K::State>(),
+                as_bytes(state),
+                run.copy,
+            )
         })
     }
 
     fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
         let mut bytes = vec![0u8; size_of::<K::State>()];
         self.with_run(|run| {
-            run.states
-                .read(slot.0 as usize * size_of::<K::State>(), &mut bytes, run.copy)
+            run.states.read(
+                slot.0 as usize * size_of::<K::State>(),
+                &mut bytes,
+                run.copy,
+            )
         })?;
         Ok(from_bytes(&bytes))
     }
 
     fn heartbeat_age(&self) -> Option<Duration> {
-        Some(self.last_beat.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
+        Some(
+            self.last_beat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed(),
+        )
     }
 
     fn shutdown(&self) {
@@ -264,7 +283,9 @@ impl<K: Kernel> Watcher<K> {
 
     fn run(self) {
         self.shared.set_consumer();
-        let Some(mut stream) = self.stream() else { return };
+        let Some(mut stream) = self.stream() else {
+            return;
+        };
         let q = &self.shared.queue;
         let mut head = q.head();
         let mut idle_since = Instant::now();
@@ -293,7 +314,8 @@ impl<K: Kernel> Watcher<K> {
             if last_check.elapsed() >= Duration::from_micros(500) {
                 last_check = Instant::now();
                 let stopping = self.stop.load(Ordering::SeqCst);
-                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + self.shared.config.stall_timeout);
+                let deadline = *stop_deadline
+                    .get_or_insert_with(|| Instant::now() + self.shared.config.stall_timeout);
                 let fault = match stream_done(stream) {
                     Ok(false) => None,
                     Ok(true) if stopping => break,
@@ -343,7 +365,12 @@ impl<K: Kernel> Watcher<K> {
     }
 
     /// Fails everything in flight, marks slots lost, relaunches on a fresh context.
-    fn restart(&self, kind: FaultKind, detail: String, stream: sys::CUstream) -> Option<sys::CUstream> {
+    fn restart(
+        &self,
+        kind: FaultKind,
+        detail: String,
+        stream: sys::CUstream,
+    ) -> Option<sys::CUstream> {
         let q = &self.shared.queue;
         q.set_paused(true);
         self.ctrl.word(TERMINATE).store(1, Ordering::SeqCst);
@@ -363,7 +390,13 @@ impl<K: Kernel> Watcher<K> {
         let mut guard = self.run.lock().unwrap_or_else(|e| e.into_inner());
         guard.take();
         self.ctrl.reset();
-        match launch_run(&self.shared, self.ordinal, &self.ptx, &self.ctrl.0, q.head()) {
+        match launch_run(
+            &self.shared,
+            self.ordinal,
+            &self.ptx,
+            &self.ctrl.0,
+            q.head(),
+        ) {
             Ok(run) => {
                 let s = run.stream;
                 *guard = Some(run);

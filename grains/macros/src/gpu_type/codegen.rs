@@ -8,8 +8,16 @@ pub(crate) fn expand(ty: &GpuStruct, grains: &TokenStream) -> TokenStream {
     let ident = &ty.ident;
     let name = ident.to_string();
     let trait_path = quote!(#grains::gpu::GpuType);
-    let aligns: Vec<_> = ty.fields.iter().map(|f| align(&f.shape, &trait_path)).collect();
-    let sizes: Vec<_> = ty.fields.iter().map(|f| size(&f.shape, &trait_path, grains)).collect();
+    let aligns: Vec<_> = ty
+        .fields
+        .iter()
+        .map(|f| align(&f.shape, &trait_path))
+        .collect();
+    let sizes: Vec<_> = ty
+        .fields
+        .iter()
+        .map(|f| size(&f.shape, &trait_path, grains))
+        .collect();
     let count = ty.fields.len();
     let idx: Vec<_> = (0..count).collect();
     let names: Vec<_> = ty.fields.iter().map(|f| &f.ident).collect();
@@ -21,14 +29,23 @@ pub(crate) fn expand(ty: &GpuStruct, grains: &TokenStream) -> TokenStream {
             quote_spanned!(f.span=> <#base as #trait_path>::declare(decls);)
         })
         .collect();
-    let cuda_fields: Vec<_> = ty.fields.iter().map(|f| cuda_field(f, &trait_path)).collect();
-    let wgsl_fields: Vec<_> = ty.fields.iter().map(|f| wgsl_field(f, &trait_path)).collect();
+    let cuda_fields: Vec<_> = ty
+        .fields
+        .iter()
+        .map(|f| cuda_field(f, &trait_path))
+        .collect();
+    let wgsl_fields: Vec<_> = ty
+        .fields
+        .iter()
+        .map(|f| wgsl_field(f, &trait_path))
+        .collect();
     let field_strs: Vec<_> = names.iter().map(|n| n.to_string()).collect();
     let offset_msgs: Vec<_> = field_strs
         .iter()
         .map(|f| format!("GpuType {name}: field `{f}` has a different offset in WGSL; add explicit padding fields"))
         .collect();
-    let size_msg = format!("GpuType {name}: size differs from WGSL's; add explicit padding at the end");
+    let size_msg =
+        format!("GpuType {name}: size differs from WGSL's; add explicit padding at the end");
     let align_msg = format!("GpuType {name}: alignment differs from WGSL's");
     let pad_msg = format!("GpuType {name}: has implicit padding; add explicit padding fields");
     quote! {

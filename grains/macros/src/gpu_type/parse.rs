@@ -13,7 +13,10 @@ pub(crate) fn parse(input: &DeriveInput) -> syn::Result<GpuStruct> {
     }
     check_repr_c(input)?;
     let Data::Struct(data) = &input.data else {
-        return Err(Error::new(input.ident.span(), "GpuType: only structs are supported"));
+        return Err(Error::new(
+            input.ident.span(),
+            "GpuType: only structs are supported",
+        ));
     };
     let Fields::Named(named) = &data.fields else {
         return Err(Error::new(
@@ -69,7 +72,10 @@ fn check_repr_c(input: &DeriveInput) -> syn::Result<()> {
 
 fn shape(ty: &Type) -> syn::Result<Shape> {
     match ty {
-        Type::Array(array) => Ok(Shape::Array(Box::new(shape(&array.elem)?), array.len.clone())),
+        Type::Array(array) => Ok(Shape::Array(
+            Box::new(shape(&array.elem)?),
+            array.len.clone(),
+        )),
         Type::Paren(inner) => shape(&inner.elem),
         Type::Path(path) if path.qself.is_none() => {
             let last = path
