@@ -5,6 +5,7 @@
 //! for the answer or the deadline.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -109,17 +110,29 @@ impl SiloInner {
 
     /// Delivers `envelope` and waits for the answer, at most its timeout.
     pub(crate) async fn call(self: Arc<Self>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+        self.send(envelope).await
+    }
+
+    /// Hands `envelope` to its activation now (so calls issued in order are queued in order,
+    /// whenever they are awaited) and returns the wait for the answer.
+    pub(crate) fn send(
+        self: Arc<Self>,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static {
         let timeout = envelope.timeout;
-        let answered = async {
-            let (routed, answer) = self.route(envelope)?;
-            if let Routed::Deactivating(handle, call) = routed {
-                self.wait_and_resend(handle, call).await;
+        let routed = self.route(envelope);
+        async move {
+            let (routed, answer) = routed?;
+            let answered = async {
+                if let Routed::Deactivating(handle, call) = routed {
+                    self.wait_and_resend(handle, call).await;
+                }
+                self.answer(answer).await
+            };
+            match Deadline::new(answered, timeout).await {
+                Ok(answer) => answer,
+                Err(_) => Err(CallError::Timeout(timeout)),
             }
-            self.answer(answer).await
-        };
-        match Deadline::new(answered, timeout).await {
-            Ok(answer) => answer,
-            Err(_) => Err(CallError::Timeout(timeout)),
         }
     }
 
@@ -241,7 +254,7 @@ impl Invoker for SiloInvoker {
         match self.silo.upgrade() {
             Some(silo) => {
                 let envelope = silo.envelope(request);
-                Box::pin(silo.call(envelope))
+                Box::pin(silo.send(envelope))
             }
             None => Box::pin(std::future::ready(Err(CallError::ShuttingDown))),
         }

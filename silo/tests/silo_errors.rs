@@ -1,0 +1,144 @@
+//! Bad input and faults: each gives a typed error, nothing else breaks, and no call hangs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use silica_client::{CallChain, Envelope};
+use silica_clocks::{HlcTimestamp, NodeId, wall_clock_ms};
+use silica_grains::{CallError, GrainId, GrainReference, GrainType, RejectCode};
+
+/// An interface no silo registers.
+#[silica_grains::grain]
+pub trait Unregistered {
+    /// Never reaches a grain.
+    async fn anything(&mut self) -> u32;
+}
+
+/// An interface with Counter's method names, which no Counter grain implements.
+#[silica_grains::grain]
+pub trait Impostor {
+    /// Same name as `Counter::add`, other interface.
+    async fn add(&mut self, n: u64) -> u64;
+}
+
+// Pins that a call to a grain type no silo registered is rejected with UnknownGrainType.
+#[tokio::test]
+async fn unknown_grain_type_is_rejected() {
+    let silo = builder().start().unwrap();
+    let grain: UnregisteredRef = silo.grain_factory().get("x");
+    let error = grain.anything().await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::UnknownGrainType), "{error}");
+    silo.shutdown().await;
+}
+
+// Pins that a reference cast to an interface the grain does not implement is rejected, and the
+// grain keeps serving its own interface.
+#[tokio::test]
+async fn wrong_interface_is_rejected() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("c");
+    counter.add(1).await.unwrap();
+    let impostor: ImpostorRef = counter.cast();
+    let error = impostor.add(1).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::WrongInterface), "{error}");
+    assert_eq!(counter.get().await.unwrap(), 1);
+    silo.shutdown().await;
+}
+
+// Pins that unknown methods and undecodable arguments are rejected before reaching the handler.
+#[tokio::test]
+async fn unknown_method_and_bad_arguments_are_rejected() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("m");
+    let raw = counter.as_raw();
+    let error = raw.invoke_raw("Counter", "no_such_method", vec![]).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::UnknownMethod), "{error}");
+    let error = raw.invoke_raw("Counter", "add", vec![0xff; 11]).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::BadArguments), "{error}");
+    let error = raw.invoke_raw("Counter", "add", vec![1, 2, 3]).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::BadArguments), "trailing bytes: {error}");
+    assert_eq!(counter.add(2).await.unwrap(), 2, "the grain still serves");
+    silo.shutdown().await;
+}
+
+// Pins that a panicking handler returns GrainPanicked, drops that activation's state, and the
+// silo and the grain keep serving (the next call gets a fresh instance).
+#[tokio::test]
+async fn panicking_handler_drops_the_activation() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("p");
+    counter.add(5).await.unwrap();
+    let error = counter.fail("boom".into()).await.unwrap_err();
+    match &error {
+        CallError::GrainPanicked { grain, message } => {
+            assert_eq!(grain, counter.id());
+            assert_eq!(message, "boom");
+        }
+        other => panic!("expected GrainPanicked, got {other}"),
+    }
+    assert_eq!(counter.get().await.unwrap(), 0, "state was dropped with the activation");
+    let other: CounterRef = silo.grain_factory().get("q");
+    assert_eq!(other.add(1).await.unwrap(), 1, "other grains are unaffected");
+    silo.shutdown().await;
+}
+
+// Pins that a non-reentrant A -> B -> A fails at once with CycleDetected naming the chain,
+// instead of waiting for the timeout.
+#[tokio::test]
+async fn call_cycle_fails_fast() {
+    let silo = builder().start().unwrap();
+    let alice: AccountRef = silo.grain_factory().get("alice");
+    let started = std::time::Instant::now();
+    let result = alice.with_timeout(Duration::from_secs(20)).ping_back("bob".into()).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "cycle waited for the timeout");
+    let error = result.unwrap().unwrap_err();
+    let BankError::Call(message) = error else { panic!("expected a call error, got {error:?}") };
+    assert!(message.contains("cycle"), "{message}");
+    assert!(message.contains("Account/\"alice\" -> Account/\"bob\" -> Account/\"alice\""), "{message}");
+    assert_eq!(alice.deposit(1).await.unwrap(), 1, "alice keeps serving");
+    silo.shutdown().await;
+}
+
+// Pins that a call outliving its timeout ends with Timeout, and the grain still serves later.
+#[tokio::test(start_paused = true)]
+async fn slow_call_times_out() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("slow");
+    let error = counter.with_timeout(Duration::from_millis(100)).sleep(10_000).await.unwrap_err();
+    assert_eq!(error, CallError::Timeout(Duration::from_millis(100)));
+    assert_eq!(counter.add(1).await.unwrap(), 1, "the grain answers once the slow turn is done");
+    silo.shutdown().await;
+}
+
+fn envelope_at(target: GrainId, hlc: HlcTimestamp, args: Vec<u8>) -> Envelope {
+    Envelope {
+        target,
+        interface: "Counter".into(),
+        method: "add".into(),
+        args,
+        hlc,
+        chain: CallChain::EMPTY,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+// Pins that an envelope whose HLC timestamp is far ahead of local time is rejected with
+// ClockSkew and not adopted, while a sane one is merged (the clock moves past it).
+#[tokio::test]
+async fn far_future_timestamp_is_rejected_not_adopted() {
+    let silo = builder().start().unwrap();
+    let target = GrainId::new(GrainType::new("Counter"), "hlc");
+    let args = silica_grains::codec::encode(&(1_u64,)).unwrap();
+    let future = HlcTimestamp::new(wall_clock_ms() + 3_600_000, 0, NodeId(9));
+    let error = silo.deliver(envelope_at(target.clone(), future, args.clone())).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::ClockSkew), "{error}");
+    assert!(silo.clock().last() < future, "the far-future stamp was adopted");
+
+    let near = HlcTimestamp::new(wall_clock_ms() + 100, 7, NodeId(9));
+    let answer = silo.deliver(envelope_at(target, near, args)).await.unwrap();
+    assert_eq!(silica_grains::codec::decode::<u64>(&answer).unwrap(), 1);
+    assert!(silo.clock().last() > near, "the receiver merged the sender's timestamp");
+    silo.shutdown().await;
+}
