@@ -53,7 +53,8 @@ pub use silica_placement as placement;
 pub use silica_silo as silo;
 
 pub use silica_grains::{
-    CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainFactory, GrainId, GrainKey, GrainOptions,
-    GrainReference, GrainType, PlacementStrategy, RejectCode, TimerHandle, grain,
+    CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainFactory, GrainId,
+    GrainKey, GrainOptions, GrainReference, GrainType, PlacementStrategy, RejectCode, TimerHandle,
+    grain,
 };
 pub use silica_silo::{Silo, SiloBuilder, SiloConfig};

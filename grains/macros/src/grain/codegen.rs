@@ -106,12 +106,17 @@ fn reference(iface: &Interface, grains: &TokenStream) -> TokenStream {
     }
 }
 
-/// A reference method: encode the arguments now, then return a `'static` future that performs
-/// the call, so callers can spawn it or keep it past the reference.
+/// A reference method: encode the arguments and send the call now (calls issued in order are
+/// queued in order), and return a `'static` future of the answer that callers can spawn or keep
+/// past the reference.
 fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenStream {
     let Method { ident, output, .. } = m;
-    let docs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
+    let docs: Vec<_> = m.attrs.iter().filter(|a| a.path().is_ident("doc")).collect();
     let name = ident.to_string();
+    let default_doc = docs.is_empty().then(|| {
+        let doc = format!("Calls `{name}` on the grain.");
+        quote!(#[doc = #doc])
+    });
     let params = m.args.iter().map(|a| {
         let (name, ty) = (&a.ident, &a.ty);
         quote!(#name: #ty)
@@ -119,6 +124,7 @@ fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenS
     let names = m.args.iter().map(|a| &a.ident);
     quote! {
         #(#docs)*
+        #default_doc
         pub fn #ident(&self #(, #params)*)
             -> impl ::core::future::Future<Output = ::core::result::Result<#output, #grains::CallError>>
                 + ::core::marker::Send + 'static
