@@ -111,7 +111,11 @@ fn reference(iface: &Interface, grains: &TokenStream) -> TokenStream {
 /// past the reference.
 fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenStream {
     let Method { ident, output, .. } = m;
-    let docs: Vec<_> = m.attrs.iter().filter(|a| a.path().is_ident("doc")).collect();
+    let docs: Vec<_> = m
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
     let name = ident.to_string();
     let default_doc = docs.is_empty().then(|| {
         let doc = format!("Calls `{name}` on the grain.");
@@ -122,6 +126,10 @@ fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenS
         quote!(#name: #ty)
     });
     let names = m.args.iter().map(|a| &a.ident);
+    // Spanned so that a type that cannot travel is reported at the method's declaration.
+    let (args_grains, output_grains) = (respan(grains, m.args_span), respan(grains, m.output_span));
+    let encode = quote_spanned! {m.args_span=> #args_grains::codec::encode(&(#(&#names,)*))};
+    let decode = quote_spanned! {m.output_span=> #output_grains::codec::decode::<#output>(&bytes)};
     quote! {
         #(#docs)*
         #default_doc
@@ -129,11 +137,10 @@ fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenS
             -> impl ::core::future::Future<Output = ::core::result::Result<#output, #grains::CallError>>
                 + ::core::marker::Send + 'static
         {
-            let call = #grains::codec::encode(&(#(&#names,)*))
-                .map(|args| self.raw.invoke_raw(#wire_name, #name, args));
+            let call = #encode.map(|args| self.raw.invoke_raw(#wire_name, #name, args));
             async move {
                 let bytes = call?.await?;
-                #grains::codec::decode::<#output>(&bytes)
+                #decode
             }
         }
     }
@@ -229,12 +236,17 @@ fn dispatch_arm(
     let name = ident.to_string();
     let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
     let types = m.args.iter().map(|a| &a.ty);
+    let (args_grains, output_grains) = (respan(grains, m.args_span), respan(grains, m.output_span));
+    let decode = quote_spanned! {m.args_span=>
+        let (#(#names,)*): (#(#types,)*) = #args_grains::codec::decode(args)?;
+    };
+    let encode = quote_spanned! {m.output_span=> #output_grains::codec::encode(&output)};
     quote! {
         #name => {
-            let (#(#names,)*): (#(#types,)*) = #grains::codec::decode(args)?;
+            #decode
             ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
                 let output = <G as #trait_ident>::#ident(grain #(, #names)*).await;
-                #grains::codec::encode(&output)
+                #encode
             }))
         }
     }
@@ -269,4 +281,23 @@ fn assertions(iface: &Interface, grains: &TokenStream) -> TokenStream {
             }
         };
     }
+}
+
+/// `tokens` with every span set to `span`, so errors in code using them point at `span`.
+fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut respanned =
+                    proc_macro2::Group::new(group.delimiter(), respan(&group.stream(), span));
+                respanned.set_span(span);
+                token = proc_macro2::TokenTree::Group(respanned);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }

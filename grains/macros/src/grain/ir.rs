@@ -48,6 +48,10 @@ pub(crate) struct Method {
     pub(crate) args: Vec<Arg>,
     /// The declared return type; `()` when omitted.
     pub(crate) output: TokenStream,
+    /// Where the arguments are declared: errors about them point here.
+    pub(crate) args_span: proc_macro2::Span,
+    /// Where the return type is declared.
+    pub(crate) output_span: proc_macro2::Span,
 }
 
 /// One method argument.

@@ -156,6 +156,14 @@ fn method(function: TraitItemFn) -> syn::Result<Method> {
             format!("grain methods take at most {MAX_ARGS} arguments"),
         ));
     }
+    let args_span = match sig.inputs.iter().nth(1) {
+        Some(FnArg::Typed(first)) => first.ty.span(),
+        _ => sig.ident.span(),
+    };
+    let output_span = match &sig.output {
+        ReturnType::Default => sig.ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
     let output = match &sig.output {
         ReturnType::Default => quote::quote!(()),
         ReturnType::Type(_, ty) => {
@@ -170,6 +178,8 @@ fn method(function: TraitItemFn) -> syn::Result<Method> {
         kind,
         args,
         output,
+        args_span,
+        output_span,
     })
 }
 
