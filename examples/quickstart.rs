@@ -1,0 +1,157 @@
+//! Quickstart: an embedded silo with a counter and two bank accounts that call each other.
+//!
+//! Run: `cargo run --release --example quickstart`
+//!
+//! It starts a silo in this process, calls grains through typed references, shows a grain's own
+//! error, a call cycle failing fast, and a graceful shutdown that runs every `on_deactivate`.
+//!
+//! It runs on a current-thread runtime: callers and grains share one thread, so a call costs no
+//! thread wake-up (DESIGN §3 rule 10). On a multi-thread runtime, call from spawned tasks rather
+//! than from `main`'s `block_on`, which is not a worker thread.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use silica::{DeactivationReason, Grain, GrainContext, GrainError, GrainReference, Silo, grain};
+
+/// A counter grain: the "hello world" of virtual actors.
+#[grain]
+pub trait Counter {
+    /// Adds `n` and returns the new total.
+    async fn add(&mut self, n: u64) -> u64;
+    /// The current total.
+    #[grain(read_only)]
+    async fn get(&self) -> u64;
+}
+
+struct CounterGrain {
+    total: u64,
+}
+
+impl Grain for CounterGrain {
+    type Interface = CounterRef;
+    fn create(_: &GrainContext) -> Self {
+        CounterGrain { total: 0 }
+    }
+}
+
+impl Counter for CounterGrain {
+    async fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+    async fn get(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Why a bank operation failed: the account's own error, or the call's.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BankError {
+    /// Not enough money.
+    Insufficient {
+        /// The balance at the time.
+        balance: i64,
+    },
+    /// The call to another account failed.
+    Call(String),
+}
+
+impl From<silica::CallError> for BankError {
+    fn from(error: silica::CallError) -> Self {
+        BankError::Call(error.to_string())
+    }
+}
+
+/// A bank account; `transfer` calls the other account's `deposit`.
+#[grain]
+pub trait Account {
+    /// Adds money and returns the balance.
+    async fn deposit(&mut self, amount: i64) -> i64;
+    /// Moves money to the account named `to`.
+    async fn transfer(&mut self, to: String, amount: i64) -> Result<i64, BankError>;
+    /// Asks `other` to transfer 0 back to this account: a call cycle on a non-reentrant grain.
+    async fn echo_via(&mut self, other: String) -> Result<i64, BankError>;
+    /// The balance.
+    #[grain(read_only)]
+    async fn balance(&self) -> i64;
+}
+
+struct AccountGrain {
+    ctx: GrainContext,
+    balance: i64,
+}
+
+impl AccountGrain {
+    fn name(&self) -> String {
+        match &self.ctx.id().key {
+            silica::GrainKey::String(name) => name.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Grain for AccountGrain {
+    type Interface = AccountRef;
+    fn create(ctx: &GrainContext) -> Self {
+        AccountGrain { ctx: ctx.clone(), balance: 0 }
+    }
+    async fn on_activate(&mut self) -> Result<(), GrainError> {
+        println!("  [account {}] activated", self.name());
+        Ok(())
+    }
+    async fn on_deactivate(&mut self, reason: DeactivationReason) {
+        println!("  [account {}] deactivated ({reason:?}) with balance {}", self.name(), self.balance);
+    }
+}
+
+impl Account for AccountGrain {
+    async fn deposit(&mut self, amount: i64) -> i64 {
+        self.balance += amount;
+        self.balance
+    }
+    async fn transfer(&mut self, to: String, amount: i64) -> Result<i64, BankError> {
+        if amount > self.balance {
+            return Err(BankError::Insufficient { balance: self.balance });
+        }
+        let target: AccountRef = self.ctx.grain_factory().get(to);
+        target.deposit(amount).await?;
+        self.balance -= amount;
+        Ok(self.balance)
+    }
+    async fn echo_via(&mut self, other: String) -> Result<i64, BankError> {
+        let other: AccountRef = self.ctx.grain_factory().get(other);
+        other.transfer(self.name(), 0).await?
+    }
+    async fn balance(&self) -> i64 {
+        self.balance
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let silo = Silo::builder().register::<CounterGrain>().register::<AccountGrain>().start()?;
+    let grains = silo.grain_factory();
+    println!("silo started");
+
+    let counter: CounterRef = grains.get("visits");
+    let started = Instant::now();
+    for _ in 0..100_000 {
+        counter.add(1).await?;
+    }
+    let per_call = started.elapsed() / 100_000;
+    println!("counter {} = {} after 100000 calls ({per_call:?} per call)", counter.id(), counter.get().await?);
+
+    let alice: AccountRef = grains.get("alice");
+    let bob: AccountRef = grains.get("bob");
+    alice.deposit(100).await?;
+    println!("alice -> bob 30: {:?}", alice.transfer("bob".into(), 30).await?);
+    println!("alice -> bob 500: {:?}", alice.transfer("bob".into(), 500).await?);
+    println!("balances: alice {}, bob {}", alice.balance().await?, bob.balance().await?);
+    println!("alice -> bob -> alice: {:?}", alice.echo_via("bob".into()).await?);
+
+    println!("activations before shutdown: {}", silo.activation_count());
+    silo.shutdown().await;
+    println!("after shutdown, a call gives: {:?}", counter.get().await);
+    Ok(())
+}
