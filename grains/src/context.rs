@@ -50,7 +50,7 @@ pub struct GrainContext {
 }
 
 struct ContextInner {
-    id: GrainId,
+    id: Arc<GrainId>,
     factory: GrainFactory,
     grain_type_id: TypeId,
     runtime: Arc<dyn ActivationRuntime>,
@@ -59,7 +59,7 @@ struct ContextInner {
 impl GrainContext {
     /// A context for an activation of grain type `G` (called by the runtime).
     pub fn new<G: Grain>(
-        id: GrainId,
+        id: Arc<GrainId>,
         factory: GrainFactory,
         runtime: Arc<dyn ActivationRuntime>,
     ) -> Self {

@@ -22,7 +22,7 @@ enum CatalogEntry {
 
 /// The activations of one silo.
 pub(crate) struct Catalog {
-    entries: DashMap<GrainId, CatalogEntry, foldhash::fast::RandomState>,
+    entries: DashMap<Arc<GrainId>, CatalogEntry, foldhash::fast::RandomState>,
     /// Notified whenever an entry is added or the catalog becomes empty (shutdown waits on it).
     changed: Notify,
 }
@@ -43,33 +43,36 @@ impl Catalog {
         silo: &Arc<SiloInner>,
         registration: &Arc<Registration>,
     ) -> Arc<ActivationHandle> {
-        if registration.options.stateless_worker.is_none() {
-            if let Some(entry) = self.entries.get(id) {
-                if let CatalogEntry::Single(handle) = &*entry {
-                    return handle.clone();
+        let max_workers = registration.options.stateless_worker;
+        if let Some(mut entry) = self.entries.get_mut(id) {
+            let (key, value) = entry.pair_mut();
+            match value {
+                CatalogEntry::Single(handle) => return handle.clone(),
+                CatalogEntry::Pool(pool) => {
+                    let picked = pick_worker(pool, max_workers.unwrap_or(1));
+                    return picked.unwrap_or_else(|| {
+                        let handle =
+                            registration
+                                .handler
+                                .spawn(key.clone(), silo, registration.clone());
+                        pool.push(handle.clone());
+                        handle
+                    });
                 }
             }
         }
-        let spawn = || {
-            registration
-                .handler
-                .spawn(id.clone(), silo, registration.clone())
-        };
-        match self.entries.entry(id.clone()) {
-            Entry::Occupied(mut occupied) => match occupied.get_mut() {
-                CatalogEntry::Single(handle) => handle.clone(),
-                CatalogEntry::Pool(pool) => {
-                    let max = registration.options.stateless_worker.unwrap_or(1);
-                    pick_worker(pool, max).unwrap_or_else(|| {
-                        let handle = spawn();
-                        pool.push(handle.clone());
-                        handle
-                    })
-                }
-            },
+        // The key is shared with the activation and its context: one allocation per grain id.
+        match self.entries.entry(Arc::new(id.clone())) {
+            Entry::Occupied(occupied) => {
+                drop(occupied);
+                self.activation_for(id, silo, registration)
+            }
             Entry::Vacant(vacant) => {
-                let handle = spawn();
-                let entry = match registration.options.stateless_worker {
+                let handle =
+                    registration
+                        .handler
+                        .spawn(vacant.key().clone(), silo, registration.clone());
+                let entry = match max_workers {
                     Some(_) => CatalogEntry::Pool(vec![handle.clone()]),
                     None => CatalogEntry::Single(handle.clone()),
                 };

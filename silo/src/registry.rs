@@ -20,7 +20,7 @@ pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
     /// Starts an activation task for `id` and returns its handle.
     fn spawn(
         &self,
-        id: GrainId,
+        id: Arc<GrainId>,
         silo: &Arc<SiloInner>,
         registration: Arc<Registration>,
     ) -> Arc<ActivationHandle>;
@@ -66,7 +66,7 @@ impl<G: Grain> GrainTypeHandler for TypedHandler<G> {
 
     fn spawn(
         &self,
-        id: GrainId,
+        id: Arc<GrainId>,
         silo: &Arc<SiloInner>,
         registration: Arc<Registration>,
     ) -> Arc<ActivationHandle> {

@@ -29,7 +29,11 @@ async fn unknown_grain_type_is_rejected() {
     let silo = builder().start().unwrap();
     let grain: UnregisteredRef = silo.grain_factory().get("x");
     let error = grain.anything().await.unwrap_err();
-    assert_eq!(error.reject_code(), Some(RejectCode::UnknownGrainType), "{error}");
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::UnknownGrainType),
+        "{error}"
+    );
     silo.shutdown().await;
 }
 
@@ -42,7 +46,11 @@ async fn wrong_interface_is_rejected() {
     counter.add(1).await.unwrap();
     let impostor: ImpostorRef = counter.cast();
     let error = impostor.add(1).await.unwrap_err();
-    assert_eq!(error.reject_code(), Some(RejectCode::WrongInterface), "{error}");
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::WrongInterface),
+        "{error}"
+    );
     assert_eq!(counter.get().await.unwrap(), 1);
     silo.shutdown().await;
 }
@@ -53,12 +61,33 @@ async fn unknown_method_and_bad_arguments_are_rejected() {
     let silo = builder().start().unwrap();
     let counter: CounterRef = silo.grain_factory().get("m");
     let raw = counter.as_raw();
-    let error = raw.invoke_raw("Counter", "no_such_method", vec![]).await.unwrap_err();
-    assert_eq!(error.reject_code(), Some(RejectCode::UnknownMethod), "{error}");
-    let error = raw.invoke_raw("Counter", "add", vec![0xff; 11]).await.unwrap_err();
-    assert_eq!(error.reject_code(), Some(RejectCode::BadArguments), "{error}");
-    let error = raw.invoke_raw("Counter", "add", vec![1, 2, 3]).await.unwrap_err();
-    assert_eq!(error.reject_code(), Some(RejectCode::BadArguments), "trailing bytes: {error}");
+    let error = raw
+        .invoke_raw("Counter", "no_such_method", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::UnknownMethod),
+        "{error}"
+    );
+    let error = raw
+        .invoke_raw("Counter", "add", vec![0xff; 11])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::BadArguments),
+        "{error}"
+    );
+    let error = raw
+        .invoke_raw("Counter", "add", vec![1, 2, 3])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::BadArguments),
+        "trailing bytes: {error}"
+    );
     assert_eq!(counter.add(2).await.unwrap(), 2, "the grain still serves");
     silo.shutdown().await;
 }
@@ -78,9 +107,17 @@ async fn panicking_handler_drops_the_activation() {
         }
         other => panic!("expected GrainPanicked, got {other}"),
     }
-    assert_eq!(counter.get().await.unwrap(), 0, "state was dropped with the activation");
+    assert_eq!(
+        counter.get().await.unwrap(),
+        0,
+        "state was dropped with the activation"
+    );
     let other: CounterRef = silo.grain_factory().get("q");
-    assert_eq!(other.add(1).await.unwrap(), 1, "other grains are unaffected");
+    assert_eq!(
+        other.add(1).await.unwrap(),
+        1,
+        "other grains are unaffected"
+    );
     silo.shutdown().await;
 }
 
@@ -91,12 +128,23 @@ async fn call_cycle_fails_fast() {
     let silo = builder().start().unwrap();
     let alice: AccountRef = silo.grain_factory().get("alice");
     let started = std::time::Instant::now();
-    let result = alice.with_timeout(Duration::from_secs(20)).ping_back("bob".into()).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "cycle waited for the timeout");
+    let result = alice
+        .with_timeout(Duration::from_secs(20))
+        .ping_back("bob".into())
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cycle waited for the timeout"
+    );
     let error = result.unwrap().unwrap_err();
-    let BankError::Call(message) = error else { panic!("expected a call error, got {error:?}") };
+    let BankError::Call(message) = error else {
+        panic!("expected a call error, got {error:?}")
+    };
     assert!(message.contains("cycle"), "{message}");
-    assert!(message.contains("Account/\"alice\" -> Account/\"bob\" -> Account/\"alice\""), "{message}");
+    assert!(
+        message.contains("Account/\"alice\" -> Account/\"bob\" -> Account/\"alice\""),
+        "{message}"
+    );
     assert_eq!(alice.deposit(1).await.unwrap(), 1, "alice keeps serving");
     silo.shutdown().await;
 }
@@ -106,9 +154,17 @@ async fn call_cycle_fails_fast() {
 async fn slow_call_times_out() {
     let silo = builder().start().unwrap();
     let counter: CounterRef = silo.grain_factory().get("slow");
-    let error = counter.with_timeout(Duration::from_millis(100)).sleep(10_000).await.unwrap_err();
+    let error = counter
+        .with_timeout(Duration::from_millis(100))
+        .sleep(10_000)
+        .await
+        .unwrap_err();
     assert_eq!(error, CallError::Timeout(Duration::from_millis(100)));
-    assert_eq!(counter.add(1).await.unwrap(), 1, "the grain answers once the slow turn is done");
+    assert_eq!(
+        counter.add(1).await.unwrap(),
+        1,
+        "the grain answers once the slow turn is done"
+    );
     silo.shutdown().await;
 }
 
@@ -132,13 +188,22 @@ async fn far_future_timestamp_is_rejected_not_adopted() {
     let target = GrainId::new(GrainType::new("Counter"), "hlc");
     let args = silica_grains::codec::encode(&(1_u64,)).unwrap();
     let future = HlcTimestamp::new(wall_clock_ms() + 3_600_000, 0, NodeId(9));
-    let error = silo.deliver(envelope_at(target.clone(), future, args.clone())).await.unwrap_err();
+    let error = silo
+        .deliver(envelope_at(target.clone(), future, args.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(error.reject_code(), Some(RejectCode::ClockSkew), "{error}");
-    assert!(silo.clock().last() < future, "the far-future stamp was adopted");
+    assert!(
+        silo.clock().last() < future,
+        "the far-future stamp was adopted"
+    );
 
     let near = HlcTimestamp::new(wall_clock_ms() + 100, 7, NodeId(9));
     let answer = silo.deliver(envelope_at(target, near, args)).await.unwrap();
     assert_eq!(silica_grains::codec::decode::<u64>(&answer).unwrap(), 1);
-    assert!(silo.clock().last() > near, "the receiver merged the sender's timestamp");
+    assert!(
+        silo.clock().last() > near,
+        "the receiver merged the sender's timestamp"
+    );
     silo.shutdown().await;
 }

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use silica_grains::{CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainKey, RejectCode, grain};
+use silica_grains::{
+    CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainKey, RejectCode, grain,
+};
 use silica_silo::{Silo, SiloConfig};
 
 /// A grain that reports its lifecycle into `EVENTS`.
@@ -52,17 +54,25 @@ impl LampGrain {
         }
     }
     fn log(&self, event: &str) {
-        EVENTS.lock().unwrap().push(format!("{}:{event}", self.key()));
+        EVENTS
+            .lock()
+            .unwrap()
+            .push(format!("{}:{event}", self.key()));
     }
 }
 
 impl Grain for LampGrain {
     type Interface = LampRef;
     fn create(ctx: &GrainContext) -> Self {
-        LampGrain { ctx: ctx.clone(), count: 0, timer: None }
+        LampGrain {
+            ctx: ctx.clone(),
+            count: 0,
+            timer: None,
+        }
     }
     async fn on_activate(&mut self) -> Result<(), GrainError> {
-        if self.key().starts_with("broken") && !events(&self.key()).contains(&"refused".to_owned()) {
+        if self.key().starts_with("broken") && !events(&self.key()).contains(&"refused".to_owned())
+        {
             self.log("refused");
             return Err(GrainError::new("not today"));
         }
@@ -96,11 +106,13 @@ impl Lamp for LampGrain {
     }
     async fn start_ticking(&mut self, millis: u64) {
         let period = Duration::from_millis(millis);
-        let timer = self.ctx.register_timer::<LampGrain, _>(period, Some(period), |lamp| {
-            Box::pin(async move {
-                lamp.count += 1;
-            })
-        });
+        let timer = self
+            .ctx
+            .register_timer::<LampGrain, _>(period, Some(period), |lamp| {
+                Box::pin(async move {
+                    lamp.count += 1;
+                })
+            });
         self.timer = Some(timer);
     }
     async fn stop_ticking(&mut self) {
@@ -118,7 +130,10 @@ fn silo() -> Silo {
 async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -131,10 +146,18 @@ async fn idle_activation_is_collected_and_reactivates() {
     let lamp: LampRef = silo.grain_factory().get("idle");
     assert_eq!(lamp.bump().await.unwrap(), 1);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(lamp.bump().await.unwrap(), 2, "still active before its idle age");
+    assert_eq!(
+        lamp.bump().await.unwrap(),
+        2,
+        "still active before its idle age"
+    );
     until(Duration::from_secs(120), || silo.activation_count() == 0).await;
     assert_eq!(events("idle"), ["activate", "deactivate Idle at 2"]);
-    assert_eq!(lamp.bump().await.unwrap(), 1, "re-activated with fresh state");
+    assert_eq!(
+        lamp.bump().await.unwrap(),
+        1,
+        "re-activated with fresh state"
+    );
     silo.shutdown().await;
 }
 
@@ -157,7 +180,11 @@ async fn failed_activation_is_retried_on_the_next_call() {
     let silo = silo();
     let lamp: LampRef = silo.grain_factory().get("broken-once");
     let error = lamp.bump().await.unwrap_err();
-    assert_eq!(error.reject_code(), Some(RejectCode::ActivationFailed), "{error}");
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::ActivationFailed),
+        "{error}"
+    );
     assert_eq!(lamp.bump().await.unwrap(), 1);
     silo.shutdown().await;
 }
@@ -170,11 +197,17 @@ async fn timer_ticks_until_cancelled() {
     lamp.start_ticking(100).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1050)).await;
     let ticked = lamp.hold(0).await.unwrap();
-    assert!((9..=11).contains(&ticked), "ticked {ticked} times in ~1 s at 100 ms");
+    assert!(
+        (9..=11).contains(&ticked),
+        "ticked {ticked} times in ~1 s at 100 ms"
+    );
     lamp.stop_ticking().await.unwrap();
     let stopped_at = lamp.hold(0).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(lamp.hold(0).await.unwrap() <= stopped_at + 1, "a cancelled timer kept ticking");
+    assert!(
+        lamp.hold(0).await.unwrap() <= stopped_at + 1,
+        "a cancelled timer kept ticking"
+    );
     silo.shutdown().await;
 }
 
@@ -183,12 +216,18 @@ async fn timer_ticks_until_cancelled() {
 async fn default_timeout_is_thirty_seconds() {
     let silo = Silo::builder()
         .register::<LampGrain>()
-        .config(SiloConfig { shutdown_grace: Duration::from_secs(1), ..SiloConfig::default() })
+        .config(SiloConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..SiloConfig::default()
+        })
         .start()
         .unwrap();
     let lamp: LampRef = silo.grain_factory().get("hang");
     let started = tokio::time::Instant::now();
-    assert_eq!(lamp.hang().await.unwrap_err(), CallError::Timeout(Duration::from_secs(30)));
+    assert_eq!(
+        lamp.hang().await.unwrap_err(),
+        CallError::Timeout(Duration::from_secs(30))
+    );
     assert!(started.elapsed() >= Duration::from_secs(30));
     silo.shutdown().await;
 }
@@ -216,13 +255,24 @@ async fn shutdown_finishes_in_flight_calls_then_refuses() {
     for answer in join_all(holding).await {
         assert_eq!(answer.unwrap(), 1, "an in-flight call did not finish");
     }
-    assert_eq!(chained.await.unwrap(), 1, "a call made by an in-flight turn was not served");
+    assert_eq!(
+        chained.await.unwrap(),
+        1,
+        "a call made by an in-flight turn was not served"
+    );
     shutdown.await.unwrap();
     for i in 0..5 {
         let events = events(&format!("shut-{i}"));
-        assert_eq!(events.last().map(String::as_str), Some("deactivate Shutdown at 1"), "{events:?}");
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("deactivate Shutdown at 1"),
+            "{events:?}"
+        );
     }
-    assert_eq!(events("shut-late"), ["activate", "deactivate Shutdown at 1"]);
+    assert_eq!(
+        events("shut-late"),
+        ["activate", "deactivate Shutdown at 1"]
+    );
     assert_eq!(lamps[2].bump().await.unwrap_err(), CallError::ShuttingDown);
     assert_eq!(silo.activation_count(), 0);
 }

@@ -106,7 +106,11 @@ impl ReentrantMeeting for ReentrantGrain {
 }
 
 fn silo() -> Silo {
-    Silo::builder().register::<MeetingGrain>().register::<ReentrantGrain>().start().unwrap()
+    Silo::builder()
+        .register::<MeetingGrain>()
+        .register::<ReentrantGrain>()
+        .start()
+        .unwrap()
 }
 
 // Pins FIFO per caller: calls issued in order are handled in order, even when the caller does not
@@ -119,7 +123,10 @@ async fn calls_from_one_caller_run_in_order() {
     for answer in join_all(pending).await {
         answer.unwrap();
     }
-    assert_eq!(grain.recorded().await.unwrap(), (0..200).collect::<Vec<_>>());
+    assert_eq!(
+        grain.recorded().await.unwrap(),
+        (0..200).collect::<Vec<_>>()
+    );
     silo.shutdown().await;
 }
 
@@ -129,7 +136,10 @@ async fn read_only_calls_interleave() {
     let silo = silo();
     let grain: MeetingRef = silo.grain_factory().get("ro");
     let (a, b) = tokio::join!(grain.meet_read_only(2), grain.meet_read_only(2));
-    assert!(a.unwrap() && b.unwrap(), "two read-only calls should be inside together");
+    assert!(
+        a.unwrap() && b.unwrap(),
+        "two read-only calls should be inside together"
+    );
     silo.shutdown().await;
 }
 
@@ -159,9 +169,17 @@ async fn reentrant_grain_interleaves_shared_calls() {
 async fn always_interleave_joins_and_exclusive_waits() {
     let silo = silo();
     let grain: MeetingRef = silo.grain_factory().get("always");
-    let (a, b, inside) = tokio::join!(grain.meet_read_only(2), grain.meet_always(2), grain.exclusive());
+    let (a, b, inside) = tokio::join!(
+        grain.meet_read_only(2),
+        grain.meet_always(2),
+        grain.exclusive()
+    );
     assert!(a.unwrap() && b.unwrap());
-    assert_eq!(inside.unwrap(), 0, "an exclusive turn overlapped interleaved calls");
+    assert_eq!(
+        inside.unwrap(),
+        0,
+        "an exclusive turn overlapped interleaved calls"
+    );
     silo.shutdown().await;
 }
 
@@ -239,7 +257,11 @@ async fn racing_first_calls_share_one_activation() {
         let grain: SingleRef = silo.grain_factory().get("only");
         tokio::spawn(async move { grain.which().await.unwrap() })
     });
-    let answers: Vec<usize> = join_all(calls).await.into_iter().map(Result::unwrap).collect();
+    let answers: Vec<usize> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
     assert_eq!(*SINGLE_ACTIVATIONS.lock().unwrap(), 1);
     silo.shutdown().await;

@@ -33,7 +33,8 @@ pub(super) struct Activation<G: Grain> {
     registration: Arc<Registration>,
     /// `None` before the first call, and after a panic dropped the instance.
     grain: Option<G>,
-    timers: Timers<G>,
+    /// Made with the first timer: most grains never register one.
+    timers: Option<Box<Timers<G>>>,
 }
 
 /// What a finished call reports to the activation loop.
@@ -44,21 +45,20 @@ struct Outcome {
 
 impl<G: Grain> Activation<G> {
     pub(super) fn new(
-        id: GrainId,
+        id: Arc<GrainId>,
         handle: Arc<ActivationHandle>,
         context: GrainContext,
         silo: Arc<SiloInner>,
         registration: Arc<Registration>,
     ) -> Self {
-        let timers = Timers::new(Arc::downgrade(&handle), silo.tracker.clone());
         Self {
-            id: Arc::new(id),
+            id,
             handle,
             context,
             silo,
             registration,
             grain: None,
-            timers,
+            timers: None,
         }
     }
 
@@ -73,7 +73,9 @@ impl<G: Grain> Activation<G> {
             // Boxed, like the other rare paths, so an idle activation's task stays small.
             Box::pin(self.finish(reason)).await;
         }
-        self.timers.cancel_all();
+        if let Some(timers) = self.timers.as_mut() {
+            timers.cancel_all();
+        }
     }
 
     /// Serves messages until it is time to deactivate. Idle collection and shutdown arrive as
@@ -88,7 +90,15 @@ impl<G: Grain> Activation<G> {
             match message {
                 Message::Call(call) => next = self.call(call).await,
                 Message::Tick(timer) => Box::pin(self.tick(timer)).await,
-                Message::AddTimer(timer) => self.timers.add(*timer),
+                Message::AddTimer(timer) => self
+                    .timers
+                    .get_or_insert_with(|| {
+                        Box::new(Timers::new(
+                            Arc::downgrade(&self.handle),
+                            self.silo.tracker.clone(),
+                        ))
+                    })
+                    .add(*timer),
                 Message::Deactivate(reason) => return Some(reason),
             }
             if self.handle.deactivate_requested.load(Ordering::Acquire)
@@ -141,7 +151,8 @@ impl<G: Grain> Activation<G> {
                 &call.envelope.method,
                 &call.envelope.args,
             );
-            if execute(dispatched, call, &self.id, &self.handle)
+            // Boxed so the idle task does not carry the state of a running call.
+            if Box::pin(execute(dispatched, call, &self.id, &self.handle))
                 .await
                 .panicked
             {
@@ -201,7 +212,10 @@ impl<G: Grain> Activation<G> {
         let Some(grain) = self.grain.as_mut() else {
             return;
         };
-        let Some(tick) = self.timers.due(timer, grain) else {
+        let Some(timers) = self.timers.as_mut() else {
+            return;
+        };
+        let Some(tick) = timers.due(timer, grain) else {
             return;
         };
         if AssertUnwindSafe(tick).catch_unwind().await.is_err() {
@@ -246,7 +260,9 @@ impl<G: Grain> Activation<G> {
     /// Drops the current instance after a panic; its timers go with it.
     fn drop_instance(&mut self) {
         self.grain = None;
-        self.timers.cancel_all();
+        if let Some(timers) = self.timers.as_mut() {
+            timers.cancel_all();
+        }
     }
 
     fn answer(&self, call: Box<Call>, result: Result<Vec<u8>, CallError>) {
