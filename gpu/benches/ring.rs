@@ -19,6 +19,25 @@ fn spin_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Blocks like a tokio worker would: registers a waker that unparks this thread, then parks.
+fn park_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 fn config(kind: BackendKind) -> RingConfig {
     RingConfig {
         backend: BackendChoice::Exact { kind, device: 0 },
@@ -31,41 +50,66 @@ fn config(kind: BackendKind) -> RingConfig {
     }
 }
 
-fn round_trip(kind: BackendKind, n: usize) {
-    let Ok(ring) = Ring::<VectorAdd>::start(config(kind)) else {
-        println!("{kind:?}: unavailable");
-        return;
+/// Round trip of one caller. `park`: the caller registers its waker at once and parks (the
+/// completion thread's unpark is on the path); otherwise it spins on its reply cell first
+/// (DESIGN §3 rule 10: measure both ways).
+fn round_trip(kind: BackendKind, n: usize, park: bool) {
+    let cfg = RingConfig {
+        reply_spin: if park {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(10)
+        },
+        ..config(kind)
+    };
+    let ring = match Ring::<VectorAdd>::start(cfg) {
+        Ok(ring) => ring,
+        Err(e) => {
+            println!("{kind:?}: unavailable: {e}");
+            return;
+        }
     };
     let slot = ring.activate(&Empty::default()).unwrap();
     let req = VecPair {
         a: [1.5; 6],
         b: [2.25; 6],
     };
+    let call = |ring: &Ring<VectorAdd>| {
+        if park {
+            park_on(ring.submit(slot, req, HlcStamp::default())).unwrap()
+        } else {
+            spin_on(ring.submit(slot, req, HlcStamp::default())).unwrap()
+        }
+    };
     for _ in 0..n / 10 {
-        spin_on(ring.submit(slot, req, HlcStamp::default())).unwrap();
+        call(&ring);
     }
     let mut t: Vec<f64> = (0..n)
         .map(|_| {
             let s = Instant::now();
-            spin_on(ring.submit(slot, req, HlcStamp::default())).unwrap();
+            call(&ring);
             s.elapsed().as_nanos() as f64 / 1000.0
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
+    let how = if park { "park" } else { "spin" };
     println!(
-        "round_trip {kind:?}: p50 {:.2} us  p99 {:.2} us  (n={n})",
+        "round_trip {kind:?} ({how}): p50 {:.2} us  p99 {:.2} us  (n={n})",
         t[n / 2],
         t[n * 99 / 100]
     );
 }
 
 fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
-    let Ok(ring) = Ring::<VectorAdd>::start(RingConfig {
+    let ring = match Ring::<VectorAdd>::start(RingConfig {
         worker_warps: 16,
         ..config(kind)
-    }) else {
-        println!("{kind:?}: unavailable");
-        return;
+    }) {
+        Ok(ring) => ring,
+        Err(e) => {
+            println!("{kind:?}: unavailable: {e}");
+            return;
+        }
     };
     let ring = Arc::new(ring);
     let slots: Vec<_> = (0..1024)
@@ -107,35 +151,62 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let el = start.elapsed().as_secs_f64();
     println!(
-        "throughput {kind:?}: {producers} producers x batches of {batch}: {:.2} M msg/s ({total} msgs, 64-byte H2K entries)",
+        "throughput {kind:?}: {producers} producers x batches of {batch}: {:.2} M msg/s ({total} msgs, 64 data bytes per H2K entry)",
         total as f64 / el / 1e6
     );
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 2000 } else { 20000 };
-    for kind in [
+    let only: Option<BackendKind> = std::env::args().find_map(|a| match a.as_str() {
+        "--cpu" => Some(BackendKind::Cpu),
+        "--wgpu" => Some(BackendKind::Wgpu),
+        "--cuda" => Some(BackendKind::CudaPersistent),
+        _ => None,
+    });
+    let kinds: Vec<BackendKind> = [
         BackendKind::CudaPersistent,
         BackendKind::CudaBatch,
         BackendKind::Wgpu,
         BackendKind::Cpu,
-    ] {
-        round_trip(kind, n);
+    ]
+    .into_iter()
+    .filter(|k| match only {
+        None => true,
+        Some(BackendKind::CudaPersistent) => {
+            matches!(k, BackendKind::CudaPersistent | BackendKind::CudaBatch)
+        }
+        Some(o) => *k == o,
+    })
+    .collect();
+    let n = if quick { 2000 } else { 20000 };
+    for &kind in &kinds {
+        let n = if kind == BackendKind::Wgpu { n / 10 } else { n };
+        round_trip(kind, n, false);
+        round_trip(kind, n, true);
     }
     let secs = if quick { 0.5 } else { 2.0 };
-    for kind in [
-        BackendKind::CudaPersistent,
-        BackendKind::CudaBatch,
-        BackendKind::Cpu,
-    ] {
+    for &kind in &kinds {
         throughput(kind, 8, 256, secs);
     }
     #[cfg(feature = "cuda")]
-    match silica_gpu::cuda::bench_hlc_stamp::<VectorAdd>(0, 528, 1000) {
-        Ok(ns) => println!(
-            "gpu_hlc_stamp: {ns:.3} ns per stamp amortized (528 blocks x 256 threads x 1000, one CAS per warp)"
-        ),
-        Err(e) => println!("gpu_hlc_stamp: unavailable: {e}"),
+    if only.is_none() || only == Some(BackendKind::CudaPersistent) {
+        for (blocks, iters, what) in [
+            (
+                1,
+                200_000,
+                "ring configuration: 1 block x 8 warps, one CAS per warp per batch of 32",
+            ),
+            (
+                528,
+                1000,
+                "contention worst case: 528 blocks x 8 warps CAS one word back to back",
+            ),
+        ] {
+            match silica_gpu::cuda::bench_hlc_stamp::<VectorAdd>(0, blocks, iters) {
+                Ok(ns) => println!("gpu_hlc_stamp: {ns:.3} ns per stamp amortized ({what})"),
+                Err(e) => println!("gpu_hlc_stamp: unavailable: {e}"),
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! The layout is `silica_clocks::HlcTimestamp`'s: `hlc` = physical milliseconds << 20 | a 20-bit
 //! logical counter, then the node id. Merge on receive: `max(last + 1, received + 1, wall << 20)`.
 
+use silica_clocks::HlcTimestamp;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,25 @@ impl HlcStamp {
     /// Physical milliseconds since the Unix epoch.
     pub const fn physical_ms(&self) -> u64 {
         self.hlc >> 20
+    }
+}
+
+// Same layout as the silo's timestamp, so arrays of either can be handed to kernels as is.
+const _: () = assert!(size_of::<HlcStamp>() == size_of::<HlcTimestamp>());
+
+impl From<HlcTimestamp> for HlcStamp {
+    fn from(ts: HlcTimestamp) -> Self {
+        Self::new(ts.hlc, ts.node)
+    }
+}
+
+impl From<HlcStamp> for HlcTimestamp {
+    fn from(stamp: HlcStamp) -> Self {
+        Self {
+            hlc: stamp.hlc,
+            node: stamp.node,
+            reserved: 0,
+        }
     }
 }
 
@@ -85,6 +105,7 @@ impl HostClock {
     }
 
     /// The last value handed out (seeds the GPU clock word).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn last(&self) -> u64 {
         self.last.load(Ordering::Acquire).max(wall_hlc())
     }
@@ -103,5 +124,21 @@ mod tests {
         assert_eq!(a, far + 1);
         let b = clock.reserve(0, 1);
         assert_eq!(b, a + 3);
+    }
+
+    // Pins the conversions between the GPU stamp and the silo's timestamp: fields carry over
+    // both ways, in the same order, and the reserved word is dropped.
+    #[test]
+    fn converts_to_and_from_hlc_timestamp() {
+        let ts = HlcTimestamp::new(1_800_000_000_123, 45, silica_clocks::NodeId(9));
+        let stamp = HlcStamp::from(ts);
+        assert_eq!((stamp.hlc, stamp.node, stamp.reserved), (ts.hlc, 9, 0));
+        assert_eq!(stamp.physical_ms(), 1_800_000_000_123);
+        assert_eq!(HlcTimestamp::from(stamp), ts);
+        let odd = HlcStamp {
+            reserved: 7,
+            ..stamp
+        };
+        assert_eq!(HlcTimestamp::from(odd), ts);
     }
 }

@@ -7,10 +7,9 @@ use crate::clock::HlcStamp;
 use crate::error::{FaultKind, RingError};
 use crate::kernel::Kernel;
 use crate::queue::{INVALID_SLOT, STATUS_OK};
-use crate::reply::Reply;
+use crate::reply::{Outcome, Reply};
 use crate::ring::RingShared;
 use crate::slots::SlotId;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -93,6 +92,20 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
     }
 }
 
+/// Per-thread scratch of the batch driver, reused across batches (no per-batch allocation in
+/// the steady state).
+struct Scratch<K: Kernel> {
+    /// Per slot: the epoch it was last seen in and its next round in that epoch.
+    round_of: Vec<(u64, u32)>,
+    epoch: u64,
+    /// Ring index and message of every entry of the current batch, grouped by round.
+    rounds: Vec<Vec<(u64, Incoming<K::Request>)>>,
+    msgs: Vec<Incoming<K::Request>>,
+    out: Vec<(K::Response, u32, u64)>,
+    /// Outcomes by position in the batch.
+    outcomes: Vec<Option<Outcome<K::Response>>>,
+}
+
 fn run<K: Kernel, E: BatchExecutor<K>>(
     shared: &RingShared<K>,
     executor: &Mutex<E>,
@@ -101,7 +114,14 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
     shared.set_consumer();
     let max = u64::from(shared.config.max_batch.max(1));
     let mut idle_since = Instant::now();
-    let mut batch = Vec::new();
+    let mut scratch = Scratch::<K> {
+        round_of: vec![(0, 0); shared.slots.capacity() as usize],
+        epoch: 0,
+        rounds: Vec::new(),
+        msgs: Vec::new(),
+        out: Vec::new(),
+        outcomes: Vec::new(),
+    };
     while !stop.load(Ordering::SeqCst) {
         let head = shared.queue.head();
         let mut end = head;
@@ -119,12 +139,7 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
             }
             continue;
         }
-        batch.clear();
-        batch.extend((head..end).map(|t| {
-            let (slot, hlc, request) = shared.queue.h2k_read::<K::Request>(t);
-            (t, Incoming { slot, hlc, request })
-        }));
-        if let Err(detail) = run_batch(shared, executor, &mut batch) {
+        if let Err(detail) = run_batch(shared, executor, &mut scratch, head, end) {
             shared.fault(FaultKind::BackendError, detail);
         } else {
             shared.queue.release(end);
@@ -133,49 +148,81 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
     }
 }
 
-/// Runs one batch in rounds and completes every entry of it (unless a device call fails).
+/// Runs entries `head..end` in rounds in which no slot repeats and completes every one of
+/// them (unless a device call fails).
 fn run_batch<K: Kernel, E: BatchExecutor<K>>(
     shared: &RingShared<K>,
     executor: &Mutex<E>,
-    batch: &mut Vec<(u64, Incoming<K::Request>)>,
+    sc: &mut Scratch<K>,
+    head: u64,
+    end: u64,
 ) -> Result<(), String> {
     let capacity = shared.slots.capacity();
-    let mut seen: HashMap<u32, usize> = HashMap::new();
-    let mut rounds: Vec<Vec<(u64, Incoming<K::Request>)>> = Vec::new();
-    for (t, msg) in batch.drain(..) {
-        if msg.slot == INVALID_SLOT || msg.slot >= capacity {
-            shared
-                .queue
-                .complete(t, Err(RingError::SlotNotActive(SlotId(msg.slot))));
+    sc.epoch += 1;
+    sc.outcomes.clear();
+    sc.outcomes.resize_with((end - head) as usize, || None);
+    for t in head..end {
+        let (slot, hlc, request) = shared.queue.h2k_read::<K::Request>(t);
+        if slot == INVALID_SLOT || slot >= capacity {
+            sc.outcomes[(t - head) as usize] = Some(Err(RingError::SlotNotActive(SlotId(slot))));
             continue;
         }
-        let round = seen.entry(msg.slot).or_insert(0);
-        if rounds.len() <= *round {
-            rounds.push(Vec::new());
+        let seen = &mut sc.round_of[slot as usize];
+        if seen.0 != sc.epoch {
+            *seen = (sc.epoch, 0);
         }
-        rounds[*round].push((t, msg));
-        *round += 1;
+        let round = seen.1 as usize;
+        seen.1 += 1;
+        if sc.rounds.len() <= round {
+            sc.rounds.push(Vec::new());
+        }
+        sc.rounds[round].push((t, Incoming { slot, hlc, request }));
     }
-    let mut out = Vec::new();
-    for round in rounds {
-        let (index, msgs): (Vec<u64>, Vec<Incoming<K::Request>>) = round.into_iter().unzip();
-        out.clear();
-        executor
+    let node = shared.clock.node();
+    let mut result = Ok(());
+    for round in sc.rounds.iter_mut().filter(|r| !r.is_empty()) {
+        if result.is_err() {
+            round.clear();
+            continue;
+        }
+        sc.msgs.clear();
+        sc.msgs.extend(round.iter().map(|(_, m)| Incoming {
+            slot: m.slot,
+            hlc: m.hlc,
+            request: m.request,
+        }));
+        sc.out.clear();
+        if let Err(e) = executor
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .execute(&msgs, &mut out)?;
-        let max_in = msgs.iter().map(|m| m.hlc).max().unwrap_or(0);
-        let first = shared.clock.reserve(max_in, msgs.len() as u64);
-        for (i, (t, (response, status, hlc))) in index.into_iter().zip(out.drain(..)).enumerate() {
+            .execute(&sc.msgs, &mut sc.out)
+        {
+            result = Err(e);
+            round.clear();
+            continue;
+        }
+        let max_in = sc.msgs.iter().map(|m| m.hlc).max().unwrap_or(0);
+        let first = shared.clock.reserve(max_in, sc.msgs.len() as u64);
+        for (i, ((t, _), (response, status, hlc))) in
+            round.drain(..).zip(sc.out.drain(..)).enumerate()
+        {
             let hlc = if hlc == 0 { first + i as u64 } else { hlc };
-            let stamp = HlcStamp::new(hlc, shared.clock.node());
-            let outcome = if status == STATUS_OK {
-                Ok(Reply { response, stamp })
+            sc.outcomes[(t - head) as usize] = Some(if status == STATUS_OK {
+                Ok(Reply {
+                    response,
+                    stamp: HlcStamp::new(hlc, node),
+                })
             } else {
                 Err(RingError::SlotNotActive(SlotId(INVALID_SLOT)))
-            };
-            shared.queue.complete(t, outcome);
+            });
         }
     }
+    result?;
+    let outcomes = &mut sc.outcomes;
+    shared.queue.complete_run(head, end, |t| {
+        outcomes[(t - head) as usize]
+            .take()
+            .unwrap_or(Err(RingError::ShutDown))
+    });
     Ok(())
 }

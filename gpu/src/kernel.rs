@@ -29,6 +29,7 @@ pub trait Kernel: Send + Sync + 'static {
 }
 
 /// The declarations of a kernel's three types, in dependency order.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // used by compiled backends
 pub(crate) fn type_decls<K: Kernel>() -> TypeDecls {
     let mut decls = TypeDecls::new();
     K::State::declare(&mut decls);
@@ -59,6 +60,7 @@ pub(crate) fn zeroed<T: GpuType>() -> T {
 }
 
 /// `source` with every line prefixed by its 1-based number, for compile errors.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // used by compiled backends
 pub(crate) fn numbered(source: &str) -> String {
     source
         .lines()

@@ -1,12 +1,18 @@
 //! The submission ring: host-to-kernel (H2K) entries in host memory, claimed lock-free by any
 //! number of producers, and the matching kernel-to-host (K2H) entries.
 //!
-//! Entry `t` lives at position `t % cap`. H2K entry: `[seq u32][slot u32][hlc u64][request]`,
-//! K2H entry: `[seq u32][status u32][hlc u64][response]`, each padded to 16 bytes. `seq` is
-//! `t + 1` (wrapping) and is written last, with release, so one acquire load of it both detects
-//! and orders the entry (DESIGN §3 rule 4). `tail` (next entry to claim) and `head` (entries
-//! below it are finished and reusable) sit on their own cache lines and each has one writer
-//! side: producers CAS `tail`, the consumer stores `head`.
+//! Entry `t` lives at position `t % cap`. Its *data* is `[0 u32][slot u32][hlc u64][request]`
+//! (H2K) or `[0 u32][status u32][hlc u64][response]` (K2H), padded to 16 bytes (H2K: to a power
+//! of two, so whole entries map onto lanes of a warp). On the *wire* (the shared host memory)
+//! every 32-bit data word travels in its own 64-bit word with the entry's seq tag, `t + 1`
+//! (wrapping), in the high half: `(seq << 32) | data`. Aligned 8-byte stores and loads are
+//! single-copy atomic on both sides, so a reader that sees the tag in every word has the whole
+//! entry: one parallel read detects and fetches a message (DESIGN §3 rule 4), with no release
+//! fence per message on the GPU. The host writes the last word with release and the host-side
+//! readers acquire it, so host-only paths (CPU backend) need check just that word.
+//! `tail` (next entry to claim) and `head` (entries below it are finished and reusable) sit on
+//! their own cache lines and each has one writer side: producers CAS `tail`, the consumer stores
+//! `head`.
 
 use crate::error::RingError;
 use crate::kernel::{as_bytes, from_bytes};
@@ -14,8 +20,8 @@ use crate::reply::{Outcome, ReplyCell};
 use silica_grains::gpu::GpuType;
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
 /// Bytes before an entry's payload.
@@ -50,6 +56,7 @@ impl HostMem {
         self.ptr.as_ptr()
     }
 
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn len(&self) -> usize {
         self.layout.size()
     }
@@ -70,11 +77,80 @@ pub(crate) fn seq_of(t: u64) -> u32 {
     (t as u32).wrapping_add(1)
 }
 
+/// Data bytes of an H2K entry carrying `request_size` bytes: a power of two, at least 16.
+pub(crate) const fn h2k_data_stride(request_size: usize) -> usize {
+    let n = (HEADER + request_size).next_power_of_two();
+    if n < 16 { 16 } else { n }
+}
+
+/// Data bytes of a K2H entry carrying `response_size` bytes: a multiple of 16.
+pub(crate) const fn k2h_data_stride(response_size: usize) -> usize {
+    (HEADER + response_size).next_multiple_of(16)
+}
+
+/// Writes `data` (whole 32-bit words, zero-extended) as tagged wire words at `wire`; the last
+/// word is stored with release so host readers may acquire just that one.
+///
+/// # Safety
+/// `wire` must be 8-byte aligned and valid for `words * 8` bytes that no one else writes now.
+unsafe fn write_wire(wire: *mut u8, seq: u32, words: usize, mut data: impl FnMut(usize) -> u32) {
+    let tag = u64::from(seq) << 32;
+    for i in 0..words {
+        let w = tag | u64::from(data(i));
+        // SAFETY: in bounds and aligned per the caller; atomics make each word single-copy.
+        let at = unsafe { &*wire.add(8 * i).cast::<AtomicU64>() };
+        let order = if i + 1 == words {
+            Ordering::Release
+        } else {
+            Ordering::Relaxed
+        };
+        at.store(w, order);
+    }
+}
+
+/// Reads `out.len()` tagged wire words at `wire`; false unless every one carries `seq`.
+///
+/// # Safety
+/// `wire` must be 8-byte aligned and valid for `out.len() * 8` bytes.
+unsafe fn read_wire(wire: *const u8, seq: u32, out: &mut [u32]) -> bool {
+    let n = out.len();
+    // SAFETY: in bounds and aligned per the caller.
+    let last = unsafe { &*wire.add(8 * (n - 1)).cast::<AtomicU64>() }.load(Ordering::Acquire);
+    if (last >> 32) as u32 != seq {
+        return false;
+    }
+    out[n - 1] = last as u32;
+    for (i, o) in out[..n - 1].iter_mut().enumerate() {
+        // SAFETY: as above.
+        let w = unsafe { &*wire.add(8 * i).cast::<AtomicU64>() }.load(Ordering::Relaxed);
+        if (w >> 32) as u32 != seq {
+            return false;
+        }
+        *o = w as u32;
+    }
+    true
+}
+
+/// The 32-bit word `i` of `bytes`, zero-padded past the end.
+fn word_at(bytes: &[u8], i: usize) -> u32 {
+    let mut w = [0u8; 4];
+    let from = (4 * i).min(bytes.len());
+    let to = (4 * i + 4).min(bytes.len());
+    w[..to - from].copy_from_slice(&bytes[from..to]);
+    u32::from_le_bytes(w)
+}
+
+/// Most data words of an entry a reader decodes on the stack.
+const MAX_WORDS: usize = 1024;
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // K2H is read by the persistent ring
 pub(crate) struct SubmitRing<R> {
     pub(crate) h2k: HostMem,
     pub(crate) k2h: HostMem,
     pub(crate) cap: u64,
+    /// Data bytes per H2K entry (the device staging copy's stride).
     pub(crate) h2k_stride: usize,
+    /// Data bytes per K2H entry.
     pub(crate) k2h_stride: usize,
     tail: Padded<AtomicU64>,
     head: Padded<AtomicU64>,
@@ -88,11 +164,16 @@ pub(crate) struct SubmitRing<R> {
 impl<R: GpuType> SubmitRing<R> {
     pub(crate) fn new(cap: u32, request_size: usize) -> Self {
         let cap = u64::from(cap.max(2).next_power_of_two());
-        let h2k_stride = (HEADER + request_size).next_multiple_of(16);
-        let k2h_stride = (HEADER + size_of::<R>()).next_multiple_of(16);
+        let h2k_stride = h2k_data_stride(request_size);
+        let k2h_stride = k2h_data_stride(size_of::<R>());
+        assert!(
+            h2k_stride / 4 <= MAX_WORDS && k2h_stride / 4 <= MAX_WORDS,
+            "GPU message types are limited to {} bytes",
+            4 * MAX_WORDS - HEADER
+        );
         Self {
-            h2k: HostMem::zeroed(h2k_stride * cap as usize),
-            k2h: HostMem::zeroed(k2h_stride * cap as usize),
+            h2k: HostMem::zeroed(2 * h2k_stride * cap as usize),
+            k2h: HostMem::zeroed(2 * k2h_stride * cap as usize),
             cap,
             h2k_stride,
             k2h_stride,
@@ -126,6 +207,7 @@ impl<R: GpuType> SubmitRing<R> {
     }
 
     /// While paused (a restart), producers wait as if the ring were full.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
         if !paused {
@@ -164,95 +246,151 @@ impl<R: GpuType> SubmitRing<R> {
         unsafe {
             self.h2k
                 .ptr()
-                .add((t & (self.cap - 1)) as usize * self.h2k_stride)
+                .add((t & (self.cap - 1)) as usize * 2 * self.h2k_stride)
         }
     }
 
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     fn k2h_entry(&self, t: u64) -> *mut u8 {
         // SAFETY: the position is below `cap`, so the offset stays inside the allocation.
         unsafe {
             self.k2h
                 .ptr()
-                .add((t & (self.cap - 1)) as usize * self.k2h_stride)
+                .add((t & (self.cap - 1)) as usize * 2 * self.k2h_stride)
         }
     }
 
-    /// Writes claimed entry `t` and publishes it; `cell` receives its outcome.
+    /// Writes claimed entry `t` and publishes it; `cell` (a pointer from `Arc::into_raw`, one
+    /// reference for the whole run of entries it covers) receives its outcome.
     pub(crate) fn publish<Q: GpuType>(
         &self,
         t: u64,
         slot: u32,
         hlc: u64,
         req: &Q,
-        cell: &Arc<ReplyCell<R>>,
+        cell: *const ReplyCell<R>,
     ) {
-        let old = self.cells[(t & (self.cap - 1)) as usize]
-            .swap(Arc::into_raw(cell.clone()).cast_mut(), Ordering::Release);
+        let old =
+            self.cells[(t & (self.cap - 1)) as usize].swap(cell.cast_mut(), Ordering::Release);
         debug_assert!(old.is_null());
-        let entry = self.h2k_entry(t);
         let payload = as_bytes(req);
+        let words = self.h2k_stride / 4;
         // SAFETY: entry `t` was claimed by this producer and its previous use finished (head
-        // passed it), so nobody else reads or writes it until seq is published below.
+        // passed it), so nobody else writes it; the entry is 2 * h2k_stride bytes, aligned.
         unsafe {
-            entry.add(4).cast::<u32>().write_volatile(slot);
-            entry.add(8).cast::<u64>().write_volatile(hlc);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), entry.add(HEADER), payload.len());
-            (*entry.cast::<AtomicU32>()).store(seq_of(t), Ordering::Release);
-        }
+            write_wire(self.h2k_entry(t), seq_of(t), words, |i| match i {
+                0 => 0,
+                1 => slot,
+                2 => hlc as u32,
+                3 => (hlc >> 32) as u32,
+                _ => word_at(payload, i - 4),
+            })
+        };
     }
 
-    /// Whether H2K entry `t` is published.
+    /// Whether H2K entry `t` is published (host readers: the last word, acquired).
     pub(crate) fn h2k_ready(&self, t: u64) -> bool {
-        // SAFETY: the entry is inside the allocation and 4-byte aligned.
-        unsafe { (*self.h2k_entry(t).cast::<AtomicU32>()).load(Ordering::Acquire) == seq_of(t) }
+        let last = self.h2k_stride / 4 - 1;
+        // SAFETY: the word is inside the entry and 8-byte aligned.
+        let w = unsafe { &*self.h2k_entry(t).add(8 * last).cast::<AtomicU64>() };
+        (w.load(Ordering::Acquire) >> 32) as u32 == seq_of(t)
     }
 
     /// Reads published H2K entry `t`: slot, hlc, request.
     pub(crate) fn h2k_read<Q: GpuType>(&self, t: u64) -> (u32, u64, Q) {
-        let entry = self.h2k_entry(t);
-        // SAFETY: the entry was published (checked by the caller with acquire) and is not
-        // rewritten until `head` passes it.
-        unsafe {
-            let bytes = std::slice::from_raw_parts(entry, self.h2k_stride);
-            (
-                entry.add(4).cast::<u32>().read_volatile(),
-                entry.add(8).cast::<u64>().read_volatile(),
-                from_bytes(&bytes[HEADER..]),
-            )
-        }
+        let mut words = [0u32; MAX_WORDS];
+        let words = &mut words[..self.h2k_stride / 4];
+        // SAFETY: the entry is inside the allocation and aligned; it was published (checked
+        // by the caller) and is not rewritten until `head` passes it.
+        let ok = unsafe { read_wire(self.h2k_entry(t), seq_of(t), words) };
+        debug_assert!(ok, "h2k_read of an unpublished entry");
+        decode(words)
     }
 
-    /// Reads K2H entry `t` if the kernel has written it: status, hlc, response.
+    /// Reads K2H entry `t` if the kernel has written all of it: status, hlc, response.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn k2h_read(&self, t: u64) -> Option<(u32, u64, R)> {
-        let entry = self.k2h_entry(t);
-        // SAFETY: the entry is inside the allocation; once seq matches (acquire), the kernel
-        // wrote the rest before it (release) and does not touch it again this lap.
-        unsafe {
-            if (*entry.cast::<AtomicU32>()).load(Ordering::Acquire) != seq_of(t) {
-                return None;
-            }
-            let bytes = std::slice::from_raw_parts(entry, self.k2h_stride);
-            Some((
-                entry.add(4).cast::<u32>().read_volatile(),
-                entry.add(8).cast::<u64>().read_volatile(),
-                from_bytes(&bytes[HEADER..]),
-            ))
-        }
+        let mut words = [0u32; MAX_WORDS];
+        let words = &mut words[..self.k2h_stride / 4];
+        // SAFETY: the entry is inside the allocation and aligned; words carrying this lap's
+        // tag were written by the kernel for entry `t` and are not rewritten this lap.
+        unsafe { read_wire(self.k2h_entry(t), seq_of(t), words) }.then(|| decode(words))
     }
 
-    /// Delivers the outcome of entry `t` to its caller.
-    pub(crate) fn complete(&self, t: u64, outcome: Outcome<R>) {
+    /// Whether K2H entry `t`'s last word is written (a cheap check before parking).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
+    pub(crate) fn k2h_ready(&self, t: u64) -> bool {
+        let last = self.k2h_stride / 4 - 1;
+        // SAFETY: the word is inside the entry and 8-byte aligned.
+        let w = unsafe { &*self.k2h_entry(t).add(8 * last).cast::<AtomicU64>() };
+        (w.load(Ordering::Acquire) >> 32) as u32 == seq_of(t)
+    }
+
+    /// Test hook: writes K2H entry `t` as the kernel would.
+    #[cfg(test)]
+    fn k2h_write_for_test(&self, t: u64, status: u32, hlc: u64, resp: &R) {
+        let payload = as_bytes(resp);
+        // SAFETY: test-only, single-threaded; the entry is in bounds and aligned.
+        unsafe {
+            write_wire(
+                self.k2h_entry(t),
+                seq_of(t),
+                self.k2h_stride / 4,
+                |i| match i {
+                    0 => 0,
+                    1 => status,
+                    2 => hlc as u32,
+                    3 => (hlc >> 32) as u32,
+                    _ => word_at(payload, i - 4),
+                },
+            )
+        };
+    }
+
+    /// Takes entry `t`'s cell pointer, waiting out a producer between claim and publish.
+    fn take_cell(&self, t: u64) -> *const ReplyCell<R> {
         let at = &self.cells[(t & (self.cap - 1)) as usize];
-        let mut ptr = at.swap(std::ptr::null_mut(), Ordering::Acquire);
-        while ptr.is_null() {
+        loop {
+            let ptr = at.load(Ordering::Acquire);
+            if !ptr.is_null() {
+                // Only this (the one completing) thread clears it; a plain store suffices.
+                at.store(std::ptr::null_mut(), Ordering::Relaxed);
+                return ptr;
+            }
             // The producer claimed `t` and is between claim and publish; it never blocks there.
             std::thread::yield_now();
-            ptr = at.swap(std::ptr::null_mut(), Ordering::Acquire);
         }
-        // SAFETY: the pointer came from `Arc::into_raw` in `publish`, taken exactly once here.
-        let cell = unsafe { Arc::from_raw(ptr) };
-        // SAFETY: entry `t` is completed once, by the one consumer that owns it.
-        unsafe { cell.complete(t, outcome) };
+    }
+
+    /// Completes entries `from..to` in order with `outcome(t)`, one counter update and at most
+    /// one wake-up per reply cell rather than per entry.
+    pub(crate) fn complete_run(
+        &self,
+        from: u64,
+        to: u64,
+        mut outcome: impl FnMut(u64) -> Outcome<R>,
+    ) {
+        let mut t = from;
+        while t < to {
+            let cell = self.take_cell(t);
+            let mut n = 0;
+            // SAFETY: as in `complete`; the cell covers `first..first + len` and every entry of
+            // it taken here is completed once, by this thread, before `finish`.
+            unsafe {
+                let end = to.min((*cell).first + (*cell).len() as u64);
+                loop {
+                    (*cell).set(t, outcome(t));
+                    n += 1;
+                    t += 1;
+                    if t >= end {
+                        break;
+                    }
+                    let next = self.take_cell(t);
+                    debug_assert_eq!(next, cell);
+                }
+                ReplyCell::finish(cell, n);
+            }
+        }
     }
 
     /// Entries below `head` are finished; their positions may be reused.
@@ -265,9 +403,7 @@ impl<R: GpuType> SubmitRing<R> {
     pub(crate) fn fail_pending(&self, err: &RingError) {
         let head = self.head();
         let tail = self.tail();
-        for t in head..tail {
-            self.complete(t, Err(err.clone()));
-        }
+        self.complete_run(head, tail, |_| Err(err.clone()));
         self.release(tail);
     }
 
@@ -287,5 +423,58 @@ impl<R: GpuType> SubmitRing<R> {
         let list = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
         self.waiting.store(0, Ordering::SeqCst);
         list.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// `[0][slot or status][hlc lo][hlc hi][payload...]` data words to their values.
+fn decode<T: GpuType>(words: &[u32]) -> (u32, u64, T) {
+    let mut bytes = [0u8; 4 * MAX_WORDS];
+    for (i, w) in words[4..].iter().enumerate() {
+        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    (
+        words[1],
+        u64::from(words[2]) | (u64::from(words[3]) << 32),
+        from_bytes(&bytes[..4 * (words.len() - 4)]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::ReplyCell;
+    use crate::samples::{Add, Totals};
+    use std::sync::Arc;
+
+    // Pins the wire encoding: what a producer publishes reads back whole, a word still holding
+    // an old tag (a write not yet landed) hides the entry, K2H entries decode to their fields,
+    // and completing a run drops the ring's reference to the reply cell.
+    #[test]
+    fn wire_round_trip_and_torn_entries() {
+        let q = SubmitRing::<Totals>::new(4, size_of::<Add>());
+        let cell = Arc::new(ReplyCell::<Totals>::new(0, 1));
+        let raw = Arc::into_raw(cell.clone());
+        assert_eq!(q.claim(1).unwrap(), Some(0));
+        assert!(!q.h2k_ready(0));
+        q.publish(0, 7, 0x1234_5678_9abc, &Add { amount: 42 }, raw);
+        assert!(q.h2k_ready(0));
+        let (slot, hlc, req) = q.h2k_read::<Add>(0);
+        assert_eq!((slot, hlc, req.amount), (7, 0x1234_5678_9abc, 42));
+        assert!(q.k2h_read(0).is_none());
+        let totals = Totals {
+            total: 1 << 40,
+            count: 3,
+            pad: 0,
+        };
+        q.k2h_write_for_test(0, 0, 99, &totals);
+        // SAFETY: test-only; word 0 of entry 0 is in bounds and aligned.
+        let w0 = unsafe { &*q.k2h.ptr().cast::<AtomicU64>() };
+        let good = w0.load(Ordering::Relaxed);
+        w0.store(good & 0xffff_ffff, Ordering::Relaxed);
+        assert!(q.k2h_read(0).is_none());
+        w0.store(good, Ordering::Relaxed);
+        assert_eq!(q.k2h_read(0), Some((0, 99, totals)));
+        q.complete_run(0, 1, |_| Err(RingError::ShutDown));
+        assert_eq!(Arc::strong_count(&cell), 1);
     }
 }

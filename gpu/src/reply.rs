@@ -47,20 +47,39 @@ impl<R> ReplyCell<R> {
         }
     }
 
+    /// Ring entries the cell covers.
+    pub(crate) fn len(&self) -> usize {
+        self.results.len()
+    }
+
     /// Stores the outcome of ring entry `index`.
     ///
     /// # Safety
-    /// Called exactly once per entry of this cell, by the one thread that completes that entry.
-    pub(crate) unsafe fn complete(&self, index: u64, outcome: Outcome<R>) {
+    /// Called at most once per entry of this cell, by the one thread that completes that
+    /// entry, before that entry is counted in [`ReplyCell::finish`].
+    pub(crate) unsafe fn set(&self, index: u64, outcome: Outcome<R>) {
         let at = (index - self.first) as usize;
         // SAFETY: the caller guarantees exclusive, single write access to this entry.
         unsafe { *self.results[at].get() = Some(outcome) };
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.store(true, Ordering::Release);
-            let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Counts `n` entries finished; the last one marks the cell done, wakes its caller and
+    /// drops the ring's reference.
+    ///
+    /// # Safety
+    /// `this` came from `Arc::into_raw` (the ring's one reference to the cell), and across all
+    /// calls the counts add up to the cell's length exactly.
+    pub(crate) unsafe fn finish(this: *const Self, n: usize) {
+        // SAFETY: the ring's reference keeps the cell alive until the count reaches zero.
+        let cell = unsafe { &*this };
+        if cell.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            cell.done.store(true, Ordering::Release);
+            let waker = cell.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(waker) = waker {
                 waker.wake();
             }
+            // SAFETY: the count reached zero exactly once, here; this is the ring's reference.
+            drop(unsafe { Arc::from_raw(this) });
         }
     }
 

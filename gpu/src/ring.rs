@@ -197,6 +197,8 @@ impl<K: Kernel> RingShared<K> {
             return Ok(None);
         };
         let cell = Arc::new(ReplyCell::new(first, items.len()));
+        // One reference for the whole run, dropped when its last entry completes.
+        let raw = Arc::into_raw(cell.clone());
         for (i, (slot, req)) in items.iter().enumerate() {
             // Checked after the claim: a concurrent deactivation either sees this entry below
             // its tail snapshot or this check sees the slot closing (see `deactivate`).
@@ -206,7 +208,7 @@ impl<K: Kernel> RingShared<K> {
                 INVALID_SLOT
             };
             self.queue
-                .publish(first + i as u64, wire, stamp.hlc, req, &cell);
+                .publish(first + i as u64, wire, stamp.hlc, req, raw);
         }
         self.wake_consumer();
         Ok(Some(cell))

@@ -292,20 +292,28 @@ impl<K: Kernel> Watcher<K> {
         let mut last_check = Instant::now();
         let mut beat = (self.ctrl.heartbeat(), Instant::now());
         let mut stop_deadline: Option<Instant> = None;
+        let mut done = Vec::with_capacity(4096);
         loop {
             let start = head;
-            while let Some((status, hlc, response)) = q.k2h_read(head) {
-                let outcome = if status == STATUS_OK {
-                    Ok(Reply {
-                        response,
-                        stamp: HlcStamp::new(hlc, self.shared.clock.node()),
-                    })
-                } else {
-                    Err(RingError::SlotNotActive(SlotId(u32::MAX)))
-                };
-                q.complete(head, outcome);
-                head += 1;
+            // Find the run of finished entries first, then complete it with one counter
+            // update and wake-up per reply cell.
+            let mut end = head;
+            done.clear();
+            while end - head < 4096
+                && let Some(entry) = q.k2h_read(end)
+            {
+                done.push(entry);
+                end += 1;
             }
+            let node = self.shared.clock.node();
+            q.complete_run(head, end, |t| match done[(t - head) as usize] {
+                (STATUS_OK, hlc, response) => Ok(Reply {
+                    response,
+                    stamp: HlcStamp::new(hlc, node),
+                }),
+                _ => Err(RingError::SlotNotActive(SlotId(u32::MAX))),
+            });
+            head = end;
             if head != start {
                 q.release(head);
                 idle_since = Instant::now();
@@ -359,7 +367,7 @@ impl<K: Kernel> Watcher<K> {
                 std::hint::spin_loop();
             } else {
                 self.shared
-                    .park_consumer(|| q.k2h_read(head).is_some(), Duration::from_millis(1));
+                    .park_consumer(|| q.k2h_ready(head), Duration::from_millis(1));
             }
         }
     }

@@ -3,6 +3,25 @@
 //! probe and the HLC benchmark kernel.
 
 use crate::kernel::{Kernel, type_decls};
+use crate::queue::{h2k_data_stride, k2h_data_stride};
+
+/// Compile-time shape of the wire entries (see `queue`): every 16-byte chunk of the wire holds
+/// two tagged words; the poller maps whole H2K entries onto lanes and keeps `DEPTH` loads per
+/// lane in flight (bounded so the poller's registers stay under the block's budget).
+fn wire_defines(h2k_data: usize, k2h_data: usize) -> String {
+    let chunks = h2k_data / 8; // wire bytes = 2 * data, 16 per chunk
+    let lpe = chunks.min(32);
+    let cpl = chunks.div_ceil(32);
+    let depth = (16 / cpl).max(1);
+    format!(
+        "#define SILICA_H2K_DATA {h2k_data}u\n#define SILICA_H2K_CHUNKS {chunks}u\n\
+         #define SILICA_LPE {lpe}u\n#define SILICA_EPL {}u\n#define SILICA_CPL {cpl}u\n\
+         #define SILICA_DEPTH {depth}u\n#define SILICA_K2H_DATA {k2h_data}u\n\
+         #define SILICA_K2H_CHUNKS {}u\n",
+        32 / lpe,
+        k2h_data / 8,
+    )
+}
 
 /// CUDA source of kernel `K`, and the line where the user's handler starts.
 pub(crate) fn generate<K: Kernel>() -> (String, usize) {
@@ -20,6 +39,10 @@ pub(crate) fn generate<K: Kernel>() -> (String, usize) {
     let handler_line = src.lines().count() + 1;
     src.push_str(K::CUDA_HANDLER);
     src.push_str("\n// ---- ring ----\n");
+    src.push_str(&wire_defines(
+        h2k_data_stride(size_of::<K::Request>()),
+        k2h_data_stride(size_of::<K::Response>()),
+    ));
     src.push_str(RING);
     (src, handler_line)
 }
@@ -102,24 +125,89 @@ __device__ void silica_run_one(SilicaState* states, unsigned int slot, const uns
     *resp = rs;
 }
 
-// Writes a K2H entry: payload and hlc first, seq last with release.
+__device__ __forceinline__ void silica_st_sys16(void* p, uint4 v) {
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1,%2,%3,%4};"
+        :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
+
+// Writes a K2H entry on the wire: every data word with the seq tag beside it, so the host
+// accepts the entry once every word carries the tag; no release fence per message.
 __device__ void silica_write_k2h(unsigned char* e, unsigned long long t, unsigned int status,
                                  unsigned long long hlc, const SilicaResponse* rs) {
-    volatile unsigned int* w = (volatile unsigned int*)e;
+    unsigned int d[SILICA_K2H_DATA / 4];
+    d[0] = 0u; d[1] = status; d[2] = (unsigned int)hlc; d[3] = (unsigned int)(hlc >> 32);
     const unsigned int* src = (const unsigned int*)rs;
-    for (int i = 0; i < (int)(sizeof(SilicaResponse) / 4); ++i) w[4 + i] = src[i];
-    w[1] = status;
-    *(volatile unsigned long long*)(e + 8) = hlc;
-    silica_st_release(e, (unsigned int)(t + 1));
+#pragma unroll
+    for (int i = 4; i < (int)(SILICA_K2H_DATA / 4); ++i)
+        d[i] = i - 4 < (int)(sizeof(SilicaResponse) / 4) ? src[i - 4] : 0u;
+    unsigned int seq = (unsigned int)(t + 1);
+#pragma unroll
+    for (int c = 0; c < (int)SILICA_K2H_CHUNKS; ++c)
+        silica_st_sys16(e + 16 * c, make_uint4(d[2 * c], seq, d[2 * c + 1], seq));
 }
 
 __shared__ volatile unsigned long long silica_published;
 __shared__ volatile unsigned long long silica_done[32];
 __shared__ volatile int silica_stop;
 
-__device__ void silica_poller(const SilicaRing& p) {
+// One polling round over DEPTH groups of SILICA_EPL entries, all loads issued before the
+// first is checked: the 16-byte wire chunks carry the seq tag in every word, so this one
+// parallel read both detects and fetches (DESIGN §3 rule 4). Copies the ready prefix into the
+// device staging ring (data layout) and returns its length; entries after a gap are left alone
+// (their staging positions may still be read by workers).
+template <unsigned int DEPTH>
+__device__ __forceinline__ unsigned int silica_poll_round(const SilicaRing& p, unsigned long long base) {
     const unsigned int lane = threadIdx.x & 31;
     const unsigned long long mask = p.cap - 1;
+    const unsigned int sub = lane / SILICA_LPE, c0 = lane % SILICA_LPE;
+    uint4 v[DEPTH][SILICA_CPL];
+#pragma unroll
+    for (unsigned int d = 0; d < DEPTH; ++d) {
+        unsigned long long e = base + d * SILICA_EPL + sub;
+        const unsigned char* src = p.h2k + (e & mask) * (2 * SILICA_H2K_DATA);
+#pragma unroll
+        for (unsigned int j = 0; j < SILICA_CPL; ++j) {
+            unsigned int c = c0 + j * SILICA_LPE;
+            v[d][j] = c < SILICA_H2K_CHUNKS ? silica_ld_sys16(src + 16 * c) : make_uint4(0, 0, 0, 0);
+        }
+    }
+    // Bit of each entry's first lane.
+    unsigned int leaders = 0;
+#pragma unroll
+    for (unsigned int k = 0; k < SILICA_EPL; ++k) leaders |= 1u << (k * SILICA_LPE);
+    unsigned int count = 0;
+#pragma unroll
+    for (unsigned int d = 0; d < DEPTH; ++d) {
+        unsigned long long e = base + d * SILICA_EPL + sub;
+        unsigned int seq = (unsigned int)(e + 1);
+        bool ok = true;
+#pragma unroll
+        for (unsigned int j = 0; j < SILICA_CPL; ++j) {
+            unsigned int c = c0 + j * SILICA_LPE;
+            ok &= c >= SILICA_H2K_CHUNKS || (v[d][j].y == seq && v[d][j].w == seq);
+        }
+        unsigned int good = __ballot_sync(SILICA_FULL, ok);
+        unsigned int lmask = SILICA_LPE == 32 ? SILICA_FULL : (((1u << SILICA_LPE) - 1u) << (sub * SILICA_LPE));
+        bool whole = (good & lmask) == lmask;
+        unsigned int ready = __ballot_sync(SILICA_FULL, whole) & leaders;
+        unsigned int missing = leaders & ~ready;
+        unsigned int n = missing ? (unsigned int)(__ffs(missing) - 1) / SILICA_LPE : SILICA_EPL;
+        if (sub < n) {
+            unsigned char* dst = p.stage + (e & mask) * SILICA_H2K_DATA;
+#pragma unroll
+            for (unsigned int j = 0; j < SILICA_CPL; ++j) {
+                unsigned int c = c0 + j * SILICA_LPE;
+                if (c < SILICA_H2K_CHUNKS) *(uint2*)(dst + 8 * c) = make_uint2(v[d][j].x, v[d][j].z);
+            }
+        }
+        count += n;
+        if (n < SILICA_EPL) break;
+    }
+    return count;
+}
+
+__device__ void silica_poller(const SilicaRing& p) {
+    const unsigned int lane = threadIdx.x & 31;
     unsigned long long idx = p.start;
     unsigned int idle = 0, busy = 0;
     unsigned long long last_sum = ~0ull;
@@ -128,28 +216,27 @@ __device__ void silica_poller(const SilicaRing& p) {
     volatile unsigned int* test_exit = (volatile unsigned int*)(p.ctrl + 128);
     while (true) {
         unsigned int count = 0;
-        bool open = true;
-        for (unsigned int k = 0; k < p.lookahead && open; ++k) {
-            unsigned long long e = idx + lane + 32ull * k;
-            bool ready = silica_ld_acquire(p.h2k + (e & mask) * p.h2k_stride) == (unsigned int)(e + 1);
-            unsigned int b = __ballot_sync(SILICA_FULL, ready);
-            if (b == SILICA_FULL) { count += 32; } else { count += __ffs(~b) - 1; open = false; }
+        if (idle > 0) {
+            // Idle: probe one group (one load per lane) so an idle ring costs little PCIe.
+            count = silica_poll_round<1>(p, idx);
+        } else {
+            for (unsigned int r = 0; r < p.lookahead; ++r) {
+                unsigned int n = silica_poll_round<SILICA_DEPTH>(p, idx + count);
+                count += n;
+                if (n < SILICA_DEPTH * SILICA_EPL) break;
+            }
         }
         if (count > 0) {
             idle = 0;
-            for (unsigned int k = 0; lane + 32 * k < count; ++k) {
-                unsigned long long e = idx + lane + 32ull * k;
-                const unsigned char* src = p.h2k + (e & mask) * p.h2k_stride;
-                uint4* dst = (uint4*)(p.stage + (e & mask) * p.h2k_stride);
-                for (unsigned int c = 0; c < p.h2k_stride / 16; ++c) dst[c] = silica_ld_sys16(src + 16 * c);
-            }
             __syncwarp();
             __threadfence_block();
             idx += count;
             if (lane == 0) silica_published = idx;
         } else {
             ++idle;
-            if (idle > 8) __nanosleep(idle > 64 ? 400 : 100);
+            // Each empty probe is already a PCIe round trip (~1 us); back off only after a
+            // while so a message after a short pause is not delayed by a sleep.
+            if (idle > 256) __nanosleep(idle > 4096 ? 1000 : 200);
         }
         if (count == 0 ? (idle & 63) == 1 : (++busy & 255) == 0) {
             int quit = 0;
@@ -197,7 +284,7 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
             __syncwarp();
         }
         unsigned long long hlc = silica_stamp(p.hlc_word, p.clock_offset_ns, mine, received);
-        if (mine) silica_write_k2h(p.k2h + (e & mask) * p.k2h_stride, e, valid ? 0u : 1u, hlc, &rs);
+        if (mine) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
         my += n;
         if (lane == 0) silica_done[w] = my;
     }
