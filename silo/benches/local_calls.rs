@@ -159,6 +159,37 @@ async fn silica_throughput(grains: usize, callers: usize, depth: usize, per_call
     rate
 }
 
+/// L2 reference: the same load shape against kameo actors.
+async fn kameo_throughput(actors: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
+    let refs: Vec<_> = (0..actors)
+        .map(|_| KameoAdder::spawn(KameoAdder(0)))
+        .collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let refs = refs.clone();
+            tokio::spawn(async move {
+                let mut in_flight = FuturesUnordered::new();
+                let mut sent = 0;
+                let mut next = c * 7919;
+                while sent < per_caller || !in_flight.is_empty() {
+                    while sent < per_caller && in_flight.len() < depth {
+                        next = (next + 1) % refs.len();
+                        let actor = refs[next].clone();
+                        in_flight.push(async move { actor.ask(Add(1)).await });
+                        sent += 1;
+                    }
+                    in_flight.next().await.unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (callers * per_caller) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -219,6 +250,14 @@ fn main() {
             .unwrap()
     };
 
+    if only.as_deref() == Some("l2-current") {
+        let rate = current().block_on(silica_throughput(1000, 2, 256, 50_000));
+        println!(
+            "current-thread, 2 callers x 256 in flight: {:.2} M calls/s",
+            rate / 1e6
+        );
+        return;
+    }
     if only.as_deref() == Some("l1-silica") {
         report(
             "silica grain call, current-thread runtime",
@@ -268,6 +307,13 @@ fn main() {
             "current-thread, 2 callers x 256 in flight: {:.2} M calls/s",
             rate / 1e6
         );
+        for (callers, depth) in [(2, 256), (8, 128)] {
+            let rate = multi().block_on(kameo_throughput(1000, callers, depth, per_caller));
+            println!(
+                "kameo, multi-thread (2 workers), {callers} callers x {depth} in flight: {:.2} M asks/s",
+                rate / 1e6
+            );
+        }
     }
     if run("l3") {
         println!("== L3: idle activations");

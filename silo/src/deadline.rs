@@ -14,11 +14,14 @@ use std::time::Duration;
 
 use tokio::time::Sleep;
 
-/// Resolves with the inner future's output, or `Err(Elapsed)` once the timeout has passed.
-pub(crate) struct Deadline<F> {
-    inner: Pin<Box<F>>,
-    timeout: Duration,
-    state: State,
+pin_project_lite::pin_project! {
+    /// Resolves with the inner future's output, or `Err(Elapsed)` once the timeout has passed.
+    pub(crate) struct Deadline<F> {
+        #[pin]
+        inner: F,
+        timeout: Duration,
+        state: State,
+    }
 }
 
 enum State {
@@ -36,7 +39,7 @@ pub(crate) struct Elapsed;
 impl<F: Future> Deadline<F> {
     pub(crate) fn new(inner: F, timeout: Duration) -> Self {
         Self {
-            inner: Box::pin(inner),
+            inner,
             timeout,
             state: State::Fresh,
         }
@@ -47,20 +50,20 @@ impl<F: Future> Future for Deadline<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if let Poll::Ready(output) = this.inner.as_mut().poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        match &mut this.state {
+        match this.state {
             State::Fresh => {
-                this.state = State::Yielded;
+                *this.state = State::Yielded;
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
             State::Yielded => {
-                let mut sleep = Box::pin(tokio::time::sleep(this.timeout));
+                let mut sleep = Box::pin(tokio::time::sleep(*this.timeout));
                 let elapsed = sleep.as_mut().poll(cx).is_ready();
-                this.state = State::Armed(sleep);
+                *this.state = State::Armed(sleep);
                 if elapsed {
                     Poll::Ready(Err(Elapsed))
                 } else {
