@@ -118,16 +118,18 @@ macro_rules! agree {
         mod $modname {
             use super::*;
             // Pins: vector add matches the CPU reference exactly.
-            #[test] $(#[$ignore])? fn vector_add_matches_cpu() { vector_add($kind) }
+            #[test] $(#[$ignore])? fn vector_add_matches_cpu() { if common::skip($kind) { return; } vector_add($kind) }
             // Pins: the stateful accumulator (64-bit totals, per-slot order) matches exactly.
-            #[test] $(#[$ignore])? fn accumulator_matches_cpu() { accumulator($kind) }
+            #[test] $(#[$ignore])? fn accumulator_matches_cpu() { if common::skip($kind) { return; } accumulator($kind) }
             // Pins: the f32 particle step matches within 1e-5 relative.
-            #[test] $(#[$ignore])? fn particles_match_cpu() { particles($kind) }
+            #[test] $(#[$ignore])? fn particles_match_cpu() { if common::skip($kind) { return; } particles($kind) }
         }
     };
 }
 
 agree!(cpu, BackendKind::Cpu);
+#[cfg(feature = "wgpu")]
+agree!(wgpu, BackendKind::Wgpu);
 #[cfg(feature = "cuda")]
 agree!(
     cuda_persistent,
@@ -140,3 +142,45 @@ agree!(
     BackendKind::CudaBatch,
     ignore = "needs a CUDA GPU"
 );
+
+/// A kernel whose WGSL handler does not type-check.
+#[cfg(feature = "wgpu")]
+struct BadWgsl;
+
+#[cfg(feature = "wgpu")]
+impl Kernel for BadWgsl {
+    type State = Totals;
+    type Request = Add;
+    type Response = Totals;
+    const NAME: &'static str = "bad_wgsl";
+    const CUDA_HANDLER: &'static str = "";
+    const WGSL_HANDLER: &'static str = "fn silica_handle(state: ptr<function, Totals>, req: Add) -> Totals {\n    let x: f32 = req.amount;\n    return *state;\n}\n";
+    fn handle(state: &mut Totals, _: &Add) -> Totals {
+        *state
+    }
+}
+
+// Pins: invalid WGSL is a typed compile error carrying naga's message and the numbered
+// generated source (on any machine: validation runs before an adapter is needed).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgsl_error_is_typed() {
+    let err = Ring::<BadWgsl>::start(config(BackendKind::Wgpu))
+        .err()
+        .expect("invalid WGSL must not start");
+    match err {
+        silica_gpu::RingError::Compile(silica_gpu::CompileError::Wgsl {
+            kernel,
+            message,
+            numbered_source,
+        }) => {
+            assert_eq!(kernel, "bad_wgsl");
+            assert!(message.contains("f32"), "{message}");
+            assert!(
+                numbered_source.contains("| fn silica_handle"),
+                "{numbered_source}"
+            );
+        }
+        other => panic!("expected a WGSL compile error, got {other}"),
+    }
+}

@@ -129,20 +129,22 @@ macro_rules! suite {
         mod $modname {
             use super::*;
             // Pins: many producers keep per-caller FIFO and lose no update.
-            #[test] $(#[$ignore])? fn many_producers() { many_producers_fifo(config($kind)) }
+            #[test] $(#[$ignore])? fn many_producers() { if common::skip($kind) { return; } many_producers_fifo(config($kind)) }
             // Pins: a full ring makes submitters wait, not fail, and keeps order.
-            #[test] $(#[$ignore])? fn full_ring() { full_ring_waits(config($kind)) }
+            #[test] $(#[$ignore])? fn full_ring() { if common::skip($kind) { return; } full_ring_waits(config($kind)) }
             // Pins: a batch keeps per-slot order and stamps merge the request's HLC.
-            #[test] $(#[$ignore])? fn batch_order() { batch_fifo_and_stamps(config($kind)) }
+            #[test] $(#[$ignore])? fn batch_order() { if common::skip($kind) { return; } batch_fifo_and_stamps(config($kind)) }
             // Pins: shutdown resolves every in-flight call with a value or ShutDown.
-            #[test] $(#[$ignore])? fn shutdown() { shutdown_in_flight(config($kind)) }
+            #[test] $(#[$ignore])? fn shutdown() { if common::skip($kind) { return; } shutdown_in_flight(config($kind)) }
             // Pins: calls to a deactivated slot fail with SlotNotActive.
-            #[test] $(#[$ignore])? fn inactive_slot() { inactive_slot_rejected(config($kind)) }
+            #[test] $(#[$ignore])? fn inactive_slot() { if common::skip($kind) { return; } inactive_slot_rejected(config($kind)) }
         }
     };
 }
 
 suite!(cpu, BackendKind::Cpu);
+#[cfg(feature = "wgpu")]
+suite!(wgpu, BackendKind::Wgpu);
 #[cfg(feature = "cuda")]
 suite!(
     cuda_persistent,

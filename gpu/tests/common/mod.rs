@@ -68,3 +68,13 @@ pub fn config(kind: BackendKind) -> RingConfig {
         ..RingConfig::default()
     }
 }
+
+/// True (after printing a note) when `kind` is wgpu and no wgpu adapter exists at all, so the
+/// test should skip; every other case runs (a wgpu build with an adapter must pass).
+pub fn skip(kind: BackendKind) -> bool {
+    if kind != BackendKind::Wgpu || !silica_gpu::devices::wgpu_adapters().is_empty() {
+        return false;
+    }
+    println!("note: no wgpu adapter on this machine (install mesa-vulkan-drivers); skipping");
+    true
+}
