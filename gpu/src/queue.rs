@@ -15,7 +15,7 @@
 //! `head`.
 
 use crate::error::RingError;
-use crate::kernel::{as_bytes, from_bytes};
+use crate::kernel::as_bytes;
 use crate::reply::{Outcome, ReplyCell};
 use silica_grains::gpu::GpuType;
 use std::alloc::{Layout, alloc_zeroed, dealloc};
@@ -108,27 +108,50 @@ unsafe fn write_wire(wire: *mut u8, seq: u32, words: usize, mut data: impl FnMut
     }
 }
 
-/// Reads `out.len()` tagged wire words at `wire`; false unless every one carries `seq`.
+/// Reads an entry of `words` tagged wire words at `wire` (`[0][slot or status][hlc lo][hlc hi]
+/// [payload...]`) straight into its values; `None` unless every word carries `seq`. Decodes in
+/// place, with no intermediate buffer: this runs once per message on the completion thread.
 ///
 /// # Safety
-/// `wire` must be 8-byte aligned and valid for `out.len() * 8` bytes.
-unsafe fn read_wire(wire: *const u8, seq: u32, out: &mut [u32]) -> bool {
-    let n = out.len();
-    // SAFETY: in bounds and aligned per the caller.
-    let last = unsafe { &*wire.add(8 * (n - 1)).cast::<AtomicU64>() }.load(Ordering::Acquire);
-    if (last >> 32) as u32 != seq {
-        return false;
+/// `wire` must be 8-byte aligned and valid for `words * 8` bytes, and
+/// `4 * (words - 4) >= size_of::<T>()`.
+unsafe fn read_wire<T: GpuType>(wire: *const u8, seq: u32, words: usize) -> Option<(u32, u64, T)> {
+    let word = |i: usize| {
+        // SAFETY: `i < words`, so the word is in bounds and aligned per the caller.
+        unsafe { &*wire.add(8 * i).cast::<AtomicU64>() }
+    };
+    if (word(words - 1).load(Ordering::Acquire) >> 32) as u32 != seq {
+        return None;
     }
-    out[n - 1] = last as u32;
-    for (i, o) in out[..n - 1].iter_mut().enumerate() {
-        // SAFETY: as above.
-        let w = unsafe { &*wire.add(8 * i).cast::<AtomicU64>() }.load(Ordering::Relaxed);
+    let mut head = [0u32; 4];
+    let mut value = std::mem::MaybeUninit::<T>::uninit();
+    let out = value.as_mut_ptr().cast::<u8>();
+    let size = size_of::<T>();
+    for i in 0..words {
+        let w = word(i).load(Ordering::Relaxed);
         if (w >> 32) as u32 != seq {
-            return false;
+            return None;
         }
-        *o = w as u32;
+        if let Some(h) = head.get_mut(i) {
+            *h = w as u32;
+            continue;
+        }
+        let at = 4 * (i - 4);
+        if at < size {
+            let bytes = (w as u32).to_le_bytes();
+            let n = (size - at).min(4);
+            // SAFETY: `at + n <= size`, inside `value`.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.add(at), n) };
+        }
     }
-    true
+    // SAFETY: the caller guarantees the words cover all `size` bytes, each written above, and
+    // every bit pattern is a valid `GpuType` (integers and floats only).
+    let value = unsafe { value.assume_init() };
+    Some((
+        head[1],
+        u64::from(head[2]) | (u64::from(head[3]) << 32),
+        value,
+    ))
 }
 
 /// The 32-bit word `i` of `bytes`, zero-padded past the end.
@@ -139,9 +162,6 @@ fn word_at(bytes: &[u8], i: usize) -> u32 {
     w[..to - from].copy_from_slice(&bytes[from..to]);
     u32::from_le_bytes(w)
 }
-
-/// Most data words of an entry a reader decodes on the stack.
-const MAX_WORDS: usize = 1024;
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // K2H is read by the persistent ring
 pub(crate) struct SubmitRing<R> {
@@ -166,11 +186,6 @@ impl<R: GpuType> SubmitRing<R> {
         let cap = u64::from(cap.max(2).next_power_of_two());
         let h2k_stride = h2k_data_stride(request_size);
         let k2h_stride = k2h_data_stride(size_of::<R>());
-        assert!(
-            h2k_stride / 4 <= MAX_WORDS && k2h_stride / 4 <= MAX_WORDS,
-            "GPU message types are limited to {} bytes",
-            4 * MAX_WORDS - HEADER
-        );
         Self {
             h2k: HostMem::zeroed(2 * h2k_stride * cap as usize),
             k2h: HostMem::zeroed(2 * k2h_stride * cap as usize),
@@ -298,23 +313,20 @@ impl<R: GpuType> SubmitRing<R> {
 
     /// Reads published H2K entry `t`: slot, hlc, request.
     pub(crate) fn h2k_read<Q: GpuType>(&self, t: u64) -> (u32, u64, Q) {
-        let mut words = [0u32; MAX_WORDS];
-        let words = &mut words[..self.h2k_stride / 4];
-        // SAFETY: the entry is inside the allocation and aligned; it was published (checked
-        // by the caller) and is not rewritten until `head` passes it.
-        let ok = unsafe { read_wire(self.h2k_entry(t), seq_of(t), words) };
-        debug_assert!(ok, "h2k_read of an unpublished entry");
-        decode(words)
+        // SAFETY: the entry is inside the allocation and aligned, and its data stride covers
+        // the request; it was published (checked by the caller) and is not rewritten until
+        // `head` passes it.
+        unsafe { read_wire(self.h2k_entry(t), seq_of(t), self.h2k_stride / 4) }
+            .expect("h2k_read of an unpublished entry")
     }
 
     /// Reads K2H entry `t` if the kernel has written all of it: status, hlc, response.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn k2h_read(&self, t: u64) -> Option<(u32, u64, R)> {
-        let mut words = [0u32; MAX_WORDS];
-        let words = &mut words[..self.k2h_stride / 4];
-        // SAFETY: the entry is inside the allocation and aligned; words carrying this lap's
-        // tag were written by the kernel for entry `t` and are not rewritten this lap.
-        unsafe { read_wire(self.k2h_entry(t), seq_of(t), words) }.then(|| decode(words))
+        // SAFETY: the entry is inside the allocation and aligned, its data stride covers the
+        // response; words carrying this lap's tag were written by the kernel for entry `t` and
+        // are not rewritten this lap.
+        unsafe { read_wire(self.k2h_entry(t), seq_of(t), self.k2h_stride / 4) }
     }
 
     /// Whether K2H entry `t`'s last word is written (a cheap check before parking).
@@ -424,19 +436,6 @@ impl<R: GpuType> SubmitRing<R> {
         self.waiting.store(0, Ordering::SeqCst);
         list.into_iter().for_each(Waker::wake);
     }
-}
-
-/// `[0][slot or status][hlc lo][hlc hi][payload...]` data words to their values.
-fn decode<T: GpuType>(words: &[u32]) -> (u32, u64, T) {
-    let mut bytes = [0u8; 4 * MAX_WORDS];
-    for (i, w) in words[4..].iter().enumerate() {
-        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    (
-        words[1],
-        u64::from(words[2]) | (u64::from(words[3]) << 32),
-        from_bytes(&bytes[..4 * (words.len() - 4)]),
-    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use crate::clock::HlcStamp;
 use crate::error::RingError;
+use crate::slots::SlotId;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,22 @@ pub struct Reply<R> {
 /// What one message ends with.
 pub type Outcome<R> = Result<Reply<R>, RingError>;
 
+/// One entry's result as the completion thread leaves it: compact (a reply or a code), so the
+/// per-message write on the completion thread stays small; errors shared by many entries
+/// (shutdown, a fault) are stored once per cell.
+enum Stored<R> {
+    Empty,
+    Ok(Reply<R>),
+    NotActive(SlotId),
+    Failed,
+}
+
 /// Results of a run of consecutive ring entries, starting at ring index `first`.
 pub(crate) struct ReplyCell<R> {
     pub(crate) first: u64,
-    results: Box<[UnsafeCell<Option<Outcome<R>>>]>,
+    results: Box<[UnsafeCell<Stored<R>>]>,
+    /// The error of entries stored as `Failed`.
+    error: Mutex<Option<RingError>>,
     remaining: AtomicUsize,
     done: AtomicBool,
     waker: Mutex<Option<Waker>>,
@@ -40,7 +53,8 @@ impl<R> ReplyCell<R> {
     pub(crate) fn new(first: u64, len: usize) -> Self {
         Self {
             first,
-            results: (0..len).map(|_| UnsafeCell::new(None)).collect(),
+            results: (0..len).map(|_| UnsafeCell::new(Stored::Empty)).collect(),
+            error: Mutex::new(None),
             remaining: AtomicUsize::new(len),
             done: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -59,8 +73,16 @@ impl<R> ReplyCell<R> {
     /// entry, before that entry is counted in [`ReplyCell::finish`].
     pub(crate) unsafe fn set(&self, index: u64, outcome: Outcome<R>) {
         let at = (index - self.first) as usize;
+        let stored = match outcome {
+            Ok(reply) => Stored::Ok(reply),
+            Err(RingError::SlotNotActive(slot)) => Stored::NotActive(slot),
+            Err(e) => {
+                *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                Stored::Failed
+            }
+        };
         // SAFETY: the caller guarantees exclusive, single write access to this entry.
-        unsafe { *self.results[at].get() = Some(outcome) };
+        unsafe { *self.results[at].get() = stored };
     }
 
     /// Counts `n` entries finished; the last one marks the cell done, wakes its caller and
@@ -89,11 +111,24 @@ impl<R> ReplyCell<R> {
 
     /// Takes every outcome; call only after `is_done`, from the cell's one future.
     fn take_all(&self) -> Vec<Outcome<R>> {
+        let error = self
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(RingError::ShutDown);
         self.results
             .iter()
-            // SAFETY: `done` was observed with acquire, so every writer has finished with its
-            // entry; only the single future that owns this cell reads the entries.
-            .map(|c| unsafe { (*c.get()).take() }.unwrap_or(Err(RingError::ShutDown)))
+            .map(|c| {
+                // SAFETY: `done` was observed with acquire, so every writer has finished with
+                // its entry; only the single future that owns this cell reads the entries.
+                let stored = unsafe { &mut *c.get() };
+                match std::mem::replace(stored, Stored::Empty) {
+                    Stored::Ok(reply) => Ok(reply),
+                    Stored::NotActive(slot) => Err(RingError::SlotNotActive(slot)),
+                    Stored::Failed | Stored::Empty => Err(error.clone()),
+                }
+            })
             .collect()
     }
 
