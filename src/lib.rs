@@ -6,12 +6,12 @@
 //! of the workspace crates.
 //!
 //! # Layout
-//! - [`grains`]: the programming model (`Grain`, ids, references, errors, `#[grain]`).
-//! - [`silo`]: the runtime (`Silo`, `SiloBuilder`, `SiloConfig`).
-//! - [`client`]: envelopes and call chains.
-//! - [`clocks`]: hybrid logical clocks and vector clocks.
-//! - [`placement`]: placement directors.
-//! - [`gpu`]: GPU ring kernels.
+//! - [`grains`] — the programming model (`Grain`, ids, references, errors, `#[grain]`).
+//! - [`silo`] — the runtime (`Silo`, `SiloBuilder`, `SiloConfig`).
+//! - [`client`] — envelopes and call chains.
+//! - [`clocks`] — hybrid logical clocks and vector clocks.
+//! - [`placement`] — placement directors.
+//! - [`gpu`] — GPU ring kernels.
 //!
 //! # Features
 //! - `cuda`: the CUDA backends of `silica-gpu` (libcuda and NVRTC are loaded at run time).

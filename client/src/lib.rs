@@ -6,7 +6,7 @@
 //! protocol join it with the multi-node work.
 //!
 //! # Layout
-//! - [`envelope`]: `Envelope`, `CallChain`, the default timeout.
+//! - [`envelope`] — `Envelope`, `CallChain`, the default timeout.
 //!
 //! # Example
 //! ```

@@ -6,14 +6,14 @@
 //! server-side dispatcher. Implementations implement the trait and [`Grain`].
 //!
 //! # Layout
-//! - [`id`]: `GrainId`, `GrainType`, `GrainKey`.
-//! - [`grain`]: the `Grain` trait, `GrainOptions`, method interleaving, the dispatch contract.
-//! - [`reference`]: `RawGrainRef`, `GrainReference`, `Invoker`, `GrainFactory`.
-//! - [`context`]: `GrainContext` (own id, factory, timers, deactivation).
-//! - [`error`]: `CallError`, `RejectCode`, `GrainError`.
-//! - [`codec`]: postcard encoding of arguments and results.
-//! - [`placement`]: placement strategies (data) and `SiloAddress`.
-//! - [`gpu`]: GPU message layout (`GpuType`).
+//! - [`id`] — `GrainId`, `GrainType`, `GrainKey`.
+//! - [`grain`] — the `Grain` trait, `GrainOptions`, method interleaving, the dispatch contract.
+//! - [`reference`] — `RawGrainRef`, `GrainReference`, `Invoker`, `GrainFactory`.
+//! - [`context`] — `GrainContext` (own id, factory, timers, deactivation).
+//! - [`error`] — `CallError`, `RejectCode`, `GrainError`.
+//! - [`codec`] — postcard encoding of arguments and results.
+//! - [`placement`] — placement strategies (data) and `SiloAddress`.
+//! - [`gpu`] — GPU message layout (`GpuType`).
 //!
 //! # Example
 //! ```

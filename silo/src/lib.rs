@@ -6,9 +6,9 @@
 //! references its [`GrainFactory`](silica_grains::GrainFactory) gives.
 //!
 //! # Layout
-//! - [`silo`]: `Silo` and `SiloBuilder`.
-//! - [`config`]: `SiloConfig`.
-//! - [`error`]: `SiloError`.
+//! - [`silo`] — `Silo` and `SiloBuilder`.
+//! - [`config`] — `SiloConfig`.
+//! - [`error`] — `SiloError`.
 //! - `runtime`: the shared core and the path of a call (HLC merge, checks, cycle detection,
 //!   routing, timeout).
 //! - `catalog`: grain id -> activation(s).

@@ -153,14 +153,14 @@ impl SiloInner {
                 ),
             )
         })?;
-        if registration.options.stateless_worker.is_none() {
-            if let Some(waiting) = envelope.chain.find(&envelope.target) {
-                if !kind.may_join(waiting.turn, registration.options.reentrant) {
-                    return Err(CallError::CycleDetected {
-                        chain: envelope.chain.ids_then(&envelope.target),
-                    });
-                }
-            }
+        // Stateless workers are exempt: a call back may go to another pooled activation.
+        if registration.options.stateless_worker.is_none()
+            && let Some(waiting) = envelope.chain.find(&envelope.target)
+            && !kind.may_join(waiting.turn, registration.options.reentrant)
+        {
+            return Err(CallError::CycleDetected {
+                chain: envelope.chain.ids_then(&envelope.target),
+            });
         }
         let (reply, answer) = oneshot::channel();
         let call = Box::new(Call {

@@ -11,7 +11,9 @@ pub(crate) fn grains_crate() -> TokenStream {
     use proc_macro_crate::{FoundCrate, crate_name};
     if let Ok(found) = crate_name("silica-grains") {
         return match found {
-            FoundCrate::Itself => quote!(crate),
+            // `silica-grains` never uses its own macros; "itself" means its doctests and
+            // integration tests, which see it as an external crate.
+            FoundCrate::Itself => quote!(::silica_grains),
             FoundCrate::Name(name) => {
                 let ident = proc_macro2::Ident::new(&name, proc_macro2::Span::call_site());
                 quote!(::#ident)

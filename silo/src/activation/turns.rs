@@ -126,14 +126,13 @@ impl<G: Grain> Activation<G> {
                 next = self.call(call).await;
             }
         }
-        if let Some(grain) = self.grain.as_mut() {
-            if AssertUnwindSafe(grain.on_deactivate(reason))
+        if let Some(grain) = self.grain.as_mut()
+            && AssertUnwindSafe(grain.on_deactivate(reason))
                 .catch_unwind()
                 .await
                 .is_err()
-            {
-                tracing::error!(grain = %self.id, "on_deactivate panicked");
-            }
+        {
+            tracing::error!(grain = %self.id, "on_deactivate panicked");
         }
     }
 
@@ -265,6 +264,7 @@ impl<G: Grain> Activation<G> {
         }
     }
 
+    #[allow(clippy::boxed_local)] // calls travel boxed; unboxing just to drop would copy
     fn answer(&self, call: Box<Call>, result: Result<Vec<u8>, CallError>) {
         self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = call.reply.send(result);

@@ -1,7 +1,6 @@
 //! Grains shared by the silo's integration tests.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

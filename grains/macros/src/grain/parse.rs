@@ -78,13 +78,13 @@ fn interface_options(
         Ok(())
     });
     syn::parse::Parser::parse2(parser, args)?;
-    if let Some(n) = &options.stateless_worker {
-        if n.base10_parse::<usize>()? == 0 {
-            return Err(Error::new(
-                n.span(),
-                "a stateless worker needs at least one activation",
-            ));
-        }
+    if let Some(n) = &options.stateless_worker
+        && n.base10_parse::<usize>()? == 0
+    {
+        return Err(Error::new(
+            n.span(),
+            "a stateless worker needs at least one activation",
+        ));
     }
     Ok((options, name))
 }
