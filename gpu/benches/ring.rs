@@ -188,6 +188,9 @@ fn main() {
     let secs = if quick { 0.5 } else { 2.0 };
     for &kind in &kinds {
         throughput(kind, 8, 256, secs);
+        if kind != BackendKind::Wgpu {
+            throughput(kind, 12, 1024, secs);
+        }
     }
     #[cfg(feature = "cuda")]
     if only.is_none() || only == Some(BackendKind::CudaPersistent) {

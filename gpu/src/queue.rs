@@ -285,9 +285,11 @@ impl<R: GpuType> SubmitRing<R> {
         req: &Q,
         cell: *const ReplyCell<R>,
     ) {
-        let old =
-            self.cells[(t & (self.cap - 1)) as usize].swap(cell.cast_mut(), Ordering::Release);
-        debug_assert!(old.is_null());
+        let at = &self.cells[(t & (self.cap - 1)) as usize];
+        // The completing thread cleared it before `head` passed this position; a plain store
+        // (not a locked swap) is enough on the per-message path.
+        debug_assert!(at.load(Ordering::Relaxed).is_null());
+        at.store(cell.cast_mut(), Ordering::Release);
         let payload = as_bytes(req);
         let words = self.h2k_stride / 4;
         // SAFETY: entry `t` was claimed by this producer and its previous use finished (head
