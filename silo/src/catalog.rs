@@ -30,7 +30,8 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub(crate) fn new() -> Self {
         Self {
-            entries: DashMap::default(),
+            // More shards than dashmap's default (4 x cores) keep two cores off each other's locks.
+            entries: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
             changed: Notify::new(),
         }
     }

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 
 use silica_client::Envelope;
 use silica_clocks::{HybridClock, wall_clock_ms};
@@ -42,7 +42,8 @@ pub(crate) struct SiloInner {
     /// Cancelled when shutdown begins: stops the idle collector.
     pub(crate) stopping: CancellationToken,
     lifecycle: AtomicU8,
-    factory: OnceLock<GrainFactory>,
+    /// Taken at shutdown: its invoker holds this silo, and the cycle must not outlive it.
+    factory: Mutex<Option<GrainFactory>>,
 }
 
 impl SiloInner {
@@ -56,18 +57,30 @@ impl SiloInner {
             tracker: TaskTracker::new(),
             stopping: CancellationToken::new(),
             lifecycle: AtomicU8::new(Lifecycle::Running as u8),
-            factory: OnceLock::new(),
+            factory: Mutex::new(None),
         });
         let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker {
-            silo: Arc::downgrade(&inner),
+            silo: inner.clone(),
         });
-        let _ = inner.factory.set(GrainFactory::new(invoker));
+        *inner.factory.lock().unwrap_or_else(|e| e.into_inner()) = Some(GrainFactory::new(invoker));
         inner
     }
 
-    /// A factory whose references call into this silo.
+    /// A factory whose references call into this silo (or, after shutdown, fail with
+    /// `ShuttingDown`).
     pub(crate) fn factory(&self) -> GrainFactory {
-        self.factory.get().expect("set in new").clone()
+        let factory = self.factory.lock().unwrap_or_else(|e| e.into_inner());
+        factory
+            .clone()
+            .unwrap_or_else(|| GrainFactory::new(Arc::new(StoppedInvoker)))
+    }
+
+    /// Drops the silo's own factory, breaking the silo -> factory -> invoker -> silo cycle.
+    pub(crate) fn release_factory(&self) {
+        self.factory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     pub(crate) fn lifecycle(&self) -> Lifecycle {
@@ -114,20 +127,31 @@ impl SiloInner {
     }
 
     /// Hands `envelope` to its activation now (so calls issued in order are queued in order,
-    /// whenever they are awaited) and returns the wait for the answer.
+    /// whenever they are awaited) and returns the wait for the answer. The wait holds no
+    /// reference to the silo on the common path: touching the silo's shared reference count on
+    /// every call made two cores fight over one cache line.
     pub(crate) fn send(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         envelope: Envelope,
     ) -> impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static {
         let timeout = envelope.timeout;
         let routed = self.route(envelope);
+        let resend = match &routed {
+            Ok((Routed::Deactivating(..), _)) => Some(self.clone()),
+            _ => None,
+        };
         async move {
             let (routed, answer) = routed?;
             let answered = async {
-                if let Routed::Deactivating(handle, call) = routed {
-                    self.wait_and_resend(handle, call).await;
+                if let (Routed::Deactivating(handle, call), Some(silo)) = (routed, resend) {
+                    silo.wait_and_resend(handle, call).await;
                 }
-                self.answer(answer).await
+                match answer.await {
+                    Ok(result) => result,
+                    Err(_) => Err(CallError::SiloUnavailable(
+                        "the activation ended without answering".into(),
+                    )),
+                }
             };
             match Deadline::new(answered, timeout).await {
                 Ok(answer) => answer,
@@ -221,16 +245,6 @@ impl SiloInner {
             }
         }
     }
-
-    async fn answer(&self, answer: Answer) -> Result<Vec<u8>, CallError> {
-        match answer.await {
-            Ok(result) => result,
-            Err(_) if self.lifecycle() != Lifecycle::Running => Err(CallError::ShuttingDown),
-            Err(_) => Err(CallError::SiloUnavailable(
-                "the activation ended without answering".into(),
-            )),
-        }
-    }
 }
 
 type Answer = oneshot::Receiver<Result<Vec<u8>, CallError>>;
@@ -243,20 +257,23 @@ enum Routed {
     Deactivating(Arc<ActivationHandle>, Box<Call>),
 }
 
-/// The invoker behind references made on a silo. Holds the silo weakly so references kept in
-/// grain state do not keep a stopped silo alive.
+/// The invoker behind references made on a silo.
 pub(crate) struct SiloInvoker {
-    silo: Weak<SiloInner>,
+    silo: Arc<SiloInner>,
 }
 
 impl Invoker for SiloInvoker {
     fn invoke(&self, request: Request) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-        match self.silo.upgrade() {
-            Some(silo) => {
-                let envelope = silo.envelope(request);
-                Box::pin(silo.send(envelope))
-            }
-            None => Box::pin(std::future::ready(Err(CallError::ShuttingDown))),
-        }
+        let envelope = self.silo.envelope(request);
+        Box::pin(self.silo.send(envelope))
+    }
+}
+
+/// The invoker of factories handed out after shutdown.
+struct StoppedInvoker;
+
+impl Invoker for StoppedInvoker {
+    fn invoke(&self, _: Request) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        Box::pin(std::future::ready(Err(CallError::ShuttingDown)))
     }
 }

@@ -145,6 +145,7 @@ impl Silo {
         inner.set_lifecycle(Lifecycle::Stopped);
         inner.tracker.close();
         inner.tracker.wait().await;
+        inner.release_factory();
     }
 }
 
