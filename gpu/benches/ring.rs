@@ -186,6 +186,15 @@ fn main() {
         round_trip(kind, n, true);
     }
     let secs = if quick { 0.5 } else { 2.0 };
+    if let Some(p) = std::env::var("SILICA_BENCH_PRODUCERS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
+        for &kind in &kinds {
+            throughput(kind, p, 1024, secs);
+        }
+        return;
+    }
     for &kind in &kinds {
         throughput(kind, 8, 256, secs);
         if kind != BackendKind::Wgpu {

@@ -93,6 +93,7 @@ pub(crate) const fn k2h_data_stride(response_size: usize) -> usize {
 ///
 /// # Safety
 /// `wire` must be 8-byte aligned and valid for `words * 8` bytes that no one else writes now.
+#[inline]
 unsafe fn write_wire(wire: *mut u8, seq: u32, words: usize, mut data: impl FnMut(usize) -> u32) {
     let tag = u64::from(seq) << 32;
     for i in 0..words {
@@ -154,12 +155,17 @@ unsafe fn read_wire<T: GpuType>(wire: *const u8, seq: u32, words: usize) -> Opti
     ))
 }
 
-/// The 32-bit word `i` of `bytes`, zero-padded past the end.
+/// The 32-bit word `i` of `bytes`, zero-padded past the end (per message and per word on the
+/// producer's path: the whole-word case is one unaligned load).
+#[inline]
 fn word_at(bytes: &[u8], i: usize) -> u32 {
+    let at = 4 * i;
+    if let Some(w) = bytes.get(at..at + 4) {
+        return u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    }
     let mut w = [0u8; 4];
-    let from = (4 * i).min(bytes.len());
-    let to = (4 * i + 4).min(bytes.len());
-    w[..to - from].copy_from_slice(&bytes[from..to]);
+    let tail = bytes.get(at..).unwrap_or_default();
+    w[..tail.len()].copy_from_slice(tail);
     u32::from_le_bytes(w)
 }
 
