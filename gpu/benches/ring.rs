@@ -101,8 +101,12 @@ fn round_trip(kind: BackendKind, n: usize, park: bool) {
 }
 
 fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
+    let warps = std::env::var("SILICA_BENCH_WARPS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(16);
     let ring = match Ring::<VectorAdd>::start(RingConfig {
-        worker_warps: 16,
+        worker_warps: warps,
         ..config(kind)
     }) {
         Ok(ring) => ring,
