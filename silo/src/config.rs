@@ -16,6 +16,12 @@ pub struct SiloConfig {
     pub clock: ClockConfig,
     /// How long graceful shutdown waits for in-flight turns before it aborts them.
     pub shutdown_grace: Duration,
+    /// Largest encoded arguments or result a call may carry; larger ones are rejected with
+    /// `RejectCode::TooLarge` before they reach the grain (or the caller).
+    pub max_message_bytes: usize,
+    /// Calls an activation may have queued or running; more are shed with
+    /// `RejectCode::Overloaded` instead of growing its mailbox without bound.
+    pub max_queued_calls: usize,
 }
 
 impl Default for SiloConfig {
@@ -25,6 +31,8 @@ impl Default for SiloConfig {
             default_call_timeout: DEFAULT_CALL_TIMEOUT,
             clock: ClockConfig::default(),
             shutdown_grace: Duration::from_secs(30),
+            max_message_bytes: 16 << 20,
+            max_queued_calls: 10_000,
         }
     }
 }

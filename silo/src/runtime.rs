@@ -167,6 +167,13 @@ impl SiloInner {
             Lifecycle::ShuttingDown if !envelope.chain.is_empty() => {}
             _ => return Err(CallError::ShuttingDown),
         }
+        if envelope.args.len() > self.config.max_message_bytes {
+            return Err(too_large(
+                "arguments",
+                envelope.args.len(),
+                self.config.max_message_bytes,
+            ));
+        }
         let registration = self.registration(&envelope)?;
         let kind = registration.method_kind(&envelope.method).ok_or_else(|| {
             CallError::rejected(
@@ -195,6 +202,17 @@ impl SiloInner {
         let handle = self
             .catalog
             .activation_for(&call.envelope.target, self, registration);
+        if handle.queue_depth() >= self.config.max_queued_calls {
+            return Err(CallError::rejected(
+                RejectCode::Overloaded,
+                format!(
+                    "{} has {} calls queued (limit {})",
+                    call.envelope.target,
+                    handle.queue_depth(),
+                    self.config.max_queued_calls
+                ),
+            ));
+        }
         let routed = match handle.send(call) {
             Ok(()) => Routed::Sent,
             Err(call) => Routed::Deactivating(handle, call),
@@ -245,6 +263,14 @@ impl SiloInner {
             }
         }
     }
+}
+
+/// The rejection of a message over `SiloConfig::max_message_bytes`.
+pub(crate) fn too_large(what: &str, len: usize, max: usize) -> CallError {
+    CallError::rejected(
+        RejectCode::TooLarge,
+        format!("{what} of {len} bytes exceed the limit of {max} bytes"),
+    )
 }
 
 type Answer = oneshot::Receiver<Result<Vec<u8>, CallError>>;

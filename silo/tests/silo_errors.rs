@@ -207,3 +207,81 @@ async fn far_future_timestamp_is_rejected_not_adopted() {
     );
     silo.shutdown().await;
 }
+
+/// Echoes payloads, to probe the message size limit.
+#[silica_grains::grain]
+pub trait Echo {
+    /// Returns `data` unchanged.
+    async fn echo(&mut self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns `len` bytes.
+    async fn make(&mut self, len: u32) -> Vec<u8>;
+    /// Holds the turn for `millis`.
+    async fn hold(&mut self, millis: u64);
+}
+
+struct EchoGrain;
+
+impl silica_grains::Grain for EchoGrain {
+    type Interface = EchoRef;
+    fn create(_: &silica_grains::GrainContext) -> Self {
+        EchoGrain
+    }
+}
+
+impl Echo for EchoGrain {
+    async fn echo(&mut self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+    async fn make(&mut self, len: u32) -> Vec<u8> {
+        vec![7; len as usize]
+    }
+    async fn hold(&mut self, millis: u64) {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+}
+
+fn echo_silo(config: silica_silo::SiloConfig) -> silica_silo::Silo {
+    silica_silo::Silo::builder()
+        .register::<EchoGrain>()
+        .config(config)
+        .start()
+        .unwrap()
+}
+
+// Pins that oversized arguments and oversized results are rejected with TooLarge, and that
+// messages at the limit and the grain itself are unaffected.
+#[tokio::test]
+async fn oversized_messages_are_rejected() {
+    let config = silica_silo::SiloConfig {
+        max_message_bytes: 1024,
+        ..Default::default()
+    };
+    let silo = echo_silo(config);
+    let echo: EchoRef = silo.grain_factory().get("big");
+    let error = echo.echo(vec![0; 4096]).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::TooLarge), "{error}");
+    let error = echo.make(4096).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::TooLarge), "{error}");
+    assert_eq!(echo.echo(vec![1; 1000]).await.unwrap().len(), 1000);
+    silo.shutdown().await;
+}
+
+// Pins load shedding: calls beyond an activation's queue limit are rejected with Overloaded at
+// once, the queued ones complete, and the grain serves again once drained.
+#[tokio::test(start_paused = true)]
+async fn full_mailbox_sheds_load() {
+    let config = silica_silo::SiloConfig {
+        max_queued_calls: 4,
+        ..Default::default()
+    };
+    let silo = echo_silo(config);
+    let echo: EchoRef = silo.grain_factory().get("busy");
+    let queued: Vec<_> = (0..4).map(|_| echo.hold(50)).collect();
+    let error = echo.hold(50).await.unwrap_err();
+    assert_eq!(error.reject_code(), Some(RejectCode::Overloaded), "{error}");
+    for answer in futures_util::future::join_all(queued).await {
+        answer.unwrap();
+    }
+    echo.hold(1).await.unwrap();
+    silo.shutdown().await;
+}

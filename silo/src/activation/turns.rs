@@ -151,7 +151,8 @@ impl<G: Grain> Activation<G> {
                 &call.envelope.args,
             );
             // Boxed so the idle task does not carry the state of a running call.
-            if Box::pin(execute(dispatched, call, &self.id, &self.handle))
+            let limit = self.silo.config.max_message_bytes;
+            if Box::pin(execute(dispatched, call, &self.id, &self.handle, limit))
                 .await
                 .panicked
             {
@@ -167,6 +168,7 @@ impl<G: Grain> Activation<G> {
         let reentrant = self.registration.options.reentrant;
         let grain = self.grain.as_ref().expect("ensured by the caller");
         let (id, handle) = (&self.id, &self.handle);
+        let limit = self.silo.config.max_message_bytes;
         let mut running_kinds: HashMap<Interleave, usize> = HashMap::new();
         let mut running = FuturesUnordered::new();
         let start = |call: Box<Call>, running_kinds: &mut HashMap<Interleave, usize>| {
@@ -176,7 +178,7 @@ impl<G: Grain> Activation<G> {
                 &call.envelope.method,
                 &call.envelope.args,
             );
-            execute(dispatched, call, id, handle)
+            execute(dispatched, call, id, handle, limit)
         };
         running.push(start(first, &mut running_kinds));
         let mut held_back = None;
@@ -304,6 +306,7 @@ async fn execute<'a>(
     call: Box<Call>,
     id: &Arc<GrainId>,
     handle: &ActivationHandle,
+    max_result_bytes: usize,
 ) -> Outcome {
     let kind = call.kind;
     let mut panicked = false;
@@ -331,6 +334,14 @@ async fn execute<'a>(
                 }
             }
         }
+    };
+    let result = match result {
+        Ok(bytes) if bytes.len() > max_result_bytes => Err(crate::runtime::too_large(
+            "the result",
+            bytes.len(),
+            max_result_bytes,
+        )),
+        other => other,
     };
     handle.in_flight.fetch_sub(1, Ordering::Relaxed);
     let _ = call.reply.send(result);
