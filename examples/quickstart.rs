@@ -94,14 +94,21 @@ impl AccountGrain {
 impl Grain for AccountGrain {
     type Interface = AccountRef;
     fn create(ctx: &GrainContext) -> Self {
-        AccountGrain { ctx: ctx.clone(), balance: 0 }
+        AccountGrain {
+            ctx: ctx.clone(),
+            balance: 0,
+        }
     }
     async fn on_activate(&mut self) -> Result<(), GrainError> {
         println!("  [account {}] activated", self.name());
         Ok(())
     }
     async fn on_deactivate(&mut self, reason: DeactivationReason) {
-        println!("  [account {}] deactivated ({reason:?}) with balance {}", self.name(), self.balance);
+        println!(
+            "  [account {}] deactivated ({reason:?}) with balance {}",
+            self.name(),
+            self.balance
+        );
     }
 }
 
@@ -112,7 +119,9 @@ impl Account for AccountGrain {
     }
     async fn transfer(&mut self, to: String, amount: i64) -> Result<i64, BankError> {
         if amount > self.balance {
-            return Err(BankError::Insufficient { balance: self.balance });
+            return Err(BankError::Insufficient {
+                balance: self.balance,
+            });
         }
         let target: AccountRef = self.ctx.grain_factory().get(to);
         target.deposit(amount).await?;
@@ -130,7 +139,10 @@ impl Account for AccountGrain {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let silo = Silo::builder().register::<CounterGrain>().register::<AccountGrain>().start()?;
+    let silo = Silo::builder()
+        .register::<CounterGrain>()
+        .register::<AccountGrain>()
+        .start()?;
     let grains = silo.grain_factory();
     println!("silo started");
 
@@ -140,15 +152,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         counter.add(1).await?;
     }
     let per_call = started.elapsed() / 100_000;
-    println!("counter {} = {} after 100000 calls ({per_call:?} per call)", counter.id(), counter.get().await?);
+    println!(
+        "counter {} = {} after 100000 calls ({per_call:?} per call)",
+        counter.id(),
+        counter.get().await?
+    );
 
     let alice: AccountRef = grains.get("alice");
     let bob: AccountRef = grains.get("bob");
     alice.deposit(100).await?;
-    println!("alice -> bob 30: {:?}", alice.transfer("bob".into(), 30).await?);
-    println!("alice -> bob 500: {:?}", alice.transfer("bob".into(), 500).await?);
-    println!("balances: alice {}, bob {}", alice.balance().await?, bob.balance().await?);
-    println!("alice -> bob -> alice: {:?}", alice.echo_via("bob".into()).await?);
+    println!(
+        "alice -> bob 30: {:?}",
+        alice.transfer("bob".into(), 30).await?
+    );
+    println!(
+        "alice -> bob 500: {:?}",
+        alice.transfer("bob".into(), 500).await?
+    );
+    println!(
+        "balances: alice {}, bob {}",
+        alice.balance().await?,
+        bob.balance().await?
+    );
+    println!(
+        "alice -> bob -> alice: {:?}",
+        alice.echo_via("bob".into()).await?
+    );
 
     println!("activations before shutdown: {}", silo.activation_count());
     silo.shutdown().await;
