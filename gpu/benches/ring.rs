@@ -211,12 +211,12 @@ fn main() {
             (
                 1,
                 200_000,
-                "ring configuration: 1 block x 8 warps, one CAS per warp per batch of 32",
+                "ring configuration: 1 block x 8 warps, one atomic add per warp per batch of 32",
             ),
             (
                 528,
                 1000,
-                "contention worst case: 528 blocks x 8 warps CAS one word back to back",
+                "contention worst case: 528 blocks x 8 warps stamp one word back to back",
             ),
         ] {
             match silica_gpu::cuda::bench_hlc_stamp::<VectorAdd>(0, blocks, iters) {

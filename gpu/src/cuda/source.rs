@@ -79,7 +79,7 @@ __device__ __forceinline__ unsigned int silica_lanemask_lt() {
     unsigned int m; asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m)); return m;
 }
 
-// One HLC stamp per active lane: one CAS per warp, lanes take consecutive values.
+// One HLC stamp per active lane: one reservation per warp, lanes take consecutive values.
 __device__ unsigned long long silica_stamp(unsigned long long* word, long long offset_ns, bool active,
                                             unsigned long long received) {
     unsigned int ballot = __ballot_sync(SILICA_FULL, active);
@@ -95,13 +95,12 @@ __device__ unsigned long long silica_stamp(unsigned long long* word, long long o
         unsigned long long wall = ((unsigned long long)((long long)silica_globaltimer() + offset_ns) / 1000000ull) << 20;
         unsigned long long floor = mx + 1 > wall ? mx + 1 : wall;
         unsigned long long n = __popc(ballot);
-        unsigned long long last = *(volatile unsigned long long*)word;
-        while (true) {
-            first = floor > last + 1 ? floor : last + 1;
-            unsigned long long seen = atomicCAS(word, last, first + n - 1);
-            if (seen == last) break;
-            last = seen;
-        }
+        // No compare-and-swap loop: under contention (many warps stamping at once) CAS retries
+        // cost a round trip each. Raise the word to floor - 1 with a fire-and-forget max (it
+        // never lowers it; skipped values are never issued), then take n fresh values with
+        // one add: ranges are disjoint, increasing and all >= floor.
+        atomicMax(word, floor - 1);
+        first = atomicAdd(word, n) + 1;
     }
     first = __shfl_sync(SILICA_FULL, first, leader);
     return first + __popc(ballot & silica_lanemask_lt());
