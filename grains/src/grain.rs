@@ -10,6 +10,10 @@ use crate::{CallError, GrainContext, GrainError, GrainReference, PlacementStrate
 /// A boxed, `Send` future: what dispatchers hand the silo.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a dispatcher returns: the running method (which resolves with the encoded result), or
+/// why the call could not reach it (unknown method, undecodable arguments).
+pub type Dispatched<'a> = Result<BoxFuture<'a, Result<Vec<u8>, CallError>>, CallError>;
+
 /// A grain implementation: the state and behaviour behind one grain interface.
 ///
 /// The silo creates an instance on first call (`create`), runs `on_activate`, then hands it one
@@ -128,16 +132,8 @@ pub struct MethodInfo {
 pub trait InterfaceDispatch<G>: Send + Sync + 'static {
     /// Runs an `Interleave::Exclusive` method. `Err` means the call never reached the handler
     /// (unknown method, undecodable arguments).
-    fn dispatch_mut<'a>(
-        grain: &'a mut G,
-        method: &str,
-        args: &[u8],
-    ) -> Result<BoxFuture<'a, Result<Vec<u8>, CallError>>, CallError>;
+    fn dispatch_mut<'a>(grain: &'a mut G, method: &str, args: &[u8]) -> Dispatched<'a>;
 
     /// Runs a `&self` method.
-    fn dispatch_ref<'a>(
-        grain: &'a G,
-        method: &str,
-        args: &[u8],
-    ) -> Result<BoxFuture<'a, Result<Vec<u8>, CallError>>, CallError>;
+    fn dispatch_ref<'a>(grain: &'a G, method: &str, args: &[u8]) -> Dispatched<'a>;
 }

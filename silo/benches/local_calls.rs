@@ -123,60 +123,32 @@ async fn tokio_round_trips(calls: usize) -> Percentiles {
     percentiles(samples)
 }
 
-/// L2: `callers` tasks, each keeping `depth` calls in flight over `grains` grains.
-async fn silica_throughput(grains: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
-    let silo = Silo::builder().register::<AdderGrain>().start().unwrap();
-    let refs: Vec<AdderRef> = (0..grains as i64)
-        .map(|k| silo.grain_factory().get(k))
-        .collect();
-    for r in &refs {
-        r.add(0).await.unwrap();
-    }
+/// Pipelined load: `callers` tasks, each keeping `depth` calls in flight, spread round-robin
+/// over the targets by `call(target index)`. Returns calls per second.
+async fn pipelined<F, Fut, E>(
+    targets: usize,
+    callers: usize,
+    depth: usize,
+    per_caller: usize,
+    call: F,
+) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<u64, E>> + Send + 'static,
+    E: std::fmt::Debug,
+{
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
-            let refs = refs.clone();
+            let call = call.clone();
             tokio::spawn(async move {
                 let mut in_flight = FuturesUnordered::new();
                 let mut sent = 0;
                 let mut next = c * 7919;
                 while sent < per_caller || !in_flight.is_empty() {
                     while sent < per_caller && in_flight.len() < depth {
-                        next = (next + 1) % refs.len();
-                        in_flight.push(refs[next].add(1));
-                        sent += 1;
-                    }
-                    in_flight.next().await.unwrap().unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
-    silo.shutdown().await;
-    rate
-}
-
-/// L2 reference: the same load shape against kameo actors.
-async fn kameo_throughput(actors: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
-    let refs: Vec<_> = (0..actors)
-        .map(|_| KameoAdder::spawn(KameoAdder(0)))
-        .collect();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|c| {
-            let refs = refs.clone();
-            tokio::spawn(async move {
-                let mut in_flight = FuturesUnordered::new();
-                let mut sent = 0;
-                let mut next = c * 7919;
-                while sent < per_caller || !in_flight.is_empty() {
-                    while sent < per_caller && in_flight.len() < depth {
-                        next = (next + 1) % refs.len();
-                        let actor = refs[next].clone();
-                        in_flight.push(async move { actor.ask(Add(1)).await });
+                        next = (next + 1) % targets;
+                        in_flight.push(call(next));
                         sent += 1;
                     }
                     in_flight.next().await.unwrap().unwrap();
@@ -188,6 +160,34 @@ async fn kameo_throughput(actors: usize, callers: usize, depth: usize, per_calle
         task.await.unwrap();
     }
     (callers * per_caller) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// L2: pipelined calls over `grains` grains.
+async fn silica_throughput(grains: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
+    let silo = Silo::builder().register::<AdderGrain>().start().unwrap();
+    let refs: Vec<AdderRef> = (0..grains as i64)
+        .map(|k| silo.grain_factory().get(k))
+        .collect();
+    for r in &refs {
+        r.add(0).await.unwrap();
+    }
+    let refs = std::sync::Arc::new(refs);
+    let rate = pipelined(grains, callers, depth, per_caller, move |i| refs[i].add(1)).await;
+    silo.shutdown().await;
+    rate
+}
+
+/// L2 reference: the same load shape against kameo actors.
+async fn kameo_throughput(actors: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
+    let refs: Vec<_> = (0..actors)
+        .map(|_| KameoAdder::spawn(KameoAdder(0)))
+        .collect();
+    let refs = std::sync::Arc::new(refs);
+    pipelined(actors, callers, depth, per_caller, move |i| {
+        let actor = refs[i].clone();
+        async move { actor.ask(Add(1)).await }
+    })
+    .await
 }
 
 fn rss_bytes() -> u64 {

@@ -35,3 +35,16 @@ async fn transfer_between_accounts() {
     assert_eq!(alice.id().to_string(), "Account/\"alice\"");
     silo.shutdown().await;
 }
+
+// Pins that a call's future is 'static: it outlives the reference that made it and can be
+// spawned (the call was already sent when the method was called).
+#[tokio::test]
+async fn call_futures_outlive_their_reference() {
+    let silo = builder().start().unwrap();
+    let pending = {
+        let counter: CounterRef = silo.grain_factory().get("detached");
+        counter.add(4)
+    };
+    assert_eq!(tokio::spawn(pending).await.unwrap().unwrap(), 4);
+    silo.shutdown().await;
+}

@@ -14,9 +14,10 @@ use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use silica_grains::grain::Dispatched;
 use silica_grains::{
-    BoxFuture, CallError, DeactivationReason, Grain, GrainContext, GrainId, InterfaceDispatch,
-    Interleave, RejectCode,
+    CallError, DeactivationReason, Grain, GrainContext, GrainId, InterfaceDispatch, Interleave,
+    RejectCode,
 };
 
 use super::timers::Timers;
@@ -302,7 +303,7 @@ fn joins(kind: Interleave, running: &HashMap<Interleave, usize>, reentrant: bool
 /// Runs one dispatched call inside its turn scope, catching panics, and answers the caller.
 /// The call stays boxed throughout, which keeps the activation task's future small.
 async fn execute<'a>(
-    dispatched: Result<BoxFuture<'a, Result<Vec<u8>, CallError>>, CallError>,
+    dispatched: Dispatched<'a>,
     call: Box<Call>,
     id: &Arc<GrainId>,
     handle: &ActivationHandle,

@@ -135,7 +135,7 @@ fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenS
         #default_doc
         pub fn #ident(&self #(, #params)*)
             -> impl ::core::future::Future<Output = ::core::result::Result<#output, #grains::CallError>>
-                + ::core::marker::Send + 'static
+                + ::core::marker::Send + 'static + use<>
         {
             let call = #encode.map(|args| self.raw.invoke_raw(#wire_name, #name, args));
             async move {
@@ -190,28 +190,14 @@ fn dispatch(iface: &Interface, grains: &TokenStream) -> TokenStream {
     };
     quote! {
         impl<G: #trait_ident> #grains::InterfaceDispatch<G> for #ref_ident {
-            fn dispatch_mut<'a>(
-                grain: &'a mut G,
-                method: &str,
-                args: &[u8],
-            ) -> ::core::result::Result<
-                #grains::BoxFuture<'a, ::core::result::Result<::std::vec::Vec<u8>, #grains::CallError>>,
-                #grains::CallError,
-            > {
+            fn dispatch_mut<'a>(grain: &'a mut G, method: &str, args: &[u8]) -> #grains::grain::Dispatched<'a> {
                 match method {
                     #(#mut_arms)*
                     _ => #unknown,
                 }
             }
 
-            fn dispatch_ref<'a>(
-                grain: &'a G,
-                method: &str,
-                args: &[u8],
-            ) -> ::core::result::Result<
-                #grains::BoxFuture<'a, ::core::result::Result<::std::vec::Vec<u8>, #grains::CallError>>,
-                #grains::CallError,
-            > {
+            fn dispatch_ref<'a>(grain: &'a G, method: &str, args: &[u8]) -> #grains::grain::Dispatched<'a> {
                 match method {
                     #(#ref_arms)*
                     _ => #unknown,
