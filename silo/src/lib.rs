@@ -12,6 +12,7 @@
 //! - `runtime`: the shared core and the path of a call (HLC merge, checks, cycle detection,
 //!   routing, timeout).
 //! - `catalog`: grain id -> activation(s).
+//! - [`cluster`] — membership and the grain directory as state machines (no I/O).
 //! - `collector`: idle collection.
 //! - `deadline`: call timeouts that arm a timer only for slow answers.
 //! - `activation`: the activation task, its mailbox, turns and timers.
@@ -50,6 +51,7 @@
 mod activation;
 mod caller;
 mod catalog;
+pub mod cluster;
 mod collector;
 pub mod config;
 mod deadline;
