@@ -10,9 +10,13 @@ use dashmap::mapref::entry::Entry;
 use silica_grains::GrainId;
 use tokio::sync::Notify;
 
-use crate::activation::ActivationHandle;
+use std::collections::VecDeque;
+
+use silica_grains::CallError;
+
+use crate::activation::{ActivationHandle, Call, Message};
 use crate::registry::Registration;
-use crate::runtime::SiloInner;
+use crate::runtime::{Lifecycle, SiloInner};
 
 enum CatalogEntry {
     Single(Arc<ActivationHandle>),
@@ -52,6 +56,8 @@ impl Catalog {
                 CatalogEntry::Pool(pool) => {
                     let picked = pick_worker(pool, max_workers.unwrap_or(1));
                     return picked.unwrap_or_else(|| {
+                        // Shutdown must hear of pool growth to deactivate the new worker too.
+                        self.changed.notify_waiters();
                         let handle =
                             registration
                                 .handler
@@ -84,16 +90,59 @@ impl Catalog {
         }
     }
 
-    /// Removes `handle` from `id`'s entry (the activation has ended).
-    pub(crate) fn remove(&self, id: &GrainId, handle: &Arc<ActivationHandle>) {
-        let removed = self.entries.remove_if_mut(id, |_, entry| match entry {
-            CatalogEntry::Single(current) => Arc::ptr_eq(current, handle),
+    /// Takes an ended activation out of the catalog. Calls that arrived while it was
+    /// deactivating go, in order, to a successor that takes its place under the same entry lock,
+    /// so no later call can overtake them; once the silo has stopped they are refused instead.
+    pub(crate) fn retire(
+        &self,
+        id: &Arc<GrainId>,
+        handle: &Arc<ActivationHandle>,
+        silo: &Arc<SiloInner>,
+        registration: &Arc<Registration>,
+    ) {
+        let Entry::Occupied(mut entry) = self.entries.entry(id.clone()) else {
+            refuse(handle.mailbox.seal());
+            return;
+        };
+        let held_back = handle.mailbox.seal();
+        let stopped = silo.lifecycle() == Lifecycle::Stopped;
+        let successor = (!held_back.is_empty() && !stopped).then(|| {
+            registration
+                .handler
+                .spawn(id.clone(), silo, registration.clone())
+        });
+        let emptied = match entry.get_mut() {
+            CatalogEntry::Single(current) if Arc::ptr_eq(current, handle) => match &successor {
+                Some(successor) => {
+                    *current = successor.clone();
+                    false
+                }
+                None => true,
+            },
+            CatalogEntry::Single(_) => false,
             CatalogEntry::Pool(pool) => {
                 pool.retain(|worker| !Arc::ptr_eq(worker, handle));
+                pool.extend(successor.clone());
                 pool.is_empty()
             }
-        });
-        if removed.is_some() && self.entries.is_empty() {
+        };
+        if emptied {
+            entry.remove();
+        }
+        match successor {
+            Some(successor) => {
+                for message in held_back {
+                    if let Message::Call(call) = message
+                        && let Err(call) = successor.send(call)
+                    {
+                        refuse_call(call);
+                    }
+                }
+                self.changed.notify_waiters();
+            }
+            None => refuse(held_back),
+        }
+        if emptied && self.entries.is_empty() {
             self.changed.notify_waiters();
         }
     }
@@ -137,4 +186,18 @@ fn pick_worker(pool: &[Arc<ActivationHandle>], max: usize) -> Option<Arc<Activat
         return None;
     }
     Some(least.clone())
+}
+
+/// Answers calls that can no longer be delivered: the silo has stopped.
+fn refuse(held_back: VecDeque<Message>) {
+    for message in held_back {
+        if let Message::Call(call) = message {
+            refuse_call(call);
+        }
+    }
+}
+
+#[allow(clippy::boxed_local)] // calls travel boxed; unboxing just to answer would copy
+fn refuse_call(call: Box<Call>) {
+    let _ = call.reply.send(Err(CallError::ShuttingDown));
 }

@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use silica_client::Envelope;
 use silica_clocks::{HybridClock, wall_clock_ms};
-use silica_grains::{BoxFuture, CallError, GrainFactory, Invoker, RejectCode, Request};
+use silica_grains::{
+    BoxFuture, CallError, GrainFactory, GrainOptions, Interleave, Invoker, RejectCode, Request,
+};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::activation::{ActivationHandle, Call};
+use crate::activation::Call;
 use crate::caller::chain_for_outgoing_call;
 use crate::catalog::Catalog;
 use crate::config::SiloConfig;
@@ -136,16 +138,9 @@ impl SiloInner {
     ) -> impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static {
         let timeout = envelope.timeout;
         let routed = self.route(envelope);
-        let resend = match &routed {
-            Ok((Routed::Deactivating(..), _)) => Some(self.clone()),
-            _ => None,
-        };
         async move {
-            let (routed, answer) = routed?;
+            let answer = routed?;
             let answered = async {
-                if let (Routed::Deactivating(handle, call), Some(silo)) = (routed, resend) {
-                    silo.wait_and_resend(handle, call).await;
-                }
                 match answer.await {
                     Ok(result) => result,
                     Err(_) => Err(CallError::SiloUnavailable(
@@ -161,7 +156,7 @@ impl SiloInner {
     }
 
     /// Checks `envelope` and hands it to its activation.
-    fn route(self: &Arc<Self>, envelope: Envelope) -> Result<(Routed, Answer), CallError> {
+    fn route(self: &Arc<Self>, envelope: Envelope) -> Result<Answer, CallError> {
         match self.lifecycle() {
             Lifecycle::Running => {}
             Lifecycle::ShuttingDown if !envelope.chain.is_empty() => {}
@@ -184,40 +179,39 @@ impl SiloInner {
                 ),
             )
         })?;
-        // Stateless workers are exempt: a call back may go to another pooled activation.
-        if registration.options.stateless_worker.is_none()
-            && let Some(waiting) = envelope.chain.find(&envelope.target)
-            && !kind.may_join(waiting.turn, registration.options.reentrant)
-        {
+        if would_wait_on_itself(&envelope, kind, &registration.options) {
             return Err(CallError::CycleDetected {
                 chain: envelope.chain.ids_then(&envelope.target),
             });
         }
         let (reply, answer) = oneshot::channel();
-        let call = Box::new(Call {
+        let mut call = Box::new(Call {
             envelope,
             kind,
             reply,
         });
-        let handle = self
-            .catalog
-            .activation_for(&call.envelope.target, self, registration);
-        if handle.queue_depth() >= self.config.max_queued_calls {
-            return Err(CallError::rejected(
-                RejectCode::Overloaded,
-                format!(
-                    "{} has {} calls queued (limit {})",
-                    call.envelope.target,
-                    handle.queue_depth(),
-                    self.config.max_queued_calls
-                ),
-            ));
+        // A send fails only if the activation has just gone; its successor, found by routing
+        // again, already holds every call that was sent to the old one, so order is kept.
+        loop {
+            let handle = self
+                .catalog
+                .activation_for(&call.envelope.target, self, registration);
+            if handle.queue_depth() >= self.config.max_queued_calls {
+                return Err(CallError::rejected(
+                    RejectCode::Overloaded,
+                    format!(
+                        "{} has {} calls queued (limit {})",
+                        call.envelope.target,
+                        handle.queue_depth(),
+                        self.config.max_queued_calls
+                    ),
+                ));
+            }
+            match handle.send(call) {
+                Ok(()) => return Ok(answer),
+                Err(returned) => call = returned,
+            }
         }
-        let routed = match handle.send(call) {
-            Ok(()) => Routed::Sent,
-            Err(call) => Routed::Deactivating(handle, call),
-        };
-        Ok((routed, answer))
     }
 
     /// The registration of the envelope's grain type, if it implements the envelope's interface.
@@ -241,27 +235,20 @@ impl SiloInner {
         }
         Ok(registration)
     }
+}
 
-    /// The activation was deactivating when the call arrived: wait until it is gone, then send
-    /// the call to its successor.
-    async fn wait_and_resend(
-        self: &Arc<Self>,
-        mut handle: Arc<ActivationHandle>,
-        mut call: Box<Call>,
-    ) {
-        loop {
-            handle.gone.wait().await;
-            let Some(registration) = self.registry.get(&call.envelope.target.grain_type) else {
-                return;
-            };
-            handle = self
-                .catalog
-                .activation_for(&call.envelope.target, self, registration);
-            match handle.send(call) {
-                Ok(()) => return,
-                Err(returned) => call = returned,
-            }
-        }
+/// Whether the call would wait for a turn that is itself waiting on this call's chain. Every
+/// waiting turn of the target must let the call interleave; a stateless worker deadlocks only
+/// when all the activations its pool may have are waiting on the chain.
+fn would_wait_on_itself(envelope: &Envelope, kind: Interleave, options: &GrainOptions) -> bool {
+    let mut waiting = envelope
+        .chain
+        .links()
+        .iter()
+        .filter(|link| link.grain == envelope.target);
+    match options.stateless_worker {
+        None => waiting.any(|link| !kind.may_join(link.turn, options.reentrant)),
+        Some(pool) => waiting.count() >= pool,
     }
 }
 
@@ -274,14 +261,6 @@ pub(crate) fn too_large(what: &str, len: usize, max: usize) -> CallError {
 }
 
 type Answer = oneshot::Receiver<Result<Vec<u8>, CallError>>;
-
-/// Where a routed call went.
-enum Routed {
-    /// Into the activation's mailbox.
-    Sent,
-    /// Nowhere yet: the activation's mailbox had closed because it is deactivating.
-    Deactivating(Arc<ActivationHandle>, Box<Call>),
-}
 
 /// The invoker behind references made on a silo.
 pub(crate) struct SiloInvoker {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use silica_grains::{
-    CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainKey, RejectCode, grain,
+    CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainKey, GrainReference,
+    RejectCode, grain,
 };
 use silica_silo::{Silo, SiloConfig};
 
@@ -27,7 +28,16 @@ pub trait Lamp {
     async fn start_ticking(&mut self, millis: u64);
     /// Stops the timer.
     async fn stop_ticking(&mut self);
+    /// Glows for `millis` without taking the turn exclusively.
+    #[grain(read_only)]
+    async fn glow(&self, millis: u64);
+    /// Hands this lamp's context to the test (to request deactivation from outside a turn).
+    async fn lend_context(&mut self);
+    /// Starts a timer whose callback calls this lamp back.
+    async fn start_calling_self(&mut self);
 }
+
+static LENT_CONTEXT: Mutex<Option<GrainContext>> = Mutex::new(None);
 
 static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -80,6 +90,14 @@ impl Grain for LampGrain {
         Ok(())
     }
     async fn on_deactivate(&mut self, reason: DeactivationReason) {
+        if self.key().starts_with("slowbye") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.key().starts_with("saver") {
+            let vault: LampRef = self.ctx.grain_factory().get("vault");
+            let saved = vault.bump().await;
+            self.log(&format!("saved {saved:?}"));
+        }
         self.log(&format!("deactivate {reason:?} at {}", self.count));
     }
 }
@@ -119,6 +137,24 @@ impl Lamp for LampGrain {
         if let Some(timer) = self.timer.take() {
             timer.cancel();
         }
+    }
+    async fn glow(&self, millis: u64) {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    }
+    async fn lend_context(&mut self) {
+        *LENT_CONTEXT.lock().unwrap() = Some(self.ctx.clone());
+    }
+    async fn start_calling_self(&mut self) {
+        let me: LampRef = self.ctx.grain_factory().get_by_id(self.ctx.id().clone());
+        let period = Duration::from_millis(10);
+        self.ctx
+            .register_timer::<LampGrain, _>(period, None, move |lamp| {
+                let me = me.clone();
+                Box::pin(async move {
+                    let answer = me.bump().await;
+                    lamp.log(&format!("timer called self: {answer:?}"));
+                })
+            });
     }
 }
 
@@ -275,4 +311,95 @@ async fn shutdown_finishes_in_flight_calls_then_refuses() {
     );
     assert_eq!(lamps[2].bump().await.unwrap_err(), CallError::ShuttingDown);
     assert_eq!(silo.activation_count(), 0);
+}
+
+// Pins that an activation draining a read-only call while deactivating does not spin: the call
+// sleeps on a current-thread runtime, which only works if the activation yields.
+#[tokio::test(start_paused = true)]
+async fn deactivating_activation_drains_interleaving_calls() {
+    let silo = silo();
+    let lamp: LampRef = silo.grain_factory().get("drain");
+    lamp.lend_context().await.unwrap();
+    let holding = lamp.hold(20);
+    tokio::task::yield_now().await;
+    LENT_CONTEXT
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .deactivate_on_idle();
+    let glowing = lamp.glow(10);
+    holding.await.unwrap();
+    glowing.await.unwrap();
+    until(Duration::from_secs(1), || silo.activation_count() == 0).await;
+    silo.shutdown().await;
+}
+
+// Pins FIFO per caller across a deactivation: calls issued while the activation runs a slow
+// on_deactivate reach its successor in issue order, even one that is never polled.
+#[tokio::test(start_paused = true)]
+async fn calls_during_deactivation_keep_their_order() {
+    let silo = silo();
+    let lamp: LampRef = silo.grain_factory().get("slowbye-fifo");
+    lamp.bump().await.unwrap();
+    lamp.retire().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let first = lamp.bump();
+    let never_polled = lamp.bump();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = lamp.bump();
+    assert_eq!(
+        first.await.unwrap(),
+        1,
+        "the successor starts fresh and takes calls in order"
+    );
+    assert_eq!(
+        third.await.unwrap(),
+        3,
+        "an unpolled call was still delivered, in order"
+    );
+    drop(never_polled);
+    silo.shutdown().await;
+}
+
+// Pins that calls made by on_deactivate during shutdown are served (they carry the grain on
+// their chain), and that timer callbacks carry a chain too: calling back into their own grain
+// fails fast with a cycle instead of waiting for the timeout.
+#[tokio::test(start_paused = true)]
+async fn deactivation_and_timer_turns_carry_a_call_chain() {
+    let silo = silo();
+    let saver: LampRef = silo.grain_factory().get("saver");
+    saver.bump().await.unwrap();
+    let looper: LampRef = silo.grain_factory().get("looper");
+    looper.start_calling_self().await.unwrap();
+    until(Duration::from_secs(1), || {
+        !events("looper").iter().all(|e| e == "activate")
+    })
+    .await;
+    let looped = events("looper");
+    assert!(looped[1].contains("CycleDetected"), "{looped:?}");
+    silo.shutdown().await;
+    assert_eq!(events("saver")[1], "saved Ok(1)");
+}
+
+// Pins that shutdown returns even when its grace period aborts a stuck turn whose grain has a
+// periodic timer (ticker tasks end with the activation).
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns_after_aborting_a_grain_with_timers() {
+    let silo = Silo::builder()
+        .register::<LampGrain>()
+        .config(SiloConfig {
+            shutdown_grace: Duration::from_millis(100),
+            ..SiloConfig::default()
+        })
+        .start()
+        .unwrap();
+    let lamp: LampRef = silo.grain_factory().get("stuck");
+    lamp.start_ticking(10).await.unwrap();
+    let hung = lamp.with_timeout(Duration::from_secs(3600)).hang();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(60), silo.shutdown())
+        .await
+        .expect("shutdown hung");
+    assert!(hung.await.is_err());
 }

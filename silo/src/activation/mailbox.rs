@@ -1,5 +1,12 @@
 //! An activation's mailbox: a FIFO queue with one waiting receiver.
 //!
+//! It lives through three phases. *Open*: messages queue for the activation. *Closing* (the
+//! activation is deactivating and drains what it already has): new calls are held back in
+//! order, other messages (timer ticks, deactivation requests) are dropped, since they belong to
+//! the ending instance. *Sealed* (the activation has gone; its held-back calls were handed to
+//! its successor under the catalog's lock): sends fail and the sender routes again, finding the
+//! successor with those calls already queued, so no caller's calls are reordered or lost.
+//!
 //! Tokio's mpsc channels reserve cache-padded counters and a 32-slot block per channel, over
 //! a kilobyte for every activation, idle or not; a million idle activations must fit in a GiB
 //! (DESIGN §4 L3). This queue is a mutex-guarded `VecDeque` (empty until used) plus the
@@ -16,7 +23,17 @@ use super::Message;
 struct State {
     queue: VecDeque<Message>,
     receiver: Option<Waker>,
-    closed: bool,
+    phase: Phase,
+    /// Calls that arrived while closing, for the successor.
+    held_back: VecDeque<Message>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Open,
+    Closing,
+    Sealed,
 }
 
 /// A multi-producer, single-consumer FIFO of messages for one activation.
@@ -26,12 +43,19 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    /// Queues `message`, or gives it back if the mailbox is closed.
+    /// Queues `message` (holds it back while closing), or gives it back once sealed.
     pub(crate) fn send(&self, message: Message) -> Result<(), Message> {
         let waker = {
             let mut state = self.lock();
-            if state.closed {
-                return Err(message);
+            match state.phase {
+                Phase::Open => {}
+                Phase::Closing => {
+                    if matches!(message, Message::Call(_)) {
+                        state.held_back.push_back(message);
+                    }
+                    return Ok(());
+                }
+                Phase::Sealed => return Err(message),
             }
             state.queue.push_back(message);
             state.receiver.take()
@@ -49,7 +73,7 @@ impl Mailbox {
             if let Some(message) = state.queue.pop_front() {
                 return Poll::Ready(Some(message));
             }
-            if state.closed {
+            if state.phase != Phase::Open {
                 return Poll::Ready(None);
             }
             match &mut state.receiver {
@@ -61,14 +85,22 @@ impl Mailbox {
         .await
     }
 
-    /// Refuses further messages; those already queued can still be received.
+    /// Starts closing: queued messages can still be received, new calls are held back.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        self.lock().phase = Phase::Closing;
     }
 
-    /// Whether no message is queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().queue.is_empty()
+    /// Seals the mailbox and returns the calls it still has, in order: any never received (an
+    /// aborted activation), then those held back while closing.
+    pub(crate) fn seal(&self) -> VecDeque<Message> {
+        let mut state = self.lock();
+        state.phase = Phase::Sealed;
+        let mut calls: VecDeque<Message> = std::mem::take(&mut state.queue)
+            .into_iter()
+            .filter(|message| matches!(message, Message::Call(_)))
+            .collect();
+        calls.append(&mut state.held_back);
+        calls
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -88,18 +120,15 @@ mod tests {
         Message::Deactivate(reason)
     }
 
-    // Pins FIFO order and that a closed mailbox hands back new messages but drains old ones.
+    // Pins FIFO order, that a closing mailbox drains what it had and drops non-call messages,
+    // and that a sealed one hands messages back.
     #[tokio::test]
-    async fn fifo_then_close_drains() {
+    async fn fifo_then_close_drains_then_seal_refuses() {
         let mailbox = Mailbox::default();
         assert!(mailbox.send(message(DeactivationReason::Idle)).is_ok());
         assert!(mailbox.send(message(DeactivationReason::Shutdown)).is_ok());
         mailbox.close();
-        assert!(
-            mailbox
-                .send(message(DeactivationReason::Requested))
-                .is_err()
-        );
+        assert!(mailbox.send(message(DeactivationReason::Requested)).is_ok());
         assert!(matches!(
             mailbox.recv().await,
             Some(Message::Deactivate(DeactivationReason::Idle))
@@ -109,6 +138,12 @@ mod tests {
             Some(Message::Deactivate(DeactivationReason::Shutdown))
         ));
         assert!(mailbox.recv().await.is_none());
+        assert!(mailbox.seal().is_empty(), "only calls are held back");
+        assert!(
+            mailbox
+                .send(message(DeactivationReason::Requested))
+                .is_err()
+        );
     }
 
     // Pins that a waiting receiver is woken by a send from another task.

@@ -18,7 +18,7 @@ use silica_client::Envelope;
 use silica_grains::context::ActivationRuntime;
 use silica_grains::context::TimerRegistration;
 use silica_grains::{CallError, DeactivationReason, Grain, GrainContext, GrainId, Interleave};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use self::mailbox::Mailbox;
@@ -51,11 +51,6 @@ pub(crate) struct ActivationHandle {
     pub(crate) mailbox: Mailbox,
     /// Calls sent and not yet answered: the activation's queue depth.
     pub(crate) in_flight: AtomicUsize,
-    /// Set once the activation has ended and left the catalog; callers whose send failed (the
-    /// mailbox closed while it was deactivating) wait on it and route again.
-    pub(crate) gone: Gone,
-    /// Set by `GrainContext::deactivate_on_idle`.
-    pub(crate) deactivate_requested: AtomicBool,
     /// Set once shutdown or the idle collector has asked this activation to deactivate.
     pub(crate) deactivation_sent: AtomicBool,
     /// Set by every call; the idle collector clears it on each sweep.
@@ -69,7 +64,8 @@ pub(crate) struct ActivationHandle {
 }
 
 impl ActivationHandle {
-    /// Hands `call` to the activation, or gives it back if the mailbox has closed.
+    /// Hands `call` to the activation (or, while it deactivates, to its successor), or gives it
+    /// back if the activation has gone: route it again.
     pub(crate) fn send(&self, call: Box<Call>) -> Result<(), Box<Call>> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.active.store(true, Ordering::Relaxed);
@@ -103,7 +99,8 @@ impl ActivationRuntime for ActivationHandle {
     }
 
     fn deactivate_on_idle(&self) {
-        self.deactivate_requested.store(true, Ordering::Release);
+        // Queued behind what the activation already has, so it ends once that is done.
+        self.request_deactivation(DeactivationReason::Requested);
     }
 }
 
@@ -116,9 +113,7 @@ pub(crate) fn spawn<G: Grain>(
     let handle = Arc::new(ActivationHandle {
         mailbox: Mailbox::default(),
         in_flight: AtomicUsize::new(0),
-        gone: Gone::default(),
         deactivation_sent: AtomicBool::new(false),
-        deactivate_requested: AtomicBool::new(false),
         active: AtomicBool::new(true),
         idle_sweeps: AtomicU32::new(0),
         idle_after: registration.options.idle_after,
@@ -130,31 +125,6 @@ pub(crate) fn spawn<G: Grain>(
     let task = silo.tracker.spawn(activation.run());
     let _ = handle.abort.set(task.abort_handle());
     handle
-}
-
-/// Signals that an activation has ended and left the catalog.
-#[derive(Default)]
-pub(crate) struct Gone {
-    done: AtomicBool,
-    notify: Notify,
-}
-
-impl Gone {
-    pub(crate) fn set(&self) {
-        self.done.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// Resolves once `set` has been called.
-    pub(crate) async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.done.load(Ordering::Acquire) {
-            return;
-        }
-        notified.await;
-    }
 }
 
 #[cfg(test)]

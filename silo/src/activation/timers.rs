@@ -76,16 +76,16 @@ impl<G: Grain> Timers<G> {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
+                let Some(handle) = handle.upgrade() else {
+                    return;
+                };
                 if cancelled.load(Ordering::Acquire) {
                     return;
                 }
-                if !queued.swap(true, Ordering::AcqRel) {
-                    let Some(handle) = handle.upgrade() else {
-                        return;
-                    };
-                    if handle.mailbox.send(Message::Tick(id)).is_err() {
-                        return;
-                    }
+                if !queued.swap(true, Ordering::AcqRel)
+                    && handle.mailbox.send(Message::Tick(id)).is_err()
+                {
+                    return;
                 }
                 match period {
                     Some(period) => delay = period,
@@ -117,5 +117,15 @@ impl<G: Grain> Timers<G> {
             stop.cancel();
         }
         self.timers.clear();
+    }
+}
+
+impl<G> Drop for Timers<G> {
+    /// Ticker tasks must not outlive the activation, even an aborted one: shutdown waits for
+    /// every task the silo tracks.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.cancel();
+        }
     }
 }

@@ -7,13 +7,15 @@
 //! gets `GrainPanicked`, and the next message starts a fresh instance from `Grain::create`.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use silica_client::CallChain;
 use silica_grains::grain::Dispatched;
 use silica_grains::{
     CallError, DeactivationReason, Grain, GrainContext, GrainId, InterfaceDispatch, Interleave,
@@ -69,6 +71,7 @@ impl<G: Grain> Activation<G> {
             silo: self.silo.clone(),
             id: self.id.clone(),
             handle: self.handle.clone(),
+            registration: self.registration.clone(),
         };
         if let Some(reason) = self.serve().await {
             // Boxed, like the other rare paths, so an idle activation's task stays small.
@@ -82,14 +85,19 @@ impl<G: Grain> Activation<G> {
     /// Serves messages until it is time to deactivate. Idle collection and shutdown arrive as
     /// `Message::Deactivate`, so waiting costs nothing but the mailbox.
     async fn serve(&mut self) -> Option<DeactivationReason> {
-        let mut next: Option<Message> = None;
+        // Messages taken from the mailbox during an interleaving phase that could not join it.
+        let mut held_back: VecDeque<Message> = VecDeque::new();
         loop {
-            let message = match next.take() {
+            let message = match held_back.pop_front() {
                 Some(message) => message,
                 None => self.handle.mailbox.recv().await?,
             };
             match message {
-                Message::Call(call) => next = self.call(call).await,
+                Message::Call(call) => {
+                    let mut more = self.call(call).await;
+                    more.append(&mut held_back);
+                    held_back = more;
+                }
                 Message::Tick(timer) => Box::pin(self.tick(timer)).await,
                 Message::AddTimer(timer) => self
                     .timers
@@ -102,21 +110,15 @@ impl<G: Grain> Activation<G> {
                     .add(*timer),
                 Message::Deactivate(reason) => return Some(reason),
             }
-            if self.handle.deactivate_requested.load(Ordering::Acquire)
-                && next.is_none()
-                && self.handle.mailbox.is_empty()
-            {
-                return Some(DeactivationReason::Requested);
-            }
         }
     }
 
     /// Closes the mailbox, serves what was already queued, and runs `on_deactivate`.
     async fn finish(&mut self, reason: DeactivationReason) {
         self.handle.mailbox.close();
-        let mut next = None;
+        let mut held_back: VecDeque<Message> = VecDeque::new();
         loop {
-            let message = match next.take() {
+            let message = match held_back.pop_front() {
                 Some(message) => message,
                 None => match self.handle.mailbox.recv().await {
                     Some(message) => message,
@@ -124,12 +126,14 @@ impl<G: Grain> Activation<G> {
                 },
             };
             if let Message::Call(call) = message {
-                next = self.call(call).await;
+                let mut more = self.call(call).await;
+                more.append(&mut held_back);
+                held_back = more;
             }
         }
+        let scope = self.own_turn();
         if let Some(grain) = self.grain.as_mut()
-            && AssertUnwindSafe(grain.on_deactivate(reason))
-                .catch_unwind()
+            && guarded(|| in_turn(scope, grain.on_deactivate(reason)))
                 .await
                 .is_err()
         {
@@ -139,18 +143,20 @@ impl<G: Grain> Activation<G> {
 
     /// Runs a call (and, for `&self` calls, everything that may interleave with it). Returns a
     /// message taken from the mailbox that could not join the phase and must run next.
-    async fn call(&mut self, call: Box<Call>) -> Option<Message> {
+    async fn call(&mut self, call: Box<Call>) -> VecDeque<Message> {
         if self.grain.is_none() && !Box::pin(self.activate(&call)).await {
             self.answer(call, Err(activation_failed()));
-            return None;
+            return VecDeque::new();
         }
         if call.kind == Interleave::Exclusive {
             let grain = self.grain.as_mut().expect("ensured above");
-            let dispatched = <G::Interface as InterfaceDispatch<G>>::dispatch_mut(
-                grain,
-                &call.envelope.method,
-                &call.envelope.args,
-            );
+            let dispatched = decode_guarded(|| {
+                <G::Interface as InterfaceDispatch<G>>::dispatch_mut(
+                    grain,
+                    &call.envelope.method,
+                    &call.envelope.args,
+                )
+            });
             // Boxed so the idle task does not carry the state of a running call.
             let limit = self.silo.config.max_message_bytes;
             if Box::pin(execute(dispatched, call, &self.id, &self.handle, limit))
@@ -159,13 +165,13 @@ impl<G: Grain> Activation<G> {
             {
                 self.drop_instance();
             }
-            return None;
+            return VecDeque::new();
         }
         Box::pin(self.interleave(call)).await
     }
 
     /// An interleaving phase, started by `first`.
-    async fn interleave(&mut self, first: Box<Call>) -> Option<Message> {
+    async fn interleave(&mut self, first: Box<Call>) -> VecDeque<Message> {
         let reentrant = self.registration.options.reentrant;
         let grain = self.grain.as_ref().expect("ensured by the caller");
         let (id, handle) = (&self.id, &self.handle);
@@ -174,15 +180,20 @@ impl<G: Grain> Activation<G> {
         let mut running = FuturesUnordered::new();
         let start = |call: Box<Call>, running_kinds: &mut HashMap<Interleave, usize>| {
             *running_kinds.entry(call.kind).or_default() += 1;
-            let dispatched = <G::Interface as InterfaceDispatch<G>>::dispatch_ref(
-                grain,
-                &call.envelope.method,
-                &call.envelope.args,
-            );
+            let dispatched = decode_guarded(|| {
+                <G::Interface as InterfaceDispatch<G>>::dispatch_ref(
+                    grain,
+                    &call.envelope.method,
+                    &call.envelope.args,
+                )
+            });
             execute(dispatched, call, id, handle, limit)
         };
         running.push(start(first, &mut running_kinds));
-        let mut held_back = None;
+        // Once a message may not join, later ones wait behind it (FIFO), except calls from the
+        // waiting turns' own call chain: they are the callbacks those turns are waiting for.
+        let mut held_back = VecDeque::new();
+        let mut inbox_open = true;
         let mut panicked = false;
         while !running.is_empty() {
             tokio::select! {
@@ -194,12 +205,16 @@ impl<G: Grain> Activation<G> {
                         *count -= 1;
                     }
                 }
-                message = handle.mailbox.recv(), if held_back.is_none() && !panicked => match message {
-                    Some(Message::Call(call)) if joins(call.kind, &running_kinds, reentrant) => {
+                message = handle.mailbox.recv(), if inbox_open && !panicked => match message {
+                    Some(Message::Call(call))
+                        if (held_back.is_empty() || call.envelope.chain.find(id).is_some())
+                            && joins(call.kind, &running_kinds, reentrant) =>
+                    {
                         running.push(start(call, &mut running_kinds));
                     }
-                    Some(other) => held_back = Some(other),
-                    None => {}
+                    Some(other) => held_back.push_back(other),
+                    // Closed and drained (the activation is deactivating): stop reading.
+                    None => inbox_open = false,
                 },
             }
         }
@@ -211,16 +226,15 @@ impl<G: Grain> Activation<G> {
     }
 
     async fn tick(&mut self, timer: u64) {
-        let Some(grain) = self.grain.as_mut() else {
-            return;
-        };
-        let Some(timers) = self.timers.as_mut() else {
-            return;
-        };
-        let Some(tick) = timers.due(timer, grain) else {
-            return;
-        };
-        if AssertUnwindSafe(tick).catch_unwind().await.is_err() {
+        let scope = self.own_turn();
+        if run_tick(
+            self.grain.as_mut(),
+            self.timers.as_deref_mut(),
+            timer,
+            scope,
+        )
+        .await
+        {
             tracing::error!(grain = %self.id, timer, "timer callback panicked; dropping the activation's instance");
             self.drop_instance();
         }
@@ -240,10 +254,7 @@ impl<G: Grain> Activation<G> {
             grain: self.id.clone(),
             turn: Interleave::Exclusive,
         };
-        match AssertUnwindSafe(in_turn(scope, grain.on_activate()))
-            .catch_unwind()
-            .await
-        {
+        match guarded(|| in_turn(scope, grain.on_activate())).await {
             Ok(Ok(())) => {
                 self.grain = Some(grain);
                 true
@@ -256,6 +267,16 @@ impl<G: Grain> Activation<G> {
                 tracing::error!(grain = %self.id, "on_activate panicked");
                 false
             }
+        }
+    }
+
+    /// The scope of a turn the activation starts itself (timer ticks, `on_deactivate`): calls
+    /// made from it carry this grain on their chain.
+    fn own_turn(&self) -> TurnScope {
+        TurnScope {
+            parent: CallChain::EMPTY,
+            grain: self.id.clone(),
+            turn: Interleave::Exclusive,
         }
     }
 
@@ -279,13 +300,63 @@ struct ExitGuard {
     silo: Arc<SiloInner>,
     id: Arc<GrainId>,
     handle: Arc<ActivationHandle>,
+    registration: Arc<Registration>,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        self.silo.catalog.remove(&self.id, &self.handle);
-        self.handle.gone.set();
+        // Normally already closing; not if the task was aborted or its loop died. Either way,
+        // what is still queued goes to the successor with what was held back.
+        self.handle.mailbox.close();
+        self.silo
+            .catalog
+            .retire(&self.id, &self.handle, &self.silo, &self.registration);
     }
+}
+
+/// Runs a due timer's callback as a turn; true if it panicked.
+async fn run_tick<G: Grain>(
+    grain: Option<&mut G>,
+    timers: Option<&mut Timers<G>>,
+    timer: u64,
+    scope: TurnScope,
+) -> bool {
+    let (Some(grain), Some(timers)) = (grain, timers) else {
+        return false;
+    };
+    // Moving the borrows into the closure body makes it `FnOnce`, so the future may keep them.
+    let due = move || {
+        let (timers, grain) = (timers, grain);
+        timers.due(timer, grain)
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(due)) {
+        Ok(None) => false,
+        Ok(Some(tick)) => AssertUnwindSafe(in_turn(scope, tick))
+            .catch_unwind()
+            .await
+            .is_err(),
+        Err(_) => true,
+    }
+}
+
+/// Builds a future with `make` and runs it, catching a panic in either step.
+async fn guarded<F: Future>(make: impl FnOnce() -> F) -> Result<F::Output, Box<dyn Any + Send>> {
+    let future = std::panic::catch_unwind(AssertUnwindSafe(make))?;
+    AssertUnwindSafe(future).catch_unwind().await
+}
+
+/// Runs a dispatcher's synchronous part (argument decoding, which runs user `Deserialize`
+/// code), turning a panic there into a rejection of the call.
+fn decode_guarded<'a>(dispatch: impl FnOnce() -> Dispatched<'a>) -> Dispatched<'a> {
+    std::panic::catch_unwind(AssertUnwindSafe(dispatch)).unwrap_or_else(|payload| {
+        Err(CallError::rejected(
+            RejectCode::BadArguments,
+            format!(
+                "decoding the arguments panicked: {}",
+                panic_message(payload.as_ref())
+            ),
+        ))
+    })
 }
 
 fn activation_failed() -> CallError {
