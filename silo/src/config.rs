@@ -8,7 +8,8 @@ use silica_clocks::{ClockConfig, NodeId};
 /// How a silo behaves. `SiloConfig::default()` suits an embedded silo.
 #[derive(Clone, Debug)]
 pub struct SiloConfig {
-    /// This silo's node id in HLC timestamps and vector clocks.
+    /// This silo's node id in HLC timestamps and vector clocks; the default is random, so two
+    /// silos never tie-break their timestamps the same way by accident.
     pub node_id: NodeId,
     /// Timeout for calls that set none.
     pub default_call_timeout: Duration,
@@ -27,7 +28,7 @@ pub struct SiloConfig {
 impl Default for SiloConfig {
     fn default() -> Self {
         Self {
-            node_id: NodeId(0),
+            node_id: random_node_id(),
             default_call_timeout: DEFAULT_CALL_TIMEOUT,
             clock: ClockConfig::default(),
             shutdown_grace: Duration::from_secs(30),
@@ -35,4 +36,11 @@ impl Default for SiloConfig {
             max_queued_calls: 10_000,
         }
     }
+}
+
+fn random_node_id() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded from the OS once per process and advanced per instance.
+    let bits = std::hash::RandomState::new().build_hasher().finish();
+    NodeId((bits ^ (bits >> 32)) as u32)
 }

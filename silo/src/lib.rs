@@ -19,6 +19,9 @@
 //! - `registry`: grain types by name.
 //! - `caller`: the task-local turn scope that carries call chains.
 //!
+//! # Features
+//! None: the silo builds with no system dependencies.
+//!
 //! # Example
 //! ```
 //! use silica_grains::{grain, Grain, GrainContext};

@@ -30,7 +30,9 @@ pub fn derive_gpu_type(input: TokenStream) -> TokenStream {
 ///   name, decodes the argument tuple with postcard, runs the method and encodes its result.
 ///
 /// Interface options: `#[grain(reentrant, stateless_worker = 4, placement = HashBased,
-/// idle_after_secs = 600, name = "Counter")]`. Method options: `#[grain(read_only)]`,
+/// idle_after_secs = 600, name = "shop.Counter")]`. The interface's name on the wire (and its
+/// default grain type name) is the trait's name unless `name` sets one: give interfaces of the
+/// same name in different modules distinct names. Method options: `#[grain(read_only)]`,
 /// `#[grain(always_interleave)]` (both need `&self`).
 ///
 /// Methods must be `async`, take `&self` or `&mut self`, have no generics, and take and return
