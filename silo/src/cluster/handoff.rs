@@ -1,0 +1,188 @@
+//! Moving directory entries between partitions when the view changes.
+//!
+//! On a new view every silo (1) drops entries whose activation's silo is dead, (2) sets aside
+//! the entries it no longer owns, and (3) sends every other active silo a [`HandOff`] tagged with
+//! the view version: the set-aside entries that silo now owns, plus this silo's own hosted
+//! activations that silo owns (so entries held by a partition that died are rebuilt from the
+//! activations themselves). Every active or leaving silo sends one to every active silo, even
+//! when empty, so a receiver knows when it has everything.
+//!
+//! A receiver takes a hand-off only at its own view version (otherwise the older side refreshes
+//! and the sender sends again), merges it first-wins, and acknowledges; the sender deletes the
+//! set-aside entries on the acknowledgement. Until every hand-off into its view arrived, a
+//! partition refuses requests for grains it did not own throughout ([`DirectoryError::HandOffPending`]),
+//! so no entry is in transit while its new owner registers a second activation.
+
+use silica_grains::GrainId;
+use silica_grains::placement::SiloAddress;
+
+use super::address::ActivationAddress;
+use super::directory_error::DirectoryError;
+use super::partition::DirectoryPartition;
+use super::ring::DirectoryRing;
+use super::snapshot::{MembershipSnapshot, SiloStatus, TableVersion};
+
+/// Directory entries one silo hands another on entering view `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOff {
+    /// The sender.
+    pub from: SiloAddress,
+    /// The receiver (the entries' owner in `version`).
+    pub to: SiloAddress,
+    /// The view both must be at.
+    pub version: TableVersion,
+    /// The entries, each owned by `to` in `version`.
+    pub entries: Vec<(GrainId, ActivationAddress)>,
+}
+
+/// A receiver's answer to a [`HandOff`] it took in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOffAck {
+    /// The receiver.
+    pub from: SiloAddress,
+    /// The view version of the hand-off.
+    pub version: TableVersion,
+    /// Entries that lost to an entry already held: `(grain, loser, winner)`. The loser's silo
+    /// deactivates it (it is a duplicate activation that escaped the directory).
+    pub duplicates: Vec<(GrainId, ActivationAddress, ActivationAddress)>,
+}
+
+impl DirectoryPartition {
+    /// Enters `view` (ignored unless newer than the partition's). Returns whether it changed.
+    ///
+    /// The silo then sends [`Self::handoffs`] and retries each until it is acknowledged.
+    pub fn handle_view_change(&mut self, view: &MembershipSnapshot) -> bool {
+        if view.version <= self.version() || self.stopped {
+            return false;
+        }
+        if view.is_dead(&self.me) {
+            self.handle_stop();
+            return true;
+        }
+        let ring = DirectoryRing::new(view, self.virtual_nodes);
+        let live = |a: &ActivationAddress| !view.is_dead(&a.silo);
+        self.entries.retain(|_, a| live(a));
+        self.outgoing.retain(|_, a| live(a));
+        let moved: Vec<GrainId> = self
+            .entries
+            .keys()
+            .filter(|g| ring.owner(g) != Some(self.me))
+            .cloned()
+            .collect();
+        for grain in moved {
+            if let Some(address) = self.entries.remove(&grain) {
+                self.outgoing.insert(grain, address);
+            }
+        }
+        // Entries set aside earlier may come back home in this view.
+        let back: Vec<GrainId> = self
+            .outgoing
+            .keys()
+            .filter(|g| ring.owner(g) == Some(self.me))
+            .cloned()
+            .collect();
+        for grain in back {
+            if let Some(address) = self.outgoing.remove(&grain) {
+                self.entries.entry(grain).or_insert(address);
+            }
+        }
+        let others = |keep: fn(SiloStatus) -> bool| {
+            view.entries
+                .values()
+                .filter(|e| e.silo != self.me && keep(e.status))
+                .map(|e| e.silo)
+                .collect()
+        };
+        self.awaiting = others(|s| matches!(s, SiloStatus::Active | SiloStatus::ShuttingDown));
+        self.unacked = others(|s| s == SiloStatus::Active);
+        self.view = view.clone();
+        self.since_settled.push(ring.clone());
+        self.ring = ring;
+        self.settle_if_complete();
+        true
+    }
+
+    /// The hand-offs still unacknowledged in the current view, one per receiver: its set-aside
+    /// entries, plus the silo's `hosted` activations (from its catalog) that the receiver owns.
+    pub fn handoffs<'a>(
+        &self,
+        hosted: impl IntoIterator<Item = (&'a GrainId, &'a ActivationAddress)>,
+    ) -> Vec<HandOff> {
+        let mut out: Vec<HandOff> = self
+            .unacked
+            .iter()
+            .map(|&to| HandOff {
+                from: self.me,
+                to,
+                version: self.version(),
+                entries: Vec::new(),
+            })
+            .collect();
+        let hosted = hosted.into_iter().map(|(g, a)| (g, *a));
+        for (grain, address) in self.outgoing.iter().map(|(g, a)| (g, *a)).chain(hosted) {
+            let owner = self.ring.owner(grain);
+            if let Some(h) = out.iter_mut().find(|h| Some(h.to) == owner) {
+                h.entries.push((grain.clone(), address));
+            }
+        }
+        out
+    }
+
+    /// Takes in a hand-off addressed to this silo at its own view version, first-wins.
+    pub fn handle_handoff(&mut self, handoff: HandOff) -> Result<HandOffAck, DirectoryError> {
+        let partition = self.version();
+        if self.stopped {
+            return Err(DirectoryError::NotServing);
+        }
+        if handoff.version < partition {
+            return Err(DirectoryError::StaleView {
+                request: handoff.version,
+                partition,
+            });
+        }
+        if handoff.version > partition {
+            return Err(DirectoryError::PartitionBehind {
+                request: handoff.version,
+                partition,
+            });
+        }
+        let mut duplicates = Vec::new();
+        for (grain, address) in handoff.entries {
+            if self.view.is_dead(&address.silo) || self.ring.owner(&grain) != Some(self.me) {
+                continue;
+            }
+            let winner = *self.entries.entry(grain.clone()).or_insert(address);
+            if winner != address {
+                duplicates.push((grain, address, winner));
+            }
+        }
+        self.awaiting.remove(&handoff.from);
+        self.settle_if_complete();
+        Ok(HandOffAck {
+            from: self.me,
+            version: partition,
+            duplicates,
+        })
+    }
+
+    /// Takes in a receiver's acknowledgement: the entries it now owns are deleted here. Acks
+    /// for another view are ignored (the hand-off of this view is still owed).
+    pub fn handle_handoff_ack(&mut self, ack: &HandOffAck) {
+        if ack.version != self.version() || !self.unacked.remove(&ack.from) {
+            return;
+        }
+        let ring = &self.ring;
+        self.outgoing.retain(|g, _| ring.owner(g) != Some(ack.from));
+    }
+
+    /// Silos whose hand-off into the current view has not arrived.
+    pub fn awaiting(&self) -> impl Iterator<Item = &SiloAddress> {
+        self.awaiting.iter()
+    }
+
+    fn settle_if_complete(&mut self) {
+        if self.awaiting.is_empty() {
+            self.since_settled = vec![self.ring.clone()];
+        }
+    }
+}
