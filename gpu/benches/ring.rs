@@ -153,6 +153,10 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
         })
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let stats = ring.backend_stats();
+    if !stats.is_empty() {
+        println!("  stats {kind:?}: {stats:?}");
+    }
     let el = start.elapsed().as_secs_f64();
     println!(
         "throughput {kind:?}: {producers} producers x batches of {batch}: {:.2} M msg/s ({total} msgs, 64 data bytes per H2K entry)",

@@ -22,6 +22,10 @@ pub trait RingBackend<K: Kernel>: Send + Sync {
     }
     /// Stops consuming; entries not yet taken stay for the ring to fail.
     fn shutdown(&self);
+    /// Diagnostic counters (name, value), for benchmarks; none by default.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Test hook; returns whether the injection is supported.
     fn inject_fault(&self, fault: FaultInjection) -> bool {
         let _ = fault;

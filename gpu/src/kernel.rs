@@ -46,6 +46,7 @@ pub(crate) fn as_bytes<T: GpuType>(value: &T) -> &[u8] {
 }
 
 /// A value read from the first `size_of::<T>()` bytes of `bytes`.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))] // used by compiled backends
 pub(crate) fn from_bytes<T: GpuType>(bytes: &[u8]) -> T {
     assert!(bytes.len() >= size_of::<T>(), "short GpuType buffer");
     // SAFETY: the length was checked; every bit pattern is a valid `GpuType` (integers and

@@ -357,6 +357,12 @@ impl<K: Kernel> Ring<K> {
         }
     }
 
+    /// Diagnostic counters of the backend (name, value), for benchmarks; unstable.
+    #[doc(hidden)]
+    pub fn backend_stats(&self) -> Vec<(&'static str, u64)> {
+        self.backend.stats()
+    }
+
     /// Test hook: makes the backend misbehave; returns whether it supports the injection.
     #[doc(hidden)]
     pub fn inject_fault(&self, fault: crate::backend::FaultInjection) -> bool {

@@ -24,6 +24,21 @@ use std::time::{Duration, Instant};
 const TERMINATE: usize = 0;
 const HEARTBEAT: usize = 64;
 const TEST_EXIT: usize = 128;
+/// Kernel diagnostics in the control block (written by the polling warp).
+const STAT_PUBLISHES: usize = 256;
+const STAT_ENTRIES: usize = 264;
+
+/// Completion-thread diagnostics: polls that found finished entries, polls that found none,
+/// entries completed.
+#[derive(Default)]
+struct Stats {
+    busy: AtomicU64,
+    idle: AtomicU64,
+    entries: AtomicU64,
+    /// Time in busy polls finding and decoding finished entries, and completing them.
+    scan_ns: AtomicU64,
+    complete_ns: AtomicU64,
+}
 
 /// Kernel parameters; mirrors `struct SilicaRing` in the generated source.
 #[repr(C)]
@@ -152,6 +167,7 @@ pub(crate) struct PersistentBackend<K: Kernel> {
     ctrl: Arc<Ctrl>,
     stop: Arc<AtomicBool>,
     last_beat: Arc<Mutex<Instant>>,
+    stats: Arc<Stats>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -167,12 +183,14 @@ impl<K: Kernel> PersistentBackend<K> {
         )?)));
         let stop = Arc::new(AtomicBool::new(false));
         let last_beat = Arc::new(Mutex::new(Instant::now()));
+        let stats = Arc::new(Stats::default());
         let watcher = Watcher {
             shared: shared.clone(),
             run: run.clone(),
             ctrl: ctrl.clone(),
             stop: stop.clone(),
             last_beat: last_beat.clone(),
+            stats: stats.clone(),
             ordinal,
             ptx,
         };
@@ -189,6 +207,7 @@ impl<K: Kernel> PersistentBackend<K> {
             ctrl,
             stop,
             last_beat,
+            stats,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -247,6 +266,26 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
         let _ = &self.shared;
     }
 
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        let ctrl = |off: usize| {
+            // SAFETY: inside the 4 KiB control block, 8-byte aligned; written by the kernel.
+            unsafe { (*self.ctrl.0.ptr().add(off).cast::<AtomicU64>()).load(Ordering::Relaxed) }
+        };
+        vec![
+            ("completion_busy_polls", s.busy.load(Ordering::Relaxed)),
+            ("completion_idle_polls", s.idle.load(Ordering::Relaxed)),
+            ("completion_entries", s.entries.load(Ordering::Relaxed)),
+            ("completion_scan_ns", s.scan_ns.load(Ordering::Relaxed)),
+            (
+                "completion_complete_ns",
+                s.complete_ns.load(Ordering::Relaxed),
+            ),
+            ("kernel_publishes", ctrl(STAT_PUBLISHES)),
+            ("kernel_published_entries", ctrl(STAT_ENTRIES)),
+        ]
+    }
+
     fn inject_fault(&self, fault: FaultInjection) -> bool {
         match fault {
             FaultInjection::KernelExit => self.ctrl.word(TEST_EXIT).store(1, Ordering::SeqCst),
@@ -269,6 +308,7 @@ struct Watcher<K: Kernel> {
     ctrl: Arc<Ctrl>,
     stop: Arc<AtomicBool>,
     last_beat: Arc<Mutex<Instant>>,
+    stats: Arc<Stats>,
     ordinal: usize,
     ptx: Arc<CString>,
 }
@@ -297,6 +337,7 @@ impl<K: Kernel> Watcher<K> {
             let start = head;
             // Find the run of finished entries first, then complete it with one counter
             // update and wake-up per reply cell.
+            let t0 = Instant::now();
             let mut end = head;
             done.clear();
             while end - head < 4096
@@ -305,6 +346,7 @@ impl<K: Kernel> Watcher<K> {
                 done.push(entry);
                 end += 1;
             }
+            let t1 = Instant::now();
             let node = self.shared.clock.node();
             q.complete_run(head, end, |t| match done[(t - head) as usize] {
                 (STATUS_OK, hlc, response) => Ok(Reply {
@@ -315,6 +357,16 @@ impl<K: Kernel> Watcher<K> {
             });
             head = end;
             if head != start {
+                let t2 = Instant::now();
+                let ns = |d: Duration| d.as_nanos() as u64;
+                self.stats.scan_ns.fetch_add(ns(t1 - t0), Ordering::Relaxed);
+                self.stats
+                    .complete_ns
+                    .fetch_add(ns(t2 - t1), Ordering::Relaxed);
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .entries
+                    .fetch_add(head - start, Ordering::Relaxed);
                 q.release(head);
                 idle_since = Instant::now();
                 continue;
@@ -363,6 +415,7 @@ impl<K: Kernel> Watcher<K> {
                     continue;
                 }
             }
+            self.stats.idle.fetch_add(1, Ordering::Relaxed);
             if idle_since.elapsed() < self.shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {

@@ -209,7 +209,7 @@ __device__ void silica_poller(const SilicaRing& p) {
     const unsigned int lane = threadIdx.x & 31;
     unsigned long long idx = p.start;
     unsigned int idle = 0, busy = 0;
-    unsigned long long last_sum = ~0ull;
+    unsigned long long last_sum = ~0ull, publishes = 0;
     volatile unsigned int* terminate = (volatile unsigned int*)(p.ctrl + 0);
     volatile unsigned long long* heartbeat = (volatile unsigned long long*)(p.ctrl + 64);
     volatile unsigned int* test_exit = (volatile unsigned int*)(p.ctrl + 128);
@@ -230,7 +230,13 @@ __device__ void silica_poller(const SilicaRing& p) {
             __syncwarp();
             __threadfence_block();
             idx += count;
-            if (lane == 0) silica_published = idx;
+            if (lane == 0) {
+                silica_published = idx;
+                // Diagnostics for the host: write-only (posted) stores of register counters, so
+                // no PCIe read is added to the path.
+                volatile unsigned long long* stats = (volatile unsigned long long*)(p.ctrl + 256);
+                stats[0] = ++publishes; stats[1] = idx - p.start;
+            }
         } else {
             ++idle;
             // Each empty probe is already a PCIe round trip (~1 us); back off only after a
