@@ -38,6 +38,9 @@ pub(super) struct Activation<G: Grain> {
     grain: Option<G>,
     /// Made with the first timer: most grains never register one.
     timers: Option<Box<Timers<G>>>,
+    /// Messages taken from the mailbox during an interleaving phase that could not join it;
+    /// they run before anything still in the mailbox, also while deactivating.
+    held_back: VecDeque<Message>,
 }
 
 /// What a finished call reports to the activation loop.
@@ -62,6 +65,7 @@ impl<G: Grain> Activation<G> {
             registration,
             grain: None,
             timers: None,
+            held_back: VecDeque::new(),
         }
     }
 
@@ -85,19 +89,13 @@ impl<G: Grain> Activation<G> {
     /// Serves messages until it is time to deactivate. Idle collection and shutdown arrive as
     /// `Message::Deactivate`, so waiting costs nothing but the mailbox.
     async fn serve(&mut self) -> Option<DeactivationReason> {
-        // Messages taken from the mailbox during an interleaving phase that could not join it.
-        let mut held_back: VecDeque<Message> = VecDeque::new();
         loop {
-            let message = match held_back.pop_front() {
+            let message = match self.held_back.pop_front() {
                 Some(message) => message,
                 None => self.handle.mailbox.recv().await?,
             };
             match message {
-                Message::Call(call) => {
-                    let mut more = self.call(call).await;
-                    more.append(&mut held_back);
-                    held_back = more;
-                }
+                Message::Call(call) => self.call(call).await,
                 Message::Tick(timer) => Box::pin(self.tick(timer)).await,
                 Message::AddTimer(timer) => self
                     .timers
@@ -116,9 +114,8 @@ impl<G: Grain> Activation<G> {
     /// Closes the mailbox, serves what was already queued, and runs `on_deactivate`.
     async fn finish(&mut self, reason: DeactivationReason) {
         self.handle.mailbox.close();
-        let mut held_back: VecDeque<Message> = VecDeque::new();
         loop {
-            let message = match held_back.pop_front() {
+            let message = match self.held_back.pop_front() {
                 Some(message) => message,
                 None => match self.handle.mailbox.recv().await {
                     Some(message) => message,
@@ -126,9 +123,7 @@ impl<G: Grain> Activation<G> {
                 },
             };
             if let Message::Call(call) = message {
-                let mut more = self.call(call).await;
-                more.append(&mut held_back);
-                held_back = more;
+                self.call(call).await;
             }
         }
         let scope = self.own_turn();
@@ -143,10 +138,10 @@ impl<G: Grain> Activation<G> {
 
     /// Runs a call (and, for `&self` calls, everything that may interleave with it). Returns a
     /// message taken from the mailbox that could not join the phase and must run next.
-    async fn call(&mut self, call: Box<Call>) -> VecDeque<Message> {
+    async fn call(&mut self, call: Box<Call>) {
         if self.grain.is_none() && !Box::pin(self.activate(&call)).await {
             self.answer(call, Err(activation_failed()));
-            return VecDeque::new();
+            return;
         }
         if call.kind == Interleave::Exclusive {
             let grain = self.grain.as_mut().expect("ensured above");
@@ -165,16 +160,16 @@ impl<G: Grain> Activation<G> {
             {
                 self.drop_instance();
             }
-            return VecDeque::new();
+            return;
         }
         Box::pin(self.interleave(call)).await
     }
 
     /// An interleaving phase, started by `first`.
-    async fn interleave(&mut self, first: Box<Call>) -> VecDeque<Message> {
+    async fn interleave(&mut self, first: Box<Call>) {
         let reentrant = self.registration.options.reentrant;
         let grain = self.grain.as_ref().expect("ensured by the caller");
-        let (id, handle) = (&self.id, &self.handle);
+        let (id, handle, held_back) = (&self.id, &self.handle, &mut self.held_back);
         let limit = self.silo.config.max_message_bytes;
         let mut running_kinds: HashMap<Interleave, usize> = HashMap::new();
         let mut running = FuturesUnordered::new();
@@ -192,7 +187,6 @@ impl<G: Grain> Activation<G> {
         running.push(start(first, &mut running_kinds));
         // Once a message may not join, later ones wait behind it (FIFO), except calls from the
         // waiting turns' own call chain: they are the callbacks those turns are waiting for.
-        let mut held_back = VecDeque::new();
         let mut inbox_open = true;
         let mut panicked = false;
         while !running.is_empty() {
@@ -222,7 +216,6 @@ impl<G: Grain> Activation<G> {
         if panicked {
             self.drop_instance();
         }
-        held_back
     }
 
     async fn tick(&mut self, timer: u64) {
