@@ -35,6 +35,18 @@ pub struct HandOff {
     pub entries: Vec<(GrainId, ActivationAddress)>,
 }
 
+/// An activation that lost to an entry already held when entries merged: it escaped the
+/// directory, and its silo deactivates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The grain.
+    pub grain: GrainId,
+    /// The activation to deactivate.
+    pub loser: ActivationAddress,
+    /// The registered activation.
+    pub winner: ActivationAddress,
+}
+
 /// A receiver's answer to a [`HandOff`] it took in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandOffAck {
@@ -42,22 +54,28 @@ pub struct HandOffAck {
     pub from: SiloAddress,
     /// The view version of the hand-off.
     pub version: TableVersion,
-    /// Entries that lost to an entry already held: `(grain, loser, winner)`. The loser's silo
-    /// deactivates it (it is a duplicate activation that escaped the directory).
-    pub duplicates: Vec<(GrainId, ActivationAddress, ActivationAddress)>,
+    /// Entries that lost to an entry already held.
+    pub duplicates: Vec<Duplicate>,
 }
 
 impl DirectoryPartition {
-    /// Enters `view` (ignored unless newer than the partition's). Returns whether it changed.
+    /// Enters `view`; `None` (and nothing changes) unless it is newer than the partition's.
     ///
+    /// `hosted` are this silo's own activations (from its catalog): those it owns in `view` are
+    /// registered here, as other silos' are sent here in their hand-offs, so entries lost with
+    /// a dead partition are rebuilt. Returns the hosted activations that lost to a held entry.
     /// The silo then sends [`Self::handoffs`] and retries each until it is acknowledged.
-    pub fn handle_view_change(&mut self, view: &MembershipSnapshot) -> bool {
+    pub fn handle_view_change<'a>(
+        &mut self,
+        view: &MembershipSnapshot,
+        hosted: impl IntoIterator<Item = (&'a GrainId, &'a ActivationAddress)>,
+    ) -> Option<Vec<Duplicate>> {
         if view.version <= self.version() || self.stopped {
-            return false;
+            return None;
         }
         if view.is_dead(&self.me) {
             self.handle_stop();
-            return true;
+            return Some(Vec::new());
         }
         let ring = DirectoryRing::new(view, self.virtual_nodes);
         let live = |a: &ActivationAddress| !view.is_dead(&a.silo);
@@ -98,8 +116,9 @@ impl DirectoryPartition {
         self.view = view.clone();
         self.since_settled.push(ring.clone());
         self.ring = ring;
+        let duplicates = self.merge(hosted.into_iter().map(|(g, a)| (g.clone(), *a)));
         self.settle_if_complete();
-        true
+        Some(duplicates)
     }
 
     /// The hand-offs still unacknowledged in the current view, one per receiver: its set-aside
@@ -146,16 +165,7 @@ impl DirectoryPartition {
                 partition,
             });
         }
-        let mut duplicates = Vec::new();
-        for (grain, address) in handoff.entries {
-            if self.view.is_dead(&address.silo) || self.ring.owner(&grain) != Some(self.me) {
-                continue;
-            }
-            let winner = *self.entries.entry(grain.clone()).or_insert(address);
-            if winner != address {
-                duplicates.push((grain, address, winner));
-            }
-        }
+        let duplicates = self.merge(handoff.entries);
         self.awaiting.remove(&handoff.from);
         self.settle_if_complete();
         Ok(HandOffAck {
@@ -178,6 +188,28 @@ impl DirectoryPartition {
     /// Silos whose hand-off into the current view has not arrived.
     pub fn awaiting(&self) -> impl Iterator<Item = &SiloAddress> {
         self.awaiting.iter()
+    }
+
+    // First-wins merge of entries this partition owns; entries on dead silos are dropped.
+    fn merge(
+        &mut self,
+        entries: impl IntoIterator<Item = (GrainId, ActivationAddress)>,
+    ) -> Vec<Duplicate> {
+        let mut duplicates = Vec::new();
+        for (grain, address) in entries {
+            if self.view.is_dead(&address.silo) || self.ring.owner(&grain) != Some(self.me) {
+                continue;
+            }
+            let winner = *self.entries.entry(grain.clone()).or_insert(address);
+            if winner != address {
+                duplicates.push(Duplicate {
+                    grain,
+                    loser: address,
+                    winner,
+                });
+            }
+        }
+        duplicates
     }
 
     fn settle_if_complete(&mut self) {

@@ -46,7 +46,7 @@ pub use cache::DirectoryCache;
 pub use config::MembershipConfig;
 pub use directory_error::{DirectoryError, DirectoryRetry};
 pub use driver::MembershipError;
-pub use handoff::{HandOff, HandOffAck};
+pub use handoff::{Duplicate, HandOff, HandOffAck};
 pub use memory::InMemoryMembershipTable;
 pub use oracle::{MembershipAction, MembershipOracle, StopReason};
 pub use partition::{DirectoryPartition, Registration};

@@ -14,9 +14,9 @@ use silica_grains::placement::SiloAddress;
 use silica_grains::{GrainId, GrainType};
 use silica_silo::cluster::{
     ActivationAddress, ActivationId, DEFAULT_DIRECTORY_VIRTUAL_NODES, DirectoryCache,
-    DirectoryError, DirectoryPartition, DirectoryRetry, InMemoryMembershipTable, MembershipConfig,
-    MembershipOracle, MembershipSnapshot, MembershipTable, Registration, SiloStatus, StopReason,
-    driver,
+    DirectoryError, DirectoryPartition, DirectoryRetry, Duplicate, InMemoryMembershipTable,
+    MembershipConfig, MembershipOracle, MembershipSnapshot, MembershipTable, Registration,
+    SiloStatus, StopReason, driver,
 };
 
 /// Runs a future that must complete on its first poll (the in-memory table never waits).
@@ -100,6 +100,8 @@ pub(crate) enum CallOutcome {
     OwnerUnreachable(SiloAddress),
     /// The calling silo is not serving.
     CallerDown,
+    /// The registered activation is gone; its entry was dropped and the caller retries.
+    ForwardMissed(ActivationAddress),
 }
 
 /// Several silos over one in-memory table.
@@ -116,7 +118,7 @@ pub(crate) struct Cluster {
     blocked: BTreeSet<(usize, usize)>,
     next_activation: u64,
     /// Duplicates reported by hand-off merges (must stay empty).
-    pub(crate) duplicates: Vec<(GrainId, ActivationAddress, ActivationAddress)>,
+    pub(crate) duplicates: Vec<Duplicate>,
 }
 
 impl Cluster {
@@ -207,7 +209,9 @@ impl Cluster {
             return;
         }
         let view = silo.oracle.view().clone();
-        silo.partition.handle_view_change(&view);
+        if let Some(duplicates) = silo.partition.handle_view_change(&view, &silo.hosted) {
+            self.duplicates.extend(duplicates);
+        }
         silo.cache.handle_view_change(&view);
     }
 
@@ -235,9 +239,7 @@ impl Cluster {
                 };
                 if let Ok(ack) = self.silos[j].partition.handle_handoff(handoff) {
                     self.silos[i].partition.handle_handoff_ack(&ack);
-                    for (grain, loser, winner) in ack.duplicates {
-                        self.duplicates.push((grain, loser, winner));
-                    }
+                    self.duplicates.extend(ack.duplicates);
                 }
             }
         }
@@ -258,7 +260,30 @@ impl Cluster {
                 return;
             }
         }
-        panic!("cluster did not settle: {:#?}", self.silos);
+        let state: Vec<String> = self
+            .silos
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} running={} stopped={:?} status={:?} view={} settled={} awaiting={:?}",
+                    s.address,
+                    s.running,
+                    s.stopped,
+                    s.oracle.my_status(),
+                    s.partition.version(),
+                    s.partition.is_settled(),
+                    s.partition
+                        .awaiting()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                )
+            })
+            .collect();
+        panic!(
+            "cluster did not settle at {:?}:\n{}",
+            self.table_view().version,
+            state.join("\n")
+        );
     }
 
     /// One probe round: the clock advances one probe period, every up silo probes its targets
@@ -281,6 +306,53 @@ impl Cluster {
             let silo = &mut self.silos[i];
             let _ = ready(driver::process_actions(&self.table, &mut silo.oracle));
         }
+    }
+
+    /// Silo `i` deactivates its activation of `grain` (idle collection) and unregisters it.
+    /// Returns whether the directory dropped the entry (it may refuse; then a later caller's
+    /// forward misses and drops it).
+    pub(crate) fn deactivate(&mut self, i: usize, grain: &GrainId) -> bool {
+        if !self.is_up(i) {
+            return false;
+        }
+        let Some(address) = self.silos[i].hosted.remove(grain) else {
+            return false;
+        };
+        let version = self.silos[i].partition.version();
+        let owner = self.silos[i].partition.ring().owner(grain);
+        let Some(o) = owner
+            .and_then(|o| self.index_of(o))
+            .filter(|&o| self.is_up(o))
+        else {
+            return false;
+        };
+        self.silos[o].partition.unregister(version, grain, address) == Ok(true)
+    }
+
+    /// Calls `grain` from silo `from` until it resolves, settling the cluster between tries.
+    pub(crate) fn call_until_done(&mut self, from: usize, grain: &GrainId) -> ActivationAddress {
+        for _ in 0..8 {
+            if let CallOutcome::Done(a) = self.call(from, grain) {
+                return a;
+            }
+            self.settle();
+        }
+        panic!("call to {grain} from silo {from} never resolved");
+    }
+
+    /// Indices of the silos that run and have not stopped.
+    pub(crate) fn up_silos(&self) -> Vec<usize> {
+        (0..self.silos.len()).filter(|&i| self.is_up(i)).collect()
+    }
+
+    /// Table refreshes and probe rounds (as the membership task would run them) until every
+    /// killed silo is declared dead, then settle.
+    pub(crate) fn detect_and_settle(&mut self) {
+        for _ in 0..4 * self.config.num_missed_probes_limit {
+            self.refresh_all();
+            self.probe_round();
+        }
+        self.settle();
     }
 
     /// The table as it is now.
@@ -328,8 +400,16 @@ impl Cluster {
                 CallOutcome::Done(a)
             }
             Ok(Registration::Existing(winner)) => {
-                self.silos[from].cache.insert(grain.clone(), winner);
-                CallOutcome::Done(winner)
+                let alive = self.index_of(winner.silo).is_some_and(|s| {
+                    self.is_up(s) && self.silos[s].hosted.get(grain) == Some(&winner)
+                });
+                if alive {
+                    self.silos[from].cache.insert(grain.clone(), winner);
+                    return CallOutcome::Done(winner);
+                }
+                // The forward would miss: drop the stale entry so the retry can activate.
+                let _ = self.silos[o].partition.unregister(version, grain, winner);
+                CallOutcome::ForwardMissed(winner)
             }
             Err(e) => {
                 if e.action() == DirectoryRetry::RefreshView {
