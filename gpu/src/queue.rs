@@ -337,6 +337,27 @@ impl<R: GpuType> SubmitRing<R> {
         unsafe { read_wire(self.k2h_entry(t), seq_of(t), self.k2h_stride / 4) }
     }
 
+    /// Hints the CPU to fetch K2H entry `t`'s lines ahead of [`SubmitRing::k2h_read`]: the
+    /// completion thread's scan is bound by the latency of lines the GPU just wrote.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
+    pub(crate) fn k2h_prefetch(&self, t: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let entry = self.k2h_entry(t);
+            for off in (0..2 * self.k2h_stride).step_by(64) {
+                // SAFETY: a prefetch hint has no memory effects; the address is inside the
+                // entry (in bounds of the allocation); SSE is baseline on x86_64.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        entry.add(off).cast::<i8>(),
+                    )
+                };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = t;
+    }
+
     /// Whether K2H entry `t`'s last word is written (a cheap check before parking).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn k2h_ready(&self, t: u64) -> bool {

@@ -343,6 +343,7 @@ impl<K: Kernel> Watcher<K> {
             while end - head < 4096
                 && let Some(entry) = q.k2h_read(end)
             {
+                q.k2h_prefetch(end + 8);
                 done.push(entry);
                 end += 1;
             }
