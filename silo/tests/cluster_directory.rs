@@ -221,3 +221,38 @@ fn call_through_a_stale_cache_re_resolves() {
     assert_ne!(second, first);
     assert_eq!(second.silo, c.silos[1].address);
 }
+
+// Pins graceful leave: a silo moving to ShuttingDown owns no partition in the next view, hands
+// every entry it held to the new owners (the others wait for its hand-off), and the entries
+// still name the same activations, so no call sees a gap or a second activation.
+#[test]
+fn leaving_silo_hands_off_every_entry() {
+    let mut c = Cluster::with_silos(MembershipConfig::default(), 3);
+    let grains: Vec<_> = (0..120).map(grain).collect();
+    for (k, g) in grains.iter().enumerate() {
+        assert!(matches!(c.call(k % 3, g), CallOutcome::Done(_)));
+    }
+    let before: Vec<_> = grains.iter().map(|g| c.call_until_done(0, g)).collect();
+    let leaving = 2;
+    let now = c.now_ms;
+    let silo = &mut c.silos[leaving];
+    cluster_harness::ready(silica_silo::cluster::driver::set_status(
+        &c.table,
+        &mut silo.oracle,
+        silica_silo::cluster::SiloStatus::ShuttingDown,
+        now,
+    ))
+    .unwrap();
+    c.refresh_all();
+    assert!(
+        !c.silos[0].partition.is_settled(),
+        "waits for the leaving silo's hand-off"
+    );
+    c.settle();
+    assert_eq!(c.silos[leaving].partition.entries().count(), 0);
+    for (g, want) in grains.iter().zip(&before) {
+        assert_eq!(c.call_until_done(0, g), *want, "{g}");
+        assert_eq!(c.call_until_done(1, g), *want, "{g}");
+    }
+    c.assert_single_activation("after leave");
+}

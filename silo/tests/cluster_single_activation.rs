@@ -19,6 +19,8 @@ enum Op {
     Join,
     Restart(usize),
     Deactivate { silo: usize, grain: u64 },
+    Isolate(usize),
+    Heal,
 }
 
 const GRAINS: u64 = 12;
@@ -34,7 +36,9 @@ fn random_op(rng: &mut Rng) -> Op {
         85..=87 => Op::Kill(silo),
         88..=90 => Op::Join,
         91..=92 => Op::Restart(silo),
-        _ => Op::Deactivate { silo, grain },
+        93..=96 => Op::Deactivate { silo, grain },
+        97..=98 => Op::Isolate(silo),
+        _ => Op::Heal,
     }
 }
 
@@ -48,6 +52,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Join),
         1 => (0..16usize).prop_map(Op::Restart),
         1 => (0..16usize, 0..GRAINS).prop_map(|(silo, grain)| Op::Deactivate { silo, grain }),
+        1 => (0..16usize).prop_map(Op::Isolate),
+        1 => Just(Op::Heal),
     ]
 }
 
@@ -97,6 +103,14 @@ fn apply(c: &mut Cluster, op: &Op, next_port: &mut u16) {
         Op::Deactivate { silo, grain: g } => {
             c.deactivate(silo % n, &grain(g));
         }
+        Op::Isolate(i) => {
+            for j in 0..n {
+                if j != i % n {
+                    c.partition_probes(i % n, j);
+                }
+            }
+        }
+        Op::Heal => c.heal(),
     }
 }
 
@@ -110,6 +124,7 @@ fn run_schedule(ops: &[Op]) {
         apply(&mut c, op, &mut next_port);
         c.assert_single_activation(&format!("step {step} {op:?}"));
     }
+    c.heal();
     c.detect_and_settle();
     for g in (0..GRAINS).map(grain) {
         let answers: Vec<_> = c
@@ -139,7 +154,8 @@ fn racing_first_calls_keep_single_activation() {
 }
 
 // Pins single activation under membership changes: joins, kills, restarts (supersession),
-// probe rounds and deactivations interleaved with calls and refreshes at random.
+// probe partitions (false death declarations), probe rounds and deactivations interleaved with
+// calls and refreshes at random.
 #[test]
 fn membership_changes_keep_single_activation() {
     for seed in seeds(0x5111_cb00, 60) {

@@ -111,7 +111,12 @@ impl DirectoryPartition {
                 .map(|e| e.silo)
                 .collect()
         };
-        self.awaiting = others(|s| matches!(s, SiloStatus::Active | SiloStatus::ShuttingDown));
+        // Only an active silo owns entries, so only it waits for hand-offs (and gets them).
+        self.awaiting = if view.status(&self.me) == Some(SiloStatus::Active) {
+            others(|s| matches!(s, SiloStatus::Active | SiloStatus::ShuttingDown))
+        } else {
+            Default::default()
+        };
         self.unacked = others(|s| s == SiloStatus::Active);
         self.view = view.clone();
         self.since_settled.push(ring.clone());

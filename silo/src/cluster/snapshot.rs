@@ -142,3 +142,17 @@ impl MembershipSnapshot {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SiloStatus::*;
+
+    // Pins the status order the table enforces: forward only, Dead final.
+    #[test]
+    fn status_moves_forward_only() {
+        assert!(Joining.can_become(Active) && Active.can_become(ShuttingDown));
+        assert!(Joining.can_become(Dead) && ShuttingDown.can_become(Dead));
+        assert!(Active.can_become(Active));
+        assert!(!Active.can_become(Joining) && !Dead.can_become(Active));
+    }
+}
