@@ -4,8 +4,8 @@ mod cluster_harness;
 
 use cluster_harness::{addr, ready};
 use silica_silo::cluster::{
-    InMemoryMembershipTable, MembershipEntry, MembershipTable, SiloStatus, TableVersion,
-    conformance,
+    InMemoryMembershipTable, MembershipConfig, MembershipEntry, MembershipOracle, MembershipTable,
+    SiloStatus, TableVersion, conformance, driver,
 };
 
 // Pins that the in-memory table meets the whole `MembershipTable` contract (the same suite the
@@ -27,11 +27,15 @@ fn clones_share_one_table() {
     assert_eq!(seen.entry(&row.silo), Some(&row));
 }
 
-// Pins that the table's futures are Send, so the silo can drive them from spawned tasks.
+// Pins that the table's and the driver's futures are Send, so the silo can run them on
+// spawned tasks.
 #[test]
 fn table_futures_are_send() {
     fn is_send<T: Send>(_: &T) {}
     let table = InMemoryMembershipTable::new();
     is_send(&table.read_all());
     is_send(&table.update_i_am_alive(addr(1, 1), 0));
+    let mut oracle = MembershipOracle::new(addr(1, 1), MembershipConfig::default());
+    is_send(&driver::join(&table, &mut oracle, 0));
+    is_send(&driver::process_actions(&table, &mut oracle));
 }

@@ -37,35 +37,56 @@ pub async fn refresh(
     Ok(oracle.handle_snapshot(snapshot))
 }
 
-// What one attempt of a step did.
-enum Step {
-    // Wrote its final row.
-    Done,
-    // Found nothing to write.
-    Nothing,
-    // Wrote one row of several; go on from a fresh read.
-    More,
+// One conditional write a step decided on, and whether more writes follow it.
+struct Write {
+    row: MembershipEntry,
+    insert: bool,
+    more: bool,
 }
 
-// Runs `step` on fresh reads until it is done, has nothing to write, or attempts run out.
-// Returns whether it wrote anything.
+impl Write {
+    fn update(row: MembershipEntry) -> Self {
+        Self {
+            row,
+            insert: false,
+            more: false,
+        }
+    }
+}
+
+// Runs `plan` on fresh reads and applies its write, conditional on the read's version, until
+// it has nothing more to write or attempts run out. Returns whether it wrote anything.
+//
+// The planner is a plain closure (decisions are pure) so the returned future stays `Send`;
+// async closures would make it lifetime-generic and lose that.
 async fn with_retries<T: MembershipTable>(
     table: &T,
     oracle: &mut MembershipOracle,
-    mut step: impl AsyncFnMut(&T, &MembershipOracle) -> Result<Step, MembershipTableError>,
+    mut plan: impl FnMut(&MembershipOracle) -> Result<Option<Write>, MembershipTableError>,
 ) -> Result<bool, MembershipError> {
-    let mut wrote = false;
     let attempts = oracle.config().max_write_attempts;
+    let mut wrote = false;
     for _ in 0..attempts {
         refresh(table, oracle).await?;
         if let Some(reason) = oracle.stop_decision() {
             return Err(MembershipError::Stopped(reason));
         }
-        match step(table, oracle).await {
-            Ok(Step::More) => wrote = true,
-            Ok(done) => {
-                refresh(table, oracle).await?;
-                return Ok(wrote || matches!(done, Step::Done));
+        let Some(write) = plan(oracle)? else {
+            return Ok(wrote);
+        };
+        let expected = oracle.view().version;
+        let result = if write.insert {
+            table.insert_row(write.row, expected).await
+        } else {
+            table.update_row(write.row, expected).await
+        };
+        match result {
+            Ok(_) => {
+                wrote = true;
+                if !write.more {
+                    refresh(table, oracle).await?;
+                    return Ok(true);
+                }
             }
             Err(MembershipTableError::VersionMismatch { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -83,22 +104,27 @@ pub async fn join(
     now_ms: u64,
 ) -> Result<(), MembershipError> {
     let me = oracle.me();
-    with_retries(table, oracle, async |table, oracle| {
+    with_retries(table, oracle, |oracle| {
         let view = oracle.view();
         if view.entry(&me).is_some() {
-            return Ok(Step::Nothing);
+            return Ok(None);
         }
-        // A newer generation is caught by the oracle on the retry's read (Superseded).
+        // A newer generation is caught by the oracle on the next read (Superseded).
         let superseded = plan_supersession(view, me).unwrap_or_default();
-        if let Some(old) = superseded.into_iter().next() {
-            // One row per write (the trait has no multi-row transaction); the next attempt
-            // re-reads and goes on with the rest.
-            table.update_row(old, view.version).await?;
-            return Ok(Step::More);
-        }
-        let row = MembershipEntry::new(me, SiloStatus::Joining, now_ms);
-        table.insert_row(row, view.version).await?;
-        Ok(Step::Done)
+        // One row per write (the trait has no multi-row transaction); the next attempt
+        // re-reads and goes on with the rest, then inserts.
+        Ok(Some(match superseded.into_iter().next() {
+            Some(old) => Write {
+                row: old,
+                insert: false,
+                more: true,
+            },
+            None => Write {
+                row: MembershipEntry::new(me, SiloStatus::Joining, now_ms),
+                insert: true,
+                more: false,
+            },
+        }))
     })
     .await
     .map(drop)
@@ -113,19 +139,18 @@ pub async fn set_status(
     now_ms: u64,
 ) -> Result<(), MembershipError> {
     let me = oracle.me();
-    with_retries(table, oracle, async |table, oracle| {
-        let view = oracle.view();
-        let Some(row) = view.entry(&me) else {
-            return Err(MembershipTableError::NotFound(me));
-        };
+    with_retries(table, oracle, |oracle| {
+        let row = oracle
+            .view()
+            .entry(&me)
+            .ok_or(MembershipTableError::NotFound(me))?;
         if row.status == status {
-            return Ok(Step::Nothing);
+            return Ok(None);
         }
         let mut row = row.clone();
         row.status = status;
         row.i_am_alive_ms = row.i_am_alive_ms.max(now_ms);
-        table.update_row(row, view.version).await?;
-        Ok(Step::Done)
+        Ok(Some(Write::update(row)))
     })
     .await
     .map(drop)
@@ -140,13 +165,9 @@ pub async fn suspect(
     now_ms: u64,
 ) -> Result<bool, MembershipError> {
     let me = oracle.me();
-    with_retries(table, oracle, async |table, oracle| {
-        let view = oracle.view();
-        let Some(row) = plan_suspicion(view, me, suspect, now_ms, oracle.config()) else {
-            return Ok(Step::Nothing);
-        };
-        table.update_row(row, view.version).await?;
-        Ok(Step::Done)
+    with_retries(table, oracle, |oracle| {
+        let row = plan_suspicion(oracle.view(), me, suspect, now_ms, oracle.config());
+        Ok(row.map(Write::update))
     })
     .await?;
     Ok(oracle.view().is_dead(&suspect))
