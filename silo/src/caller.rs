@@ -29,6 +29,11 @@ pub(crate) fn in_turn<F: std::future::Future>(
     TURN.scope(scope, future)
 }
 
+/// Runs `f` (a synchronous poll of a turn) as part of the turn `scope`.
+pub(crate) fn in_turn_sync<R>(scope: TurnScope, f: impl FnOnce() -> R) -> R {
+    TURN.sync_scope(scope, f)
+}
+
 /// The chain for a call made now: empty outside any turn; the running turn's chain extended
 /// with the running grain inside one. Built only when a grain calls out, not on every turn.
 pub(crate) fn chain_for_outgoing_call() -> CallChain {

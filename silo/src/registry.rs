@@ -8,7 +8,9 @@ use silica_grains::{
     Grain, GrainId, GrainOptions, GrainReference, GrainType, Interleave, MethodInfo,
 };
 
-use crate::activation::{self, ActivationHandle};
+use silica_client::Envelope;
+
+use crate::activation::{self, ActivationHandle, Answered};
 use crate::runtime::SiloInner;
 
 /// One registered grain type, with the grain type erased.
@@ -17,6 +19,15 @@ pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
     fn interface(&self) -> &'static str;
     /// The interface's methods.
     fn methods(&self) -> &'static [MethodInfo];
+    /// Runs the call on the caller's thread if the activation is idle (see `activation::inline`);
+    /// gives the envelope back if it is not.
+    fn try_inline(
+        &self,
+        handle: &ActivationHandle,
+        envelope: Envelope,
+        kind: Interleave,
+        max_result_bytes: usize,
+    ) -> Result<Answered, Envelope>;
     /// Starts an activation task for `id` and returns its handle.
     fn spawn(
         &self,
@@ -62,6 +73,16 @@ impl<G: Grain> GrainTypeHandler for TypedHandler<G> {
 
     fn methods(&self) -> &'static [MethodInfo] {
         <G::Interface as GrainReference>::METHODS
+    }
+
+    fn try_inline(
+        &self,
+        handle: &ActivationHandle,
+        envelope: Envelope,
+        kind: Interleave,
+        max_result_bytes: usize,
+    ) -> Result<Answered, Envelope> {
+        activation::try_inline::<G>(handle, envelope, kind, max_result_bytes)
     }
 
     fn spawn(

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::activation::Call;
+use crate::activation::{Answered, Call};
 use crate::caller::chain_for_outgoing_call;
 use crate::catalog::Catalog;
 use crate::config::SiloConfig;
@@ -139,7 +139,10 @@ impl SiloInner {
         let timeout = envelope.timeout;
         let routed = self.route(envelope);
         async move {
-            let answer = routed?;
+            let answer = match routed? {
+                Answered::Ready(result) => return result,
+                Answered::Waiting(answer) => answer,
+            };
             let answered = async {
                 match answer.await {
                     Ok(result) => result,
@@ -156,7 +159,7 @@ impl SiloInner {
     }
 
     /// Checks `envelope` and hands it to its activation.
-    fn route(self: &Arc<Self>, envelope: Envelope) -> Result<Answer, CallError> {
+    fn route(self: &Arc<Self>, envelope: Envelope) -> Result<Answered, CallError> {
         match self.lifecycle() {
             Lifecycle::Running => {}
             Lifecycle::ShuttingDown if !envelope.chain.is_empty() => {}
@@ -184,32 +187,41 @@ impl SiloInner {
                 chain: envelope.chain.ids_then(&envelope.target),
             });
         }
-        let (reply, answer) = oneshot::channel();
-        let mut call = Box::new(Call {
-            envelope,
-            kind,
-            reply,
-        });
         // A send fails only if the activation has just gone; its successor, found by routing
         // again, already holds every call that was sent to the old one, so order is kept.
+        let mut envelope = envelope;
         loop {
             let handle = self
                 .catalog
-                .activation_for(&call.envelope.target, self, registration);
+                .activation_for(&envelope.target, self, registration);
             if handle.queue_depth() >= self.config.max_queued_calls {
                 return Err(CallError::rejected(
                     RejectCode::Overloaded,
                     format!(
                         "{} has {} calls queued (limit {})",
-                        call.envelope.target,
+                        envelope.target,
                         handle.queue_depth(),
                         self.config.max_queued_calls
                     ),
                 ));
             }
+            let limit = self.config.max_message_bytes;
+            envelope = match registration
+                .handler
+                .try_inline(&handle, envelope, kind, limit)
+            {
+                Ok(answered) => return Ok(answered),
+                Err(envelope) => envelope,
+            };
+            let (reply, answer) = oneshot::channel();
+            let call = Box::new(Call {
+                envelope,
+                kind,
+                reply,
+            });
             match handle.send(call) {
-                Ok(()) => return Ok(answer),
-                Err(returned) => call = returned,
+                Ok(()) => return Ok(Answered::Waiting(answer)),
+                Err(returned) => envelope = returned.envelope,
             }
         }
     }
@@ -259,8 +271,6 @@ pub(crate) fn too_large(what: &str, len: usize, max: usize) -> CallError {
         format!("{what} of {len} bytes exceed the limit of {max} bytes"),
     )
 }
-
-type Answer = oneshot::Receiver<Result<Vec<u8>, CallError>>;
 
 /// The invoker behind references made on a silo.
 pub(crate) struct SiloInvoker {

@@ -7,6 +7,12 @@
 //! its successor under the catalog's lock): sends fail and the sender routes again, finding the
 //! successor with those calls already queued, so no caller's calls are reordered or lost.
 //!
+//! The mailbox also decides when a caller may run a turn *inline*, on its own thread, instead of
+//! waking the activation task (see `inline`): only while the task is parked on an empty, open
+//! mailbox and no other inline turn runs. A message that arrives meanwhile queues as usual and
+//! the task is woken when the inline turn ends; an inline turn that cannot finish at once is
+//! handed to the task at the front of the queue, since it is the oldest message.
+//!
 //! Tokio's mpsc channels reserve cache-padded counters and a 32-slot block per channel, over
 //! a kilobyte for every activation, idle or not; a million idle activations must fit in a GiB
 //! (DESIGN §4 L3). This queue is a mutex-guarded `VecDeque` (empty until used) plus the
@@ -26,6 +32,10 @@ struct State {
     phase: Phase,
     /// Calls that arrived while closing, for the successor.
     held_back: VecDeque<Message>,
+    /// The activation task is parked in `recv` on an empty mailbox.
+    task_parked: bool,
+    /// A caller is running a turn inline.
+    inline: bool,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +80,16 @@ impl Mailbox {
     pub(crate) async fn recv(&self) -> Option<Message> {
         poll_fn(|cx| {
             let mut state = self.lock();
-            if let Some(message) = state.queue.pop_front() {
-                return Poll::Ready(Some(message));
+            if !state.inline {
+                if let Some(message) = state.queue.pop_front() {
+                    state.task_parked = false;
+                    return Poll::Ready(Some(message));
+                }
+                if state.phase != Phase::Open {
+                    return Poll::Ready(None);
+                }
             }
-            if state.phase != Phase::Open {
-                return Poll::Ready(None);
-            }
+            state.task_parked = true;
             match &mut state.receiver {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 slot => *slot = Some(cx.waker().clone()),
@@ -83,6 +97,48 @@ impl Mailbox {
             Poll::Pending
         })
         .await
+    }
+
+    /// Claims the right to run a turn inline: only while the task is parked on an empty, open
+    /// mailbox and no other inline turn runs. Release with `release_inline` or `hand_over`.
+    pub(crate) fn try_claim_inline(&self) -> bool {
+        let mut state = self.lock();
+        let free = state.phase == Phase::Open
+            && state.task_parked
+            && !state.inline
+            && state.queue.is_empty();
+        state.inline |= free;
+        free
+    }
+
+    /// Ends an inline turn; wakes the task if messages arrived meanwhile.
+    pub(crate) fn release_inline(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.inline = false;
+            if state.queue.is_empty() {
+                None
+            } else {
+                state.receiver.take()
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ends an inline turn that could not finish at once by giving the task `resume` to finish
+    /// it, ahead of everything queued (it is the oldest message).
+    pub(crate) fn hand_over(&self, resume: Message) {
+        let waker = {
+            let mut state = self.lock();
+            state.inline = false;
+            state.queue.push_front(resume);
+            state.receiver.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Starts closing: queued messages can still be received, new calls are held back.

@@ -5,19 +5,26 @@
 //! - `mailbox`: the activation's FIFO queue.
 //! - `turns`: the activation task: turn-based execution, interleaving, panics, deactivation.
 //! - `timers`: grain timers, delivered as turns through the mailbox.
+//! - `inline`: running a turn on the caller's thread when the activation is idle.
 
+mod inline;
 mod mailbox;
 mod timers;
 mod turns;
 
+pub(crate) use inline::{Answered, try_inline};
+
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use silica_client::Envelope;
 use silica_grains::context::ActivationRuntime;
 use silica_grains::context::TimerRegistration;
-use silica_grains::{CallError, DeactivationReason, Grain, GrainContext, GrainId, Interleave};
+use silica_grains::{
+    BoxFuture, CallError, DeactivationReason, Grain, GrainContext, GrainId, Interleave,
+};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
@@ -44,11 +51,21 @@ pub(crate) enum Message {
     AddTimer(Box<TimerRegistration>),
     /// End the activation once the messages before this one are done.
     Deactivate(DeactivationReason),
+    /// An inline turn that did not finish at once: the task runs it to the end; it resolves
+    /// with the grain instance it borrowed, or `None` if the turn panicked.
+    Resume(BoxFuture<'static, Option<Box<dyn Any + Send>>>),
+    /// An inline turn panicked and dropped the instance: the task drops its timers too.
+    InstanceLost,
 }
 
 /// The catalog's handle on a running activation.
 pub(crate) struct ActivationHandle {
+    /// The grain's id (shared with the catalog key and the context).
+    pub(crate) id: Arc<GrainId>,
     pub(crate) mailbox: Mailbox,
+    /// The grain instance while no turn runs; whoever runs a turn (the task, or a caller inline)
+    /// takes it out and puts it back. `None` before activation and after a panic.
+    grain: Mutex<Option<Box<dyn Any + Send>>>,
     /// Calls sent and not yet answered: the activation's queue depth.
     pub(crate) in_flight: AtomicUsize,
     /// Set once shutdown or the idle collector has asked this activation to deactivate.
@@ -87,6 +104,22 @@ impl ActivationHandle {
         }
     }
 
+    /// Takes the grain instance out for a turn.
+    pub(crate) fn take_grain<G: Grain>(&self) -> Option<Box<G>> {
+        let grain = self
+            .grain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        // Only `put_grain::<G>` stores here, for the one grain type of this activation.
+        grain.downcast::<G>().ok()
+    }
+
+    /// Puts the grain instance back after a turn.
+    pub(crate) fn put_grain<G: Grain>(&self, grain: Box<G>) {
+        *self.grain.lock().unwrap_or_else(|e| e.into_inner()) = Some(grain);
+    }
+
     /// Calls queued or running on this activation.
     pub(crate) fn queue_depth(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -111,7 +144,9 @@ pub(crate) fn spawn<G: Grain>(
     registration: Arc<Registration>,
 ) -> Arc<ActivationHandle> {
     let handle = Arc::new(ActivationHandle {
+        id: id.clone(),
         mailbox: Mailbox::default(),
+        grain: Mutex::new(None),
         in_flight: AtomicUsize::new(0),
         deactivation_sent: AtomicBool::new(false),
         active: AtomicBool::new(true),

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use silica_client::CallChain;
+use silica_grains::BoxFuture;
 use silica_grains::grain::Dispatched;
 use silica_grains::{
     CallError, DeactivationReason, Grain, GrainContext, GrainId, InterfaceDispatch, Interleave,
@@ -34,8 +35,6 @@ pub(super) struct Activation<G: Grain> {
     context: GrainContext,
     silo: Arc<SiloInner>,
     registration: Arc<Registration>,
-    /// `None` before the first call, and after a panic dropped the instance.
-    grain: Option<G>,
     /// Made with the first timer: most grains never register one.
     timers: Option<Box<Timers<G>>>,
     /// Messages taken from the mailbox during an interleaving phase that could not join it;
@@ -63,7 +62,6 @@ impl<G: Grain> Activation<G> {
             context,
             silo,
             registration,
-            grain: None,
             timers: None,
             held_back: VecDeque::new(),
         }
@@ -107,7 +105,19 @@ impl<G: Grain> Activation<G> {
                     })
                     .add(*timer),
                 Message::Deactivate(reason) => return Some(reason),
+                Message::Resume(turn) => self.resume(turn).await,
+                Message::InstanceLost => self.drop_instance(),
             }
+        }
+    }
+
+    /// Finishes an inline turn that did not complete on the caller's thread.
+    async fn resume(&mut self, turn: BoxFuture<'static, Option<Box<dyn Any + Send>>>) {
+        let grain = turn.await.and_then(|grain| grain.downcast::<G>().ok());
+        self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match grain {
+            Some(grain) => self.handle.put_grain(grain),
+            None => self.drop_instance(),
         }
     }
 
@@ -127,7 +137,7 @@ impl<G: Grain> Activation<G> {
             }
         }
         let scope = self.own_turn();
-        if let Some(grain) = self.grain.as_mut()
+        if let Some(mut grain) = self.handle.take_grain::<G>()
             && guarded(|| in_turn(scope, grain.on_deactivate(reason)))
                 .await
                 .is_err()
@@ -139,36 +149,38 @@ impl<G: Grain> Activation<G> {
     /// Runs a call (and, for `&self` calls, everything that may interleave with it). Returns a
     /// message taken from the mailbox that could not join the phase and must run next.
     async fn call(&mut self, call: Box<Call>) {
-        if self.grain.is_none() && !Box::pin(self.activate(&call)).await {
-            self.answer(call, Err(activation_failed()));
-            return;
+        let grain = match self.handle.take_grain::<G>() {
+            Some(grain) => grain,
+            None => match Box::pin(self.activate(&call)).await {
+                Some(grain) => grain,
+                None => return self.answer(call, Err(activation_failed())),
+            },
+        };
+        if call.kind != Interleave::Exclusive {
+            return Box::pin(self.interleave(grain, call)).await;
         }
-        if call.kind == Interleave::Exclusive {
-            let grain = self.grain.as_mut().expect("ensured above");
-            let dispatched = decode_guarded(|| {
-                <G::Interface as InterfaceDispatch<G>>::dispatch_mut(
-                    grain,
-                    &call.envelope.method,
-                    &call.envelope.args,
-                )
-            });
-            // Boxed so the idle task does not carry the state of a running call.
-            let limit = self.silo.config.max_message_bytes;
-            if Box::pin(execute(dispatched, call, &self.id, &self.handle, limit))
-                .await
-                .panicked
-            {
-                self.drop_instance();
-            }
-            return;
+        let mut grain = grain;
+        let instance: &mut G = &mut grain;
+        let (method, args) = (&call.envelope.method, &call.envelope.args);
+        let dispatched = decode_guarded(move || {
+            let instance = instance;
+            <G::Interface as InterfaceDispatch<G>>::dispatch_mut(instance, method, args)
+        });
+        // Boxed so the idle task does not carry the state of a running call.
+        let limit = self.silo.config.max_message_bytes;
+        let outcome = Box::pin(execute(dispatched, call, &self.id, &self.handle, limit)).await;
+        if outcome.panicked {
+            drop(grain);
+            self.drop_instance();
+        } else {
+            self.handle.put_grain(grain);
         }
-        Box::pin(self.interleave(call)).await
     }
 
     /// An interleaving phase, started by `first`.
-    async fn interleave(&mut self, first: Box<Call>) {
+    async fn interleave(&mut self, instance: Box<G>, first: Box<Call>) {
         let reentrant = self.registration.options.reentrant;
-        let grain = self.grain.as_ref().expect("ensured by the caller");
+        let grain: &G = &instance;
         let (id, handle, held_back) = (&self.id, &self.handle, &mut self.held_back);
         let limit = self.silo.config.max_message_bytes;
         let mut running_kinds: HashMap<Interleave, usize> = HashMap::new();
@@ -214,33 +226,36 @@ impl<G: Grain> Activation<G> {
         }
         drop(running);
         if panicked {
+            drop(instance);
             self.drop_instance();
+        } else {
+            self.handle.put_grain(instance);
         }
     }
 
     async fn tick(&mut self, timer: u64) {
         let scope = self.own_turn();
-        if run_tick(
-            self.grain.as_mut(),
-            self.timers.as_deref_mut(),
-            timer,
-            scope,
-        )
-        .await
-        {
+        let Some(mut grain) = self.handle.take_grain::<G>() else {
+            return;
+        };
+        if run_tick(&mut *grain, self.timers.as_deref_mut(), timer, scope).await {
             tracing::error!(grain = %self.id, timer, "timer callback panicked; dropping the activation's instance");
+            drop(grain);
             self.drop_instance();
+        } else {
+            self.handle.put_grain(grain);
         }
     }
 
-    /// Creates the grain instance. False if creation or `on_activate` failed; the next call
-    /// tries again with a fresh instance.
-    async fn activate(&mut self, call: &Call) -> bool {
+    /// Creates the grain instance; `None` if creation or `on_activate` failed (the next call
+    /// tries again with a fresh instance).
+    async fn activate(&mut self, call: &Call) -> Option<Box<G>> {
         let context = self.context.clone();
-        let Ok(mut grain) = std::panic::catch_unwind(AssertUnwindSafe(|| G::create(&context)))
+        let Ok(mut grain) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| Box::new(G::create(&context))))
         else {
             tracing::error!(grain = %self.id, "Grain::create panicked");
-            return false;
+            return None;
         };
         let scope = TurnScope {
             parent: call.envelope.chain.clone(),
@@ -248,17 +263,14 @@ impl<G: Grain> Activation<G> {
             turn: Interleave::Exclusive,
         };
         match guarded(|| in_turn(scope, grain.on_activate())).await {
-            Ok(Ok(())) => {
-                self.grain = Some(grain);
-                true
-            }
+            Ok(Ok(())) => Some(grain),
             Ok(Err(error)) => {
                 tracing::warn!(grain = %self.id, %error, "on_activate failed");
-                false
+                None
             }
             Err(_) => {
                 tracing::error!(grain = %self.id, "on_activate panicked");
-                false
+                None
             }
         }
     }
@@ -273,9 +285,10 @@ impl<G: Grain> Activation<G> {
         }
     }
 
-    /// Drops the current instance after a panic; its timers go with it.
+    /// Forgets the current instance after a panic (the turn that panicked dropped it); its
+    /// timers go with it.
     fn drop_instance(&mut self) {
-        self.grain = None;
+        drop(self.handle.take_grain::<G>());
         if let Some(timers) = self.timers.as_mut() {
             timers.cancel_all();
         }
@@ -309,12 +322,12 @@ impl Drop for ExitGuard {
 
 /// Runs a due timer's callback as a turn; true if it panicked.
 async fn run_tick<G: Grain>(
-    grain: Option<&mut G>,
+    grain: &mut G,
     timers: Option<&mut Timers<G>>,
     timer: u64,
     scope: TurnScope,
 ) -> bool {
-    let (Some(grain), Some(timers)) = (grain, timers) else {
+    let Some(timers) = timers else {
         return false;
     };
     // Moving the borrows into the closure body makes it `FnOnce`, so the future may keep them.
@@ -332,6 +345,21 @@ async fn run_tick<G: Grain>(
     }
 }
 
+/// Refuses a result over the message size limit.
+pub(super) fn limit_result(
+    result: Result<Vec<u8>, CallError>,
+    max_result_bytes: usize,
+) -> Result<Vec<u8>, CallError> {
+    match result {
+        Ok(bytes) if bytes.len() > max_result_bytes => Err(crate::runtime::too_large(
+            "the result",
+            bytes.len(),
+            max_result_bytes,
+        )),
+        other => other,
+    }
+}
+
 /// Builds a future with `make` and runs it, catching a panic in either step.
 async fn guarded<F: Future>(make: impl FnOnce() -> F) -> Result<F::Output, Box<dyn Any + Send>> {
     let future = std::panic::catch_unwind(AssertUnwindSafe(make))?;
@@ -340,7 +368,7 @@ async fn guarded<F: Future>(make: impl FnOnce() -> F) -> Result<F::Output, Box<d
 
 /// Runs a dispatcher's synchronous part (argument decoding, which runs user `Deserialize`
 /// code), turning a panic there into a rejection of the call.
-fn decode_guarded<'a>(dispatch: impl FnOnce() -> Dispatched<'a>) -> Dispatched<'a> {
+pub(super) fn decode_guarded<'a>(dispatch: impl FnOnce() -> Dispatched<'a>) -> Dispatched<'a> {
     std::panic::catch_unwind(AssertUnwindSafe(dispatch)).unwrap_or_else(|payload| {
         Err(CallError::rejected(
             RejectCode::BadArguments,
@@ -400,20 +428,13 @@ async fn execute<'a>(
             }
         }
     };
-    let result = match result {
-        Ok(bytes) if bytes.len() > max_result_bytes => Err(crate::runtime::too_large(
-            "the result",
-            bytes.len(),
-            max_result_bytes,
-        )),
-        other => other,
-    };
+    let result = limit_result(result, max_result_bytes);
     handle.in_flight.fetch_sub(1, Ordering::Relaxed);
     let _ = call.reply.send(result);
     Outcome { kind, panicked }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         (*message).to_owned()
     } else if let Some(message) = payload.downcast_ref::<String>() {
