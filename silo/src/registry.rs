@@ -21,6 +21,7 @@ pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
     fn methods(&self) -> &'static [MethodInfo];
     /// Runs the call on the caller's thread if the activation is idle (see `activation::inline`);
     /// gives the envelope back if it is not.
+    #[allow(clippy::result_large_err)] // the envelope comes back by value, see `try_inline`
     fn try_inline(
         &self,
         handle: &ActivationHandle,

@@ -33,18 +33,19 @@ pub(crate) enum Answered {
 type Turn<G> = Pin<Box<dyn Future<Output = (Box<G>, Result<Vec<u8>, CallError>)> + Send>>;
 
 /// Runs the call inline if the activation is idle and active; gives the envelope back if not.
+// The envelope comes back by value on the common "not idle" path; boxing it would allocate.
+#[allow(clippy::result_large_err)]
 pub(crate) fn try_inline<G: Grain>(
     handle: &ActivationHandle,
     envelope: Envelope,
     kind: Interleave,
     max_result_bytes: usize,
 ) -> Result<Answered, Envelope> {
-    if !handle.mailbox.try_claim_inline() {
+    let Some(grain) = handle.mailbox.try_claim_inline() else {
         return Err(envelope);
-    }
-    let Some(grain) = handle.take_grain::<G>() else {
-        handle.mailbox.release_inline();
-        return Err(envelope);
+    };
+    let Ok(grain) = grain.downcast::<G>() else {
+        unreachable!("an activation only ever holds instances of its own grain type");
     };
     handle.active.store(true, Ordering::Relaxed);
     let scope = TurnScope {
@@ -60,8 +61,7 @@ pub(crate) fn try_inline<G: Grain>(
     }));
     match first_poll {
         Ok(Poll::Ready((grain, result))) => {
-            handle.put_grain(grain);
-            handle.mailbox.release_inline();
+            handle.mailbox.release_inline(Some(grain));
             Ok(Answered::Ready(limit_result(result, max_result_bytes)))
         }
         Ok(Poll::Pending) => {
@@ -94,7 +94,7 @@ pub(crate) fn try_inline<G: Grain>(
             drop(turn);
             let message = panic_message(payload.as_ref());
             tracing::error!(grain = %handle.id, %message, "grain handler panicked");
-            handle.mailbox.release_inline();
+            handle.mailbox.release_inline(None);
             let _ = handle.mailbox.send(Message::InstanceLost);
             Ok(Answered::Ready(Err(CallError::GrainPanicked {
                 grain: (*handle.id).clone(),

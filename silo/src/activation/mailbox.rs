@@ -18,6 +18,7 @@
 //! (DESIGN §4 L3). This queue is a mutex-guarded `VecDeque` (empty until used) plus the
 //! receiver's waker. Critical sections are a push or a pop, so the lock is held for nanoseconds.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
@@ -36,6 +37,10 @@ struct State {
     task_parked: bool,
     /// A caller is running a turn inline.
     inline: bool,
+    /// The grain instance while no turn runs; whoever runs a turn takes it out and puts it
+    /// back. Kept under the mailbox's lock so claiming an inline turn and taking the instance
+    /// are one step. `None` before activation and after a panic.
+    grain: Option<Box<dyn Any + Send>>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -99,23 +104,48 @@ impl Mailbox {
         .await
     }
 
-    /// Claims the right to run a turn inline: only while the task is parked on an empty, open
-    /// mailbox and no other inline turn runs. Release with `release_inline` or `hand_over`.
-    pub(crate) fn try_claim_inline(&self) -> bool {
+    /// Claims an inline turn and takes the instance for it: only while the task is parked on an
+    /// empty, open mailbox, the instance is there, and no other inline turn runs. End the turn
+    /// with `release_inline` or `hand_over`.
+    pub(crate) fn try_claim_inline(&self) -> Option<Box<dyn Any + Send>> {
         let mut state = self.lock();
-        let free = state.phase == Phase::Open
-            && state.task_parked
-            && !state.inline
-            && state.queue.is_empty();
-        state.inline |= free;
-        free
+        if state.phase != Phase::Open
+            || !state.task_parked
+            || state.inline
+            || !state.queue.is_empty()
+        {
+            return None;
+        }
+        let grain = state.grain.take()?;
+        state.inline = true;
+        Some(grain)
     }
 
-    /// Ends an inline turn; wakes the task if messages arrived meanwhile.
-    pub(crate) fn release_inline(&self) {
+    /// Takes the instance out for a turn run by the task.
+    pub(crate) fn take_grain(&self) -> Option<Box<dyn Any + Send>> {
+        self.lock().grain.take()
+    }
+
+    /// Puts the instance back after a turn.
+    pub(crate) fn put_grain(&self, grain: Box<dyn Any + Send>) {
+        self.lock().grain = Some(grain);
+    }
+
+    /// Returns messages the task took out but could not run yet to the front of the queue.
+    pub(crate) fn requeue_front(&self, messages: VecDeque<Message>) {
+        let mut state = self.lock();
+        for message in messages.into_iter().rev() {
+            state.queue.push_front(message);
+        }
+    }
+
+    /// Ends an inline turn, putting the instance back (`None` if the turn panicked); wakes the
+    /// task if messages arrived meanwhile.
+    pub(crate) fn release_inline(&self, grain: Option<Box<dyn Any + Send>>) {
         let waker = {
             let mut state = self.lock();
             state.inline = false;
+            state.grain = grain;
             if state.queue.is_empty() {
                 None
             } else {

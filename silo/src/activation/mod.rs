@@ -16,7 +16,7 @@ pub(crate) use inline::{Answered, try_inline};
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use silica_client::Envelope;
@@ -63,9 +63,6 @@ pub(crate) struct ActivationHandle {
     /// The grain's id (shared with the catalog key and the context).
     pub(crate) id: Arc<GrainId>,
     pub(crate) mailbox: Mailbox,
-    /// The grain instance while no turn runs; whoever runs a turn (the task, or a caller inline)
-    /// takes it out and puts it back. `None` before activation and after a panic.
-    grain: Mutex<Option<Box<dyn Any + Send>>>,
     /// Calls sent and not yet answered: the activation's queue depth.
     pub(crate) in_flight: AtomicUsize,
     /// Set once shutdown or the idle collector has asked this activation to deactivate.
@@ -106,18 +103,13 @@ impl ActivationHandle {
 
     /// Takes the grain instance out for a turn.
     pub(crate) fn take_grain<G: Grain>(&self) -> Option<Box<G>> {
-        let grain = self
-            .grain
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()?;
-        // Only `put_grain::<G>` stores here, for the one grain type of this activation.
-        grain.downcast::<G>().ok()
+        // Only `put_grain::<G>` stores instances, for the one grain type of this activation.
+        self.mailbox.take_grain()?.downcast::<G>().ok()
     }
 
     /// Puts the grain instance back after a turn.
     pub(crate) fn put_grain<G: Grain>(&self, grain: Box<G>) {
-        *self.grain.lock().unwrap_or_else(|e| e.into_inner()) = Some(grain);
+        self.mailbox.put_grain(grain);
     }
 
     /// Calls queued or running on this activation.
@@ -146,7 +138,6 @@ pub(crate) fn spawn<G: Grain>(
     let handle = Arc::new(ActivationHandle {
         id: id.clone(),
         mailbox: Mailbox::default(),
-        grain: Mutex::new(None),
         in_flight: AtomicUsize::new(0),
         deactivation_sent: AtomicBool::new(false),
         active: AtomicBool::new(true),
@@ -208,6 +199,6 @@ mod size_probe {
         let future = activation.run();
         let size = std::mem::size_of_val(&future);
         println!("activation task future: {size} bytes");
-        assert!(size <= 320, "activation future grew to {size} bytes");
+        assert!(size <= 256, "activation future grew to {size} bytes");
     }
 }

@@ -37,9 +37,6 @@ pub(super) struct Activation<G: Grain> {
     registration: Arc<Registration>,
     /// Made with the first timer: most grains never register one.
     timers: Option<Box<Timers<G>>>,
-    /// Messages taken from the mailbox during an interleaving phase that could not join it;
-    /// they run before anything still in the mailbox, also while deactivating.
-    held_back: VecDeque<Message>,
 }
 
 /// What a finished call reports to the activation loop.
@@ -63,7 +60,6 @@ impl<G: Grain> Activation<G> {
             silo,
             registration,
             timers: None,
-            held_back: VecDeque::new(),
         }
     }
 
@@ -88,10 +84,7 @@ impl<G: Grain> Activation<G> {
     /// `Message::Deactivate`, so waiting costs nothing but the mailbox.
     async fn serve(&mut self) -> Option<DeactivationReason> {
         loop {
-            let message = match self.held_back.pop_front() {
-                Some(message) => message,
-                None => self.handle.mailbox.recv().await?,
-            };
+            let message = self.handle.mailbox.recv().await?;
             match message {
                 Message::Call(call) => self.call(call).await,
                 Message::Tick(timer) => Box::pin(self.tick(timer)).await,
@@ -125,12 +118,8 @@ impl<G: Grain> Activation<G> {
     async fn finish(&mut self, reason: DeactivationReason) {
         self.handle.mailbox.close();
         loop {
-            let message = match self.held_back.pop_front() {
-                Some(message) => message,
-                None => match self.handle.mailbox.recv().await {
-                    Some(message) => message,
-                    None => break,
-                },
+            let Some(message) = self.handle.mailbox.recv().await else {
+                break;
             };
             if let Message::Call(call) = message {
                 self.call(call).await;
@@ -181,7 +170,8 @@ impl<G: Grain> Activation<G> {
     async fn interleave(&mut self, instance: Box<G>, first: Box<Call>) {
         let reentrant = self.registration.options.reentrant;
         let grain: &G = &instance;
-        let (id, handle, held_back) = (&self.id, &self.handle, &mut self.held_back);
+        let (id, handle) = (&self.id, &self.handle);
+        let mut held_back = VecDeque::new();
         let limit = self.silo.config.max_message_bytes;
         let mut running_kinds: HashMap<Interleave, usize> = HashMap::new();
         let mut running = FuturesUnordered::new();
@@ -225,6 +215,8 @@ impl<G: Grain> Activation<G> {
             }
         }
         drop(running);
+        // They are older than anything still in the mailbox.
+        handle.mailbox.requeue_front(held_back);
         if panicked {
             drop(instance);
             self.drop_instance();
