@@ -4,10 +4,6 @@
 //!
 //! It starts a silo in this process, calls grains through typed references, shows a grain's own
 //! error, a call cycle failing fast, and a graceful shutdown that runs every `on_deactivate`.
-//!
-//! It runs on a current-thread runtime: callers and grains share one thread, so a call costs no
-//! thread wake-up (DESIGN §3 rule 10). On a multi-thread runtime, call from spawned tasks rather
-//! than from `main`'s `block_on`, which is not a worker thread.
 
 use std::time::Instant;
 
@@ -137,7 +133,7 @@ impl Account for AccountGrain {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let silo = Silo::builder()
         .register::<CounterGrain>()

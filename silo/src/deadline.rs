@@ -20,6 +20,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         timeout: Duration,
+        // The runtime whose timer arms the deadline, when the caller is outside any runtime.
+        runtime: Option<tokio::runtime::Handle>,
         state: State,
     }
 }
@@ -37,10 +39,15 @@ enum State {
 pub(crate) struct Elapsed;
 
 impl<F: Future> Deadline<F> {
-    pub(crate) fn new(inner: F, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        timeout: Duration,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Self {
         Self {
             inner,
             timeout,
+            runtime,
             state: State::Fresh,
         }
     }
@@ -61,6 +68,7 @@ impl<F: Future> Future for Deadline<F> {
                 Poll::Pending
             }
             State::Yielded => {
+                let _runtime = this.runtime.as_ref().map(tokio::runtime::Handle::enter);
                 let mut sleep = Box::pin(tokio::time::sleep(*this.timeout));
                 let elapsed = sleep.as_mut().poll(cx).is_ready();
                 *this.state = State::Armed(sleep);
@@ -86,7 +94,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pending_forever_times_out() {
         let start = tokio::time::Instant::now();
-        let result = Deadline::new(std::future::pending::<()>(), Duration::from_secs(30)).await;
+        let result =
+            Deadline::new(std::future::pending::<()>(), Duration::from_secs(30), None).await;
         assert!(result.is_err());
         assert!(start.elapsed() >= Duration::from_secs(30));
     }
@@ -94,7 +103,7 @@ mod tests {
     // Pins that a ready answer is returned without waiting.
     #[tokio::test(start_paused = true)]
     async fn ready_answer_passes_through() {
-        let result = Deadline::new(async { 7 }, Duration::from_secs(30)).await;
+        let result = Deadline::new(async { 7 }, Duration::from_secs(30), None).await;
         assert_eq!(result.unwrap(), 7);
     }
 
@@ -106,7 +115,9 @@ mod tests {
             5
         };
         assert_eq!(
-            Deadline::new(late, Duration::from_secs(30)).await.unwrap(),
+            Deadline::new(late, Duration::from_secs(30), None)
+                .await
+                .unwrap(),
             5
         );
     }

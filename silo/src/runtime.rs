@@ -41,6 +41,8 @@ pub(crate) struct SiloInner {
     pub(crate) catalog: Catalog,
     pub(crate) clock: HybridClock,
     pub(crate) tracker: TaskTracker,
+    /// The runtime the silo started on: activations run here whoever calls them.
+    pub(crate) runtime: tokio::runtime::Handle,
     /// Cancelled when shutdown begins: stops the idle collector.
     pub(crate) stopping: CancellationToken,
     lifecycle: AtomicU8,
@@ -49,7 +51,11 @@ pub(crate) struct SiloInner {
 }
 
 impl SiloInner {
-    pub(crate) fn new(config: SiloConfig, registry: Registry) -> Arc<Self> {
+    pub(crate) fn new(
+        config: SiloConfig,
+        registry: Registry,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let clock = HybridClock::new(config.node_id, config.clock);
         let inner = Arc::new(Self {
             config,
@@ -57,6 +63,7 @@ impl SiloInner {
             catalog: Catalog::new(),
             clock,
             tracker: TaskTracker::new(),
+            runtime,
             stopping: CancellationToken::new(),
             lifecycle: AtomicU8::new(Lifecycle::Running as u8),
             factory: Mutex::new(None),
@@ -138,6 +145,10 @@ impl SiloInner {
     ) -> impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static {
         let timeout = envelope.timeout;
         let routed = self.route(envelope);
+        // A caller outside any runtime needs the silo's to time its wait.
+        let runtime = tokio::runtime::Handle::try_current()
+            .is_err()
+            .then(|| self.runtime.clone());
         async move {
             let answer = match routed? {
                 Answered::Ready(result) => return result,
@@ -151,7 +162,7 @@ impl SiloInner {
                     )),
                 }
             };
-            match Deadline::new(answered, timeout).await {
+            match Deadline::new(answered, timeout, runtime).await {
                 Ok(answer) => answer,
                 Err(_) => Err(CallError::Timeout(timeout)),
             }

@@ -46,9 +46,9 @@ impl SiloBuilder {
 
     /// Starts the silo on the current Tokio runtime.
     pub fn start(self) -> Result<Silo, SiloError> {
-        if tokio::runtime::Handle::try_current().is_err() {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(SiloError::NoRuntime);
-        }
+        };
         let mut registry = Registry::default();
         for (grain_type, registration) in self.registrations {
             if registry.contains_key(&grain_type) {
@@ -56,7 +56,7 @@ impl SiloBuilder {
             }
             registry.insert(grain_type, Arc::new(registration));
         }
-        let inner = SiloInner::new(self.config, registry);
+        let inner = SiloInner::new(self.config, registry, runtime);
         crate::collector::start(&inner);
         Ok(Silo { inner })
     }

@@ -48,3 +48,39 @@ async fn call_futures_outlive_their_reference() {
     assert_eq!(tokio::spawn(pending).await.unwrap().unwrap(), 4);
     silo.shutdown().await;
 }
+
+// Pins that a call from a thread outside any Tokio runtime still works (its turn runs on the
+// activation's task, not inline on that thread, where timers would be unavailable).
+#[test]
+fn calls_from_outside_the_runtime_run_on_the_silo() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let silo = runtime.block_on(async { builder().start().unwrap() });
+    let counter: CounterRef = silo.grain_factory().get("from-a-thread");
+    runtime.block_on(counter.add(1)).unwrap();
+    let from_thread = std::thread::spawn(move || block_on(counter.sleep(5)));
+    assert_eq!(from_thread.join().unwrap().unwrap(), 1);
+    runtime.block_on(silo.shutdown());
+}
+
+/// Polls `future` to completion on this thread, parking between wake-ups; no runtime involved.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}

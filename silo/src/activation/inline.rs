@@ -41,6 +41,11 @@ pub(crate) fn try_inline<G: Grain>(
     kind: Interleave,
     max_result_bytes: usize,
 ) -> Result<Answered, Envelope> {
+    // Handlers may use the runtime (timers, spawn); a caller outside one leaves the turn to
+    // the activation task, which always runs on the silo's runtime.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(envelope);
+    }
     let Some(grain) = handle.mailbox.try_claim_inline() else {
         return Err(envelope);
     };

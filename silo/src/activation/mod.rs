@@ -148,7 +148,7 @@ pub(crate) fn spawn<G: Grain>(
     let context = GrainContext::new::<G>(id.clone(), silo.factory(), handle.clone());
     let activation =
         turns::Activation::<G>::new(id, handle.clone(), context, silo.clone(), registration);
-    let task = silo.tracker.spawn(activation.run());
+    let task = silo.tracker.spawn_on(activation.run(), &silo.runtime);
     let _ = handle.abort.set(task.abort_handle());
     handle
 }
