@@ -63,7 +63,9 @@ pub use grain::{
 };
 pub use id::{GrainId, GrainKey, GrainType};
 pub use placement::{PlacementStrategy, SiloAddress};
-pub use reference::{CallOptions, GrainFactory, GrainReference, Invoker, RawGrainRef, Request};
+pub use reference::{
+    CallOptions, GrainFactory, GrainReference, Invoker, PendingCall, RawGrainRef, Request,
+};
 pub use silica_grains_macros::{GpuType, grain};
 
 #[doc(hidden)]

@@ -7,7 +7,10 @@
 //! usable from any task.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::grain::{GrainOptions, MethodInfo};
@@ -37,8 +40,58 @@ pub struct Request {
 
 /// Carries calls from references to grains: the silo in-process, a gateway connection outside.
 pub trait Invoker: Send + Sync + 'static {
-    /// Sends the request and resolves with the encoded return value or a typed error.
-    fn invoke(&self, request: Request) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    /// Sends the request now (calls issued in order are delivered in order, whenever their
+    /// futures are polled) and returns the future of the encoded return value or typed error.
+    fn invoke(&self, request: Request) -> PendingCall;
+}
+
+/// The future of one call as an invoker returns it: answered already (for instance a turn that
+/// ran inline), which costs no allocation, or still on its way.
+#[must_use = "a call's answer is only seen by awaiting it"]
+pub struct PendingCall(PendingState);
+
+enum PendingState {
+    Answered(Option<Result<Vec<u8>, CallError>>),
+    Waiting(BoxFuture<'static, Result<Vec<u8>, CallError>>),
+}
+
+impl PendingCall {
+    /// A call that already has its answer.
+    pub fn answered(result: Result<Vec<u8>, CallError>) -> Self {
+        Self(PendingState::Answered(Some(result)))
+    }
+
+    /// A call whose answer `future` will bring.
+    pub fn waiting(
+        future: impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static,
+    ) -> Self {
+        Self(PendingState::Waiting(Box::pin(future)))
+    }
+}
+
+impl Future for PendingCall {
+    type Output = Result<Vec<u8>, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            PendingState::Answered(answer) => Poll::Ready(
+                answer
+                    .take()
+                    .expect("PendingCall polled after it completed"),
+            ),
+            PendingState::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.0 {
+            PendingState::Answered(_) => "answered",
+            PendingState::Waiting(_) => "waiting",
+        };
+        f.debug_tuple("PendingCall").field(&state).finish()
+    }
 }
 
 /// An untyped grain reference: a grain id plus the invoker that reaches it.
@@ -81,7 +134,7 @@ impl RawGrainRef {
         interface: &'static str,
         method: &'static str,
         args: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+    ) -> PendingCall {
         self.invoker.invoke(Request {
             target: self.id.clone(),
             interface,

@@ -5,14 +5,13 @@
 //! for the answer or the deadline.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use silica_client::Envelope;
 use silica_clocks::{HybridClock, wall_clock_ms};
 use silica_grains::{
-    BoxFuture, CallError, GrainFactory, GrainOptions, Interleave, Invoker, RejectCode, Request,
+    CallError, GrainFactory, GrainOptions, Interleave, Invoker, PendingCall, RejectCode, Request,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -139,34 +138,31 @@ impl SiloInner {
     /// whenever they are awaited) and returns the wait for the answer. The wait holds no
     /// reference to the silo on the common path: touching the silo's shared reference count on
     /// every call made two cores fight over one cache line.
-    pub(crate) fn send(
-        self: &Arc<Self>,
-        envelope: Envelope,
-    ) -> impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static {
+    pub(crate) fn send(self: &Arc<Self>, envelope: Envelope) -> PendingCall {
         let timeout = envelope.timeout;
-        let routed = self.route(envelope);
+        let answer = match self.route(envelope) {
+            Err(error) => return PendingCall::answered(Err(error)),
+            Ok(Answered::Ready(result)) => return PendingCall::answered(result),
+            Ok(Answered::Waiting(answer)) => answer,
+        };
         // A caller outside any runtime needs the silo's to time its wait.
         let runtime = tokio::runtime::Handle::try_current()
             .is_err()
             .then(|| self.runtime.clone());
-        async move {
-            let answer = match routed? {
-                Answered::Ready(result) => return result,
-                Answered::Waiting(answer) => answer,
-            };
-            let answered = async {
-                match answer.await {
-                    Ok(result) => result,
-                    Err(_) => Err(CallError::SiloUnavailable(
-                        "the activation ended without answering".into(),
-                    )),
-                }
-            };
+        let answered = async move {
+            match answer.await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::SiloUnavailable(
+                    "the activation ended without answering".into(),
+                )),
+            }
+        };
+        PendingCall::waiting(async move {
             match Deadline::new(answered, timeout, runtime).await {
                 Ok(answer) => answer,
                 Err(_) => Err(CallError::Timeout(timeout)),
             }
-        }
+        })
     }
 
     /// Checks `envelope` and hands it to its activation.
@@ -289,9 +285,9 @@ pub(crate) struct SiloInvoker {
 }
 
 impl Invoker for SiloInvoker {
-    fn invoke(&self, request: Request) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+    fn invoke(&self, request: Request) -> PendingCall {
         let envelope = self.silo.envelope(request);
-        Box::pin(self.silo.send(envelope))
+        self.silo.send(envelope)
     }
 }
 
@@ -299,7 +295,7 @@ impl Invoker for SiloInvoker {
 struct StoppedInvoker;
 
 impl Invoker for StoppedInvoker {
-    fn invoke(&self, _: Request) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-        Box::pin(std::future::ready(Err(CallError::ShuttingDown)))
+    fn invoke(&self, _: Request) -> PendingCall {
+        PendingCall::answered(Err(CallError::ShuttingDown))
     }
 }
