@@ -11,30 +11,86 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The name a grain type is registered and addressed under (by default the interface's name).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct GrainType(Arc<str>);
+///
+/// Names known at compile time (interface names) are held as `&'static str`: cloning one, which
+/// every call does, then touches no shared reference count that cores would fight over. Names
+/// made at run time (decoded from the wire, registered under a computed name) are shared.
+#[derive(Clone)]
+pub struct GrainType(Name);
+
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl GrainType {
-    /// A grain type name.
+    /// A grain type name made at run time.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self(name.into())
+        Self(Name::Shared(name.into()))
+    }
+
+    /// A grain type name known at compile time; cheaper to clone.
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(Name::Static(name))
     }
 
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
+    }
+}
+
+impl PartialEq for GrainType {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for GrainType {}
+
+impl std::hash::Hash for GrainType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for GrainType {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for GrainType {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Serialize for GrainType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for GrainType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(GrainType::new(Arc::<str>::deserialize(deserializer)?))
     }
 }
 
 impl fmt::Debug for GrainType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for GrainType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -153,6 +209,18 @@ mod tests {
             0xab44_69d3_55f2_2958,
             "hash changed: placement would move"
         );
+    }
+
+    // Pins that static and shared names of the same text are the same grain type, on the wire
+    // too (the hash, which placement uses, does not depend on how the name is held).
+    #[test]
+    fn static_and_shared_names_are_interchangeable() {
+        let a = GrainId::new(GrainType::from_static("Counter"), 1_i64);
+        let b = GrainId::new(GrainType::new("Counter"), 1_i64);
+        assert_eq!(a, b);
+        assert_eq!(a.stable_hash(), b.stable_hash());
+        let decoded: GrainId = postcard::from_bytes(&postcard::to_allocvec(&a).unwrap()).unwrap();
+        assert_eq!(decoded, a);
     }
 
     // Pins the display form used in logs and errors.

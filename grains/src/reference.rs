@@ -170,7 +170,7 @@ pub trait GrainReference: Clone + Send + Sync + Sized + 'static {
 
     /// The grain type that implementations of this interface register under by default.
     fn grain_type() -> GrainType {
-        GrainType::new(Self::INTERFACE)
+        GrainType::from_static(Self::INTERFACE)
     }
 
     /// The grain's id.
