@@ -136,4 +136,16 @@ pub trait InterfaceDispatch<G>: Send + Sync + 'static {
 
     /// Runs a `&self` method.
     fn dispatch_ref<'a>(grain: &'a G, method: &str, args: &[u8]) -> Dispatched<'a>;
+
+    /// Runs any method as a turn that owns the instance, so the turn can move to another task
+    /// before it finishes; it resolves with the instance and the encoded result. `Err` hands
+    /// the instance back with why the call never reached the method.
+    fn dispatch_owned(
+        grain: Box<G>,
+        method: &str,
+        args: &[u8],
+    ) -> Result<OwnedTurn<G>, (Box<G>, CallError)>;
 }
+
+/// A turn that owns its grain instance: see `InterfaceDispatch::dispatch_owned`.
+pub type OwnedTurn<G> = BoxFuture<'static, (Box<G>, Result<Vec<u8>, CallError>)>;

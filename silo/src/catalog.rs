@@ -49,6 +49,13 @@ impl Catalog {
         registration: &Arc<Registration>,
     ) -> Arc<ActivationHandle> {
         let max_workers = registration.options.stateless_worker;
+        // The common case takes the shard's read lock only, so cores do not serialize on it.
+        if max_workers.is_none()
+            && let Some(entry) = self.entries.get(id)
+            && let CatalogEntry::Single(handle) = &*entry
+        {
+            return handle.clone();
+        }
         if let Some(mut entry) = self.entries.get_mut(id) {
             let (key, value) = entry.pair_mut();
             match value {

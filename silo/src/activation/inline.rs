@@ -9,18 +9,17 @@
 //! its answer as for any queued call. One message at a time, FIFO per caller, and the call-chain
 //! scope all hold as on the task.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use silica_client::Envelope;
-use silica_grains::{CallError, Grain, InterfaceDispatch, Interleave};
+use silica_grains::grain::OwnedTurn;
+use silica_grains::{CallError, Grain, InterfaceDispatch, Interleave, RejectCode};
 use tokio::sync::oneshot;
 
-use super::turns::{decode_guarded, limit_result, panic_message};
+use super::turns::{limit_result, panic_message};
 use super::{ActivationHandle, Message};
 use crate::caller::{TurnScope, in_turn, in_turn_sync};
 
@@ -29,8 +28,6 @@ pub(crate) enum Answered {
     Ready(Result<Vec<u8>, CallError>),
     Waiting(oneshot::Receiver<Result<Vec<u8>, CallError>>),
 }
-
-type Turn<G> = Pin<Box<dyn Future<Output = (Box<G>, Result<Vec<u8>, CallError>)> + Send>>;
 
 /// Runs the call inline if the activation is idle and active; gives the envelope back if not.
 // The envelope comes back by value on the common "not idle" path; boxing it would allocate.
@@ -58,7 +55,29 @@ pub(crate) fn try_inline<G: Grain>(
         grain: handle.id.clone(),
         turn: kind,
     };
-    let mut turn: Turn<G> = Box::pin(run_turn(grain, envelope, kind));
+    let method = &envelope.method;
+    let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        <G::Interface as InterfaceDispatch<G>>::dispatch_owned(grain, method, &envelope.args)
+    }));
+    let mut turn: OwnedTurn<G> = match dispatched {
+        Ok(Ok(turn)) => turn,
+        Ok(Err((grain, error))) => {
+            handle.mailbox.release_inline(Some(grain));
+            return Ok(Answered::Ready(Err(error)));
+        }
+        Err(payload) => {
+            // A `Deserialize` impl panicked while decoding; the instance went with it.
+            handle.mailbox.release_inline(None);
+            let _ = handle.mailbox.send(Message::InstanceLost);
+            return Ok(Answered::Ready(Err(CallError::rejected(
+                RejectCode::BadArguments,
+                format!(
+                    "decoding the arguments panicked: {}",
+                    panic_message(payload.as_ref())
+                ),
+            ))));
+        }
+    };
     let waker = futures_util::task::noop_waker();
     let mut context = Context::from_waker(&waker);
     let first_poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -107,31 +126,4 @@ pub(crate) fn try_inline<G: Grain>(
             })))
         }
     }
-}
-
-/// One turn over an owned instance, so it can move to the task if it does not finish at once.
-async fn run_turn<G: Grain>(
-    mut grain: Box<G>,
-    envelope: Envelope,
-    kind: Interleave,
-) -> (Box<G>, Result<Vec<u8>, CallError>) {
-    let result = {
-        let instance: &mut G = &mut grain;
-        let (method, args) = (&envelope.method, &envelope.args);
-        // Moving the borrow into the closure body makes it `FnOnce`, so the future may keep it.
-        let dispatched = decode_guarded(move || {
-            let instance = instance;
-            match kind {
-                Interleave::Exclusive => {
-                    <G::Interface as InterfaceDispatch<G>>::dispatch_mut(instance, method, args)
-                }
-                _ => <G::Interface as InterfaceDispatch<G>>::dispatch_ref(instance, method, args),
-            }
-        });
-        match dispatched {
-            Ok(future) => future.await,
-            Err(error) => Err(error),
-        }
-    };
-    (grain, result)
 }

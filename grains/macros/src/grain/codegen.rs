@@ -182,12 +182,17 @@ fn dispatch(iface: &Interface, grains: &TokenStream) -> TokenStream {
         .methods
         .iter()
         .map(|m| dispatch_arm(m, trait_ident, grains, false));
-    let unknown = quote! {
-        ::core::result::Result::Err(#grains::CallError::rejected(
+    let owned_arms = iface
+        .methods
+        .iter()
+        .map(|m| owned_arm(m, trait_ident, grains));
+    let unknown_error = quote! {
+        #grains::CallError::rejected(
             #grains::RejectCode::UnknownMethod,
             ::std::format!("interface {} has no method {:?}", <Self as #grains::GrainReference>::INTERFACE, method),
-        ))
+        )
     };
+    let unknown = quote!(::core::result::Result::Err(#unknown_error));
     quote! {
         impl<G: #trait_ident> #grains::InterfaceDispatch<G> for #ref_ident {
             fn dispatch_mut<'a>(grain: &'a mut G, method: &str, args: &[u8]) -> #grains::grain::Dispatched<'a> {
@@ -201,6 +206,20 @@ fn dispatch(iface: &Interface, grains: &TokenStream) -> TokenStream {
                 match method {
                     #(#ref_arms)*
                     _ => #unknown,
+                }
+            }
+
+            fn dispatch_owned(
+                grain: ::std::boxed::Box<G>,
+                method: &str,
+                args: &[u8],
+            ) -> ::core::result::Result<
+                #grains::grain::OwnedTurn<G>,
+                (::std::boxed::Box<G>, #grains::CallError),
+            > {
+                match method {
+                    #(#owned_arms)*
+                    _ => ::core::result::Result::Err((grain, #unknown_error)),
                 }
             }
         }
@@ -233,6 +252,39 @@ fn dispatch_arm(
             ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
                 let output = <G as #trait_ident>::#ident(grain #(, #names)*).await;
                 #encode
+            }))
+        }
+    }
+}
+
+/// One arm of `dispatch_owned`: like `dispatch_arm`, but the turn owns the instance and hands it
+/// back with the encoded result.
+fn owned_arm(m: &Method, trait_ident: &syn::Ident, grains: &TokenStream) -> TokenStream {
+    let ident = &m.ident;
+    let name = ident.to_string();
+    let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
+    let types = m.args.iter().map(|a| &a.ty);
+    let (args_grains, output_grains) = (respan(grains, m.args_span), respan(grains, m.output_span));
+    let decode = quote_spanned! {m.args_span=>
+        let (#(#names,)*): (#(#types,)*) = match #args_grains::codec::decode(args) {
+            ::core::result::Result::Ok(decoded) => decoded,
+            ::core::result::Result::Err(error) => return ::core::result::Result::Err((grain, error)),
+        };
+    };
+    let encode = quote_spanned! {m.output_span=> #output_grains::codec::encode(&output)};
+    let receiver = match m.receiver {
+        Receiver::Mut => quote!(&mut *grain),
+        Receiver::Ref => quote!(&*grain),
+    };
+    quote! {
+        #name => {
+            #decode
+            ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
+                #[allow(unused_mut)]
+                let mut grain = grain;
+                let output = <G as #trait_ident>::#ident(#receiver #(, #names)*).await;
+                let encoded = #encode;
+                (grain, encoded)
             }))
         }
     }
