@@ -20,15 +20,14 @@ pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
     /// The interface's methods.
     fn methods(&self) -> &'static [MethodInfo];
     /// Runs the call on the caller's thread if the activation is idle (see `activation::inline`);
-    /// gives the envelope back if it is not.
-    #[allow(clippy::result_large_err)] // the envelope comes back by value, see `try_inline`
+    /// `None` if it is not.
     fn try_inline(
         &self,
         handle: &ActivationHandle,
-        envelope: Envelope,
+        envelope: &Envelope,
         kind: Interleave,
         max_result_bytes: usize,
-    ) -> Result<Answered, Envelope>;
+    ) -> Option<Answered>;
     /// Starts an activation task for `id` and returns its handle.
     fn spawn(
         &self,
@@ -79,10 +78,10 @@ impl<G: Grain> GrainTypeHandler for TypedHandler<G> {
     fn try_inline(
         &self,
         handle: &ActivationHandle,
-        envelope: Envelope,
+        envelope: &Envelope,
         kind: Interleave,
         max_result_bytes: usize,
-    ) -> Result<Answered, Envelope> {
+    ) -> Option<Answered> {
         activation::try_inline::<G>(handle, envelope, kind, max_result_bytes)
     }
 

@@ -213,13 +213,12 @@ impl SiloInner {
                 ));
             }
             let limit = self.config.max_message_bytes;
-            envelope = match registration
+            let inline = registration
                 .handler
-                .try_inline(&handle, envelope, kind, limit)
-            {
-                Ok(answered) => return Ok(answered),
-                Err(envelope) => envelope,
-            };
+                .try_inline(&handle, &envelope, kind, limit);
+            if let Some(answered) = inline {
+                return Ok(answered);
+            }
             let (reply, answer) = oneshot::channel();
             let call = Box::new(Call {
                 envelope,

@@ -29,23 +29,19 @@ pub(crate) enum Answered {
     Waiting(oneshot::Receiver<Result<Vec<u8>, CallError>>),
 }
 
-/// Runs the call inline if the activation is idle and active; gives the envelope back if not.
-// The envelope comes back by value on the common "not idle" path; boxing it would allocate.
-#[allow(clippy::result_large_err)]
+/// Runs the call inline if the activation is idle and active; `None` if it is not.
 pub(crate) fn try_inline<G: Grain>(
     handle: &ActivationHandle,
-    envelope: Envelope,
+    envelope: &Envelope,
     kind: Interleave,
     max_result_bytes: usize,
-) -> Result<Answered, Envelope> {
+) -> Option<Answered> {
     // Handlers may use the runtime (timers, spawn); a caller outside one leaves the turn to
     // the activation task, which always runs on the silo's runtime.
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(envelope);
+        return None;
     }
-    let Some(grain) = handle.mailbox.try_claim_inline() else {
-        return Err(envelope);
-    };
+    let grain = handle.mailbox.try_claim_inline()?;
     let Ok(grain) = grain.downcast::<G>() else {
         unreachable!("an activation only ever holds instances of its own grain type");
     };
@@ -63,13 +59,13 @@ pub(crate) fn try_inline<G: Grain>(
         Ok(Ok(turn)) => turn,
         Ok(Err((grain, error))) => {
             handle.mailbox.release_inline(Some(grain));
-            return Ok(Answered::Ready(Err(error)));
+            return Some(Answered::Ready(Err(error)));
         }
         Err(payload) => {
             // A `Deserialize` impl panicked while decoding; the instance went with it.
             handle.mailbox.release_inline(None);
             let _ = handle.mailbox.send(Message::InstanceLost);
-            return Ok(Answered::Ready(Err(CallError::rejected(
+            return Some(Answered::Ready(Err(CallError::rejected(
                 RejectCode::BadArguments,
                 format!(
                     "decoding the arguments panicked: {}",
@@ -86,7 +82,7 @@ pub(crate) fn try_inline<G: Grain>(
     match first_poll {
         Ok(Poll::Ready((grain, result))) => {
             handle.mailbox.release_inline(Some(grain));
-            Ok(Answered::Ready(limit_result(result, max_result_bytes)))
+            Some(Answered::Ready(limit_result(result, max_result_bytes)))
         }
         Ok(Poll::Pending) => {
             // The turn awaits something: the task finishes it, so the caller cannot cancel it.
@@ -112,7 +108,7 @@ pub(crate) fn try_inline<G: Grain>(
             handle
                 .mailbox
                 .hand_over(Message::Resume(Box::pin(in_turn(scope, resume))));
-            Ok(Answered::Waiting(answer))
+            Some(Answered::Waiting(answer))
         }
         Err(payload) => {
             drop(turn);
@@ -120,7 +116,7 @@ pub(crate) fn try_inline<G: Grain>(
             tracing::error!(grain = %handle.id, %message, "grain handler panicked");
             handle.mailbox.release_inline(None);
             let _ = handle.mailbox.send(Message::InstanceLost);
-            Ok(Answered::Ready(Err(CallError::GrainPanicked {
+            Some(Answered::Ready(Err(CallError::GrainPanicked {
                 grain: (*handle.id).clone(),
                 message,
             })))
