@@ -112,7 +112,7 @@ impl SiloInner {
             args: request.args,
             // The current reading, without a tick: sender and receiver share this one clock, so
             // an in-process call is no clock event, and ticking it on every call made all cores
-            // write one cache line. Envelopes that leave the silo are stamped with a tick.
+            // write one cache line. Silo links must stamp envelopes that leave with a tick.
             hlc: self.clock.last(),
             chain: chain_for_outgoing_call(),
             timeout: request
