@@ -1,4 +1,6 @@
-//! The activation task: runs one grain instance's turns.
+//! The activation task: runs the turns of one grain instance that callers do not run inline
+//! (see `inline`): calls that arrive while the activation is busy, turns that inline callers
+//! hand over, timer ticks, activation and deactivation.
 //!
 //! Messages are taken from the mailbox in order. A `&mut self` call runs alone. A `&self` call
 //! starts an *interleaving phase*: later messages that may interleave with everything running
@@ -121,8 +123,12 @@ impl<G: Grain> Activation<G> {
             let Some(message) = self.handle.mailbox.recv().await else {
                 break;
             };
-            if let Message::Call(call) = message {
-                self.call(call).await;
+            match message {
+                Message::Call(call) => self.call(call).await,
+                // Not expected here (no inline turn starts once closing), but a turn handed
+                // over must finish, or its caller would wait for nothing.
+                Message::Resume(turn) => self.resume(turn).await,
+                _ => {}
             }
         }
         let scope = self.own_turn();
