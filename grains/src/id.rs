@@ -182,10 +182,17 @@ impl GrainId {
     /// Hash-based placement and the directory ring use it, so it must not depend on
     /// `std`'s randomly seeded hasher.
     pub fn stable_hash(&self) -> u64 {
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        let fnv = |bytes: &[u8]| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        // Most ids encode in a few dozen bytes: no allocation for them.
+        let mut buffer = [0_u8; 128];
+        match postcard::to_slice(self, &mut buffer) {
+            Ok(encoded) => fnv(encoded),
+            Err(_) => fnv(&postcard::to_allocvec(self).expect("a GrainId always encodes")),
+        }
     }
 }
 
@@ -205,6 +212,8 @@ mod tests {
         let a = GrainId::new(GrainType::new("Counter"), "a");
         let b = GrainId::new(GrainType::new("Counter"), "b");
         assert_eq!(a.stable_hash(), a.clone().stable_hash());
+        let long = GrainId::new(GrainType::new("Counter"), "k".repeat(500));
+        assert_eq!(long.stable_hash(), long.clone().stable_hash(), "long keys hash too");
         assert_ne!(a.stable_hash(), b.stable_hash());
         assert_eq!(
             a.stable_hash(),
