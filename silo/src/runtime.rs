@@ -223,10 +223,12 @@ impl SiloInner {
                 return Ok(answered);
             }
             let (reply, answer) = oneshot::channel();
+            let deadline = tokio::time::Instant::now() + envelope.timeout;
             let call = Box::new(Call {
                 envelope,
                 kind,
                 reply,
+                deadline,
             });
             match handle.send(call) {
                 Ok(()) => return Ok(Answered::Waiting(answer)),

@@ -285,3 +285,24 @@ async fn full_mailbox_sheds_load() {
     echo.hold(1).await.unwrap();
     silo.shutdown().await;
 }
+
+// Pins that a call whose caller timed out while it waited in the queue is not run (as in
+// Orleans): its effect never happens.
+#[tokio::test(start_paused = true)]
+async fn expired_queued_call_is_not_run() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("expired");
+    let slow = counter.sleep(100);
+    let late = counter.with_timeout(Duration::from_millis(10)).add(5);
+    assert_eq!(
+        late.await.unwrap_err(),
+        CallError::Timeout(Duration::from_millis(10))
+    );
+    assert_eq!(slow.await.unwrap(), 0);
+    assert_eq!(
+        counter.get().await.unwrap(),
+        0,
+        "the expired call ran anyway"
+    );
+    silo.shutdown().await;
+}

@@ -38,6 +38,15 @@ pub(crate) struct Call {
     /// How the method interleaves (resolved when the call was routed).
     pub(crate) kind: Interleave,
     pub(crate) reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+    /// When the caller stops waiting; a call still queued then is dropped, not run.
+    pub(crate) deadline: tokio::time::Instant,
+}
+
+impl Call {
+    /// Whether the caller has already given up on this call.
+    pub(crate) fn expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
 }
 
 /// What an activation's mailbox carries. Everything that touches grain state is a message, so it

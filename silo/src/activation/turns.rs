@@ -144,6 +144,11 @@ impl<G: Grain> Activation<G> {
     /// Runs a call (and, for `&self` calls, everything that may interleave with it). Returns a
     /// message taken from the mailbox that could not join the phase and must run next.
     async fn call(&mut self, call: Box<Call>) {
+        // As in Orleans, a request whose caller already timed out is not run.
+        if call.expired() {
+            let timeout = call.envelope.timeout;
+            return self.answer(call, Err(CallError::Timeout(timeout)));
+        }
         let grain = match self.handle.take_grain::<G>() {
             Some(grain) => grain,
             None => match Box::pin(self.activate(&call)).await {
@@ -183,13 +188,17 @@ impl<G: Grain> Activation<G> {
         let mut running = FuturesUnordered::new();
         let start = |call: Box<Call>, running_kinds: &mut HashMap<Interleave, usize>| {
             *running_kinds.entry(call.kind).or_default() += 1;
-            let dispatched = decode_guarded(|| {
-                <G::Interface as InterfaceDispatch<G>>::dispatch_ref(
-                    grain,
-                    &call.envelope.method,
-                    &call.envelope.args,
-                )
-            });
+            let dispatched = if call.expired() {
+                Err(CallError::Timeout(call.envelope.timeout))
+            } else {
+                decode_guarded(|| {
+                    <G::Interface as InterfaceDispatch<G>>::dispatch_ref(
+                        grain,
+                        &call.envelope.method,
+                        &call.envelope.args,
+                    )
+                })
+            };
             execute(dispatched, call, id, handle, limit)
         };
         running.push(start(first, &mut running_kinds));
