@@ -38,7 +38,9 @@ pub(crate) fn try_inline<G: Grain>(
 ) -> Option<Answered> {
     // Handlers may use the runtime (timers, spawn); a caller outside one leaves the turn to
     // the activation task, which always runs on the silo's runtime.
-    if tokio::runtime::Handle::try_current().is_err() {
+    // (`try_id` is a thread-local read; `Handle::try_current` clones a shared `Arc`, which on
+    // every call would make cores fight over its count, so it only covers `block_on`.)
+    if tokio::task::try_id().is_none() && tokio::runtime::Handle::try_current().is_err() {
         return None;
     }
     let grain = handle.mailbox.try_claim_inline()?;
