@@ -1,8 +1,9 @@
 //! The shared core of a running silo and the path every call takes through it.
 //!
-//! `SiloInner::call` is the receiving side of an envelope: merge the HLC timestamp, check the
-//! grain type, interface and method, refuse call cycles, hand the call to the activation, and wait
-//! for the answer or the deadline.
+//! `SiloInner::send` is the path of every call: check the grain type, interface and method,
+//! refuse call cycles and overload, then run the turn inline if the activation is idle (see
+//! `activation::inline`) or queue it, and wait for the answer or the deadline.
+//! `SiloInner::receive` first merges the HLC timestamp of an envelope from outside the silo.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
