@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use silica_clocks::HlcTimestamp;
+use silica_grains::Payload;
 use silica_grains::{GrainId, Interleave};
 
 /// The default call timeout, as in Orleans.
@@ -23,7 +24,7 @@ pub struct Envelope {
     /// The method name.
     pub method: Cow<'static, str>,
     /// The postcard-encoded argument tuple.
-    pub args: Vec<u8>,
+    pub args: Payload,
     /// The sender's HLC timestamp at send time.
     pub hlc: HlcTimestamp,
     /// The grains waiting on this call, outermost first.

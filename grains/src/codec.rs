@@ -6,13 +6,17 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use smallvec::SmallVec;
 
 use crate::{CallError, RejectCode};
 
+/// Encoded arguments or an encoded result. Up to 32 bytes, the common case, live inline: most
+/// calls allocate nothing for them.
+pub type Payload = SmallVec<[u8; 32]>;
+
 /// Encodes arguments or a result.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CallError> {
-    // Small messages are the common case; starting with room for them avoids regrowing.
-    postcard::to_extend(value, Vec::with_capacity(32))
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, CallError> {
+    postcard::to_extend(value, Payload::new())
         .map_err(|e| CallError::rejected(RejectCode::BadArguments, format!("encode failed: {e}")))
 }
 

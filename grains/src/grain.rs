@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::codec::Payload;
 use crate::{CallError, GrainContext, GrainError, GrainReference, PlacementStrategy};
 
 /// A boxed, `Send` future: what dispatchers hand the silo.
@@ -12,7 +13,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a dispatcher returns: the running method (which resolves with the encoded result), or
 /// why the call could not reach it (unknown method, undecodable arguments).
-pub type Dispatched<'a> = Result<BoxFuture<'a, Result<Vec<u8>, CallError>>, CallError>;
+pub type Dispatched<'a> = Result<BoxFuture<'a, Result<Payload, CallError>>, CallError>;
 
 /// A grain implementation: the state and behaviour behind one grain interface.
 ///
@@ -148,4 +149,4 @@ pub trait InterfaceDispatch<G>: Send + Sync + 'static {
 }
 
 /// A turn that owns its grain instance: see `InterfaceDispatch::dispatch_owned`.
-pub type OwnedTurn<G> = BoxFuture<'static, (Box<G>, Result<Vec<u8>, CallError>)>;
+pub type OwnedTurn<G> = BoxFuture<'static, (Box<G>, Result<Payload, CallError>)>;

@@ -213,7 +213,11 @@ mod tests {
         let b = GrainId::new(GrainType::new("Counter"), "b");
         assert_eq!(a.stable_hash(), a.clone().stable_hash());
         let long = GrainId::new(GrainType::new("Counter"), "k".repeat(500));
-        assert_eq!(long.stable_hash(), long.clone().stable_hash(), "long keys hash too");
+        assert_eq!(
+            long.stable_hash(),
+            long.clone().stable_hash(),
+            "long keys hash too"
+        );
         assert_ne!(a.stable_hash(), b.stable_hash());
         assert_eq!(
             a.stable_hash(),

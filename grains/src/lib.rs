@@ -56,6 +56,7 @@ pub mod id;
 pub mod placement;
 pub mod reference;
 
+pub use codec::Payload;
 pub use context::{GrainContext, TimerHandle};
 pub use error::{CallError, GrainError, RejectCode};
 pub use grain::{

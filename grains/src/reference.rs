@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::codec::Payload;
 use crate::grain::{GrainOptions, MethodInfo};
 use crate::{BoxFuture, CallError, GrainId, GrainKey, GrainType};
 
@@ -33,7 +34,7 @@ pub struct Request {
     /// The method name.
     pub method: &'static str,
     /// The postcard-encoded argument tuple.
-    pub args: Vec<u8>,
+    pub args: Payload,
     /// Per-call options.
     pub options: CallOptions,
 }
@@ -51,26 +52,26 @@ pub trait Invoker: Send + Sync + 'static {
 pub struct PendingCall(PendingState);
 
 enum PendingState {
-    Answered(Option<Result<Vec<u8>, CallError>>),
-    Waiting(BoxFuture<'static, Result<Vec<u8>, CallError>>),
+    Answered(Option<Result<Payload, CallError>>),
+    Waiting(BoxFuture<'static, Result<Payload, CallError>>),
 }
 
 impl PendingCall {
     /// A call that already has its answer.
-    pub fn answered(result: Result<Vec<u8>, CallError>) -> Self {
+    pub fn answered(result: Result<Payload, CallError>) -> Self {
         Self(PendingState::Answered(Some(result)))
     }
 
     /// A call whose answer `future` will bring.
     pub fn waiting(
-        future: impl Future<Output = Result<Vec<u8>, CallError>> + Send + 'static,
+        future: impl Future<Output = Result<Payload, CallError>> + Send + 'static,
     ) -> Self {
         Self(PendingState::Waiting(Box::pin(future)))
     }
 }
 
 impl Future for PendingCall {
-    type Output = Result<Vec<u8>, CallError>;
+    type Output = Result<Payload, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
@@ -133,7 +134,7 @@ impl RawGrainRef {
         &self,
         interface: &'static str,
         method: &'static str,
-        args: Vec<u8>,
+        args: Payload,
     ) -> PendingCall {
         self.invoker.invoke(Request {
             target: self.id.clone(),

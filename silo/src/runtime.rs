@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use silica_client::Envelope;
 use silica_clocks::{HybridClock, wall_clock_ms};
+use silica_grains::Payload;
 use silica_grains::{
     CallError, GrainFactory, GrainOptions, Interleave, Invoker, PendingCall, RejectCode, Request,
 };
@@ -126,7 +127,7 @@ impl SiloInner {
     /// Receives an envelope from outside this silo: merges its HLC timestamp (rejecting one too
     /// far ahead), then delivers it. Envelopes made by this silo's own references skip the merge:
     /// they were stamped by this very clock.
-    pub(crate) async fn receive(self: Arc<Self>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+    pub(crate) async fn receive(self: Arc<Self>, envelope: Envelope) -> Result<Payload, CallError> {
         self.clock
             .update(envelope.hlc, wall_clock_ms())
             .map_err(|e| CallError::rejected(RejectCode::ClockSkew, e.to_string()))?;
@@ -134,7 +135,7 @@ impl SiloInner {
     }
 
     /// Delivers `envelope` and waits for the answer, at most its timeout.
-    pub(crate) async fn call(self: Arc<Self>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+    pub(crate) async fn call(self: Arc<Self>, envelope: Envelope) -> Result<Payload, CallError> {
         self.send(envelope).await
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use silica_client::Envelope;
 use silica_clocks::HybridClock;
+use silica_grains::Payload;
 use silica_grains::{
     CallError, DeactivationReason, Grain, GrainFactory, GrainReference, GrainType,
 };
@@ -92,7 +93,7 @@ impl Silo {
     /// Delivers an envelope that arrived from elsewhere (a gateway, a silo link) and waits for the
     /// answer. The envelope's HLC timestamp is merged into the silo clock, or the call is
     /// rejected if it is too far ahead.
-    pub async fn deliver(&self, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+    pub async fn deliver(&self, envelope: Envelope) -> Result<Payload, CallError> {
         self.inner.clone().receive(envelope).await
     }
 

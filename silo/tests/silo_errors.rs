@@ -62,7 +62,7 @@ async fn unknown_method_and_bad_arguments_are_rejected() {
     let counter: CounterRef = silo.grain_factory().get("m");
     let raw = counter.as_raw();
     let error = raw
-        .invoke_raw("Counter", "no_such_method", vec![])
+        .invoke_raw("Counter", "no_such_method", Default::default())
         .await
         .unwrap_err();
     assert_eq!(
@@ -71,7 +71,7 @@ async fn unknown_method_and_bad_arguments_are_rejected() {
         "{error}"
     );
     let error = raw
-        .invoke_raw("Counter", "add", vec![0xff; 11])
+        .invoke_raw("Counter", "add", [0xff; 11].as_slice().into())
         .await
         .unwrap_err();
     assert_eq!(
@@ -80,7 +80,7 @@ async fn unknown_method_and_bad_arguments_are_rejected() {
         "{error}"
     );
     let error = raw
-        .invoke_raw("Counter", "add", vec![1, 2, 3])
+        .invoke_raw("Counter", "add", [1, 2, 3].as_slice().into())
         .await
         .unwrap_err();
     assert_eq!(
@@ -168,7 +168,7 @@ async fn slow_call_times_out() {
     silo.shutdown().await;
 }
 
-fn envelope_at(target: GrainId, hlc: HlcTimestamp, args: Vec<u8>) -> Envelope {
+fn envelope_at(target: GrainId, hlc: HlcTimestamp, args: silica_grains::Payload) -> Envelope {
     Envelope {
         target,
         interface: "Counter".into(),

@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use silica_client::Envelope;
+use silica_grains::Payload;
 use silica_grains::grain::OwnedTurn;
 use silica_grains::{CallError, Grain, InterfaceDispatch, Interleave, RejectCode};
 use tokio::sync::oneshot;
@@ -25,8 +26,8 @@ use crate::caller::{TurnScope, in_turn, in_turn_sync};
 
 /// What a routed call resolves to: an answer already (inline), or a wait for one.
 pub(crate) enum Answered {
-    Ready(Result<Vec<u8>, CallError>),
-    Waiting(oneshot::Receiver<Result<Vec<u8>, CallError>>),
+    Ready(Result<Payload, CallError>),
+    Waiting(oneshot::Receiver<Result<Payload, CallError>>),
 }
 
 /// Runs the call inline if the activation is idle and active; `None` if it is not.

@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use silica_client::Envelope;
+use silica_grains::Payload;
 use silica_grains::context::ActivationRuntime;
 use silica_grains::context::TimerRegistration;
 use silica_grains::{
@@ -37,7 +38,7 @@ pub(crate) struct Call {
     pub(crate) envelope: Envelope,
     /// How the method interleaves (resolved when the call was routed).
     pub(crate) kind: Interleave,
-    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+    pub(crate) reply: oneshot::Sender<Result<Payload, CallError>>,
     /// When the caller stops waiting; a call still queued then is dropped, not run.
     pub(crate) deadline: tokio::time::Instant,
 }

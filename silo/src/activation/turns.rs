@@ -19,6 +19,7 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use silica_client::CallChain;
 use silica_grains::BoxFuture;
+use silica_grains::Payload;
 use silica_grains::grain::Dispatched;
 use silica_grains::{
     CallError, DeactivationReason, Grain, GrainContext, GrainId, InterfaceDispatch, Interleave,
@@ -302,7 +303,7 @@ impl<G: Grain> Activation<G> {
     }
 
     #[allow(clippy::boxed_local)] // calls travel boxed; unboxing just to drop would copy
-    fn answer(&self, call: Box<Call>, result: Result<Vec<u8>, CallError>) {
+    fn answer(&self, call: Box<Call>, result: Result<Payload, CallError>) {
         self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = call.reply.send(result);
     }
@@ -354,9 +355,9 @@ async fn run_tick<G: Grain>(
 
 /// Refuses a result over the message size limit.
 pub(super) fn limit_result(
-    result: Result<Vec<u8>, CallError>,
+    result: Result<Payload, CallError>,
     max_result_bytes: usize,
-) -> Result<Vec<u8>, CallError> {
+) -> Result<Payload, CallError> {
     match result {
         Ok(bytes) if bytes.len() > max_result_bytes => Err(crate::runtime::too_large(
             "the result",
