@@ -150,3 +150,43 @@ pub trait InterfaceDispatch<G>: Send + Sync + 'static {
 
 /// A turn that owns its grain instance: see `InterfaceDispatch::dispatch_owned`.
 pub type OwnedTurn<G> = BoxFuture<'static, (Box<G>, Result<Payload, CallError>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::Interleave::{self, *};
+
+    // Pins the interleaving table: exclusive turns never share; always-interleave joins any
+    // `&self` turn; read-only joins read-only; plain `&self` turns join only on reentrant types.
+    #[test]
+    fn may_join_table() {
+        let kinds = [Exclusive, Shared, ReadOnly, Always];
+        let expected = |incoming: Interleave, running: Interleave, reentrant: bool| match (
+            incoming, running,
+        ) {
+            (Exclusive, _) | (_, Exclusive) => false,
+            (Always, _) | (_, Always) => true,
+            (ReadOnly, ReadOnly) => true,
+            _ => reentrant,
+        };
+        for reentrant in [false, true] {
+            for incoming in kinds {
+                for running in kinds {
+                    assert_eq!(
+                        incoming.may_join(running, reentrant),
+                        expected(incoming, running, reentrant),
+                        "{incoming:?} joining {running:?}, reentrant {reentrant}"
+                    );
+                    assert_eq!(
+                        incoming.may_join(running, reentrant),
+                        running.may_join(incoming, reentrant),
+                        "the relation is symmetric"
+                    );
+                }
+            }
+        }
+        assert!(!Shared.may_join(Shared, false));
+        assert!(Shared.may_join(Shared, true));
+        assert!(Always.may_join(Shared, false));
+        assert!(!ReadOnly.may_join(Shared, false));
+    }
+}

@@ -142,8 +142,8 @@ impl<G: Grain> Activation<G> {
         }
     }
 
-    /// Runs a call (and, for `&self` calls, everything that may interleave with it). Returns a
-    /// message taken from the mailbox that could not join the phase and must run next.
+    /// Runs a call (and, for `&self` calls, everything that may interleave with it; what may
+    /// not goes back to the front of the mailbox).
     async fn call(&mut self, call: Box<Call>) {
         // As in Orleans, a request whose caller already timed out is not run.
         if call.expired() {
