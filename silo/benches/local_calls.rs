@@ -162,10 +162,8 @@ where
     (callers * per_caller) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Windowed load: each caller issues `window` calls (they are sent when issued), then awaits
-/// them in order, and repeats. Returns calls per second. Silica's calls are sent eagerly, so
-/// this pipelines without a `FuturesUnordered` per caller.
-async fn windowed(grains: usize, callers: usize, window: usize, per_caller: usize) -> f64 {
+/// A silo with `grains` adders, each already activated, and references to them.
+async fn active_adders(grains: usize) -> (Silo, std::sync::Arc<Vec<AdderRef>>) {
     let silo = Silo::builder().register::<AdderGrain>().start().unwrap();
     let refs: Vec<AdderRef> = (0..grains as i64)
         .map(|k| silo.grain_factory().get(k))
@@ -173,7 +171,14 @@ async fn windowed(grains: usize, callers: usize, window: usize, per_caller: usiz
     for r in &refs {
         r.add(0).await.unwrap();
     }
-    let refs = std::sync::Arc::new(refs);
+    (silo, std::sync::Arc::new(refs))
+}
+
+/// Windowed load: each caller issues `window` calls (they are sent when issued), then awaits
+/// them in order, and repeats. Returns calls per second. Silica's calls are sent eagerly, so
+/// this pipelines without a `FuturesUnordered` per caller.
+async fn windowed(grains: usize, callers: usize, window: usize, per_caller: usize) -> f64 {
+    let (silo, refs) = active_adders(grains).await;
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
@@ -203,14 +208,7 @@ async fn windowed(grains: usize, callers: usize, window: usize, per_caller: usiz
 
 /// L2: pipelined calls over `grains` grains.
 async fn silica_throughput(grains: usize, callers: usize, depth: usize, per_caller: usize) -> f64 {
-    let silo = Silo::builder().register::<AdderGrain>().start().unwrap();
-    let refs: Vec<AdderRef> = (0..grains as i64)
-        .map(|k| silo.grain_factory().get(k))
-        .collect();
-    for r in &refs {
-        r.add(0).await.unwrap();
-    }
-    let refs = std::sync::Arc::new(refs);
+    let (silo, refs) = active_adders(grains).await;
     let rate = pipelined(grains, callers, depth, per_caller, move |i| refs[i].add(1)).await;
     silo.shutdown().await;
     rate
