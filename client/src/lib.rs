@@ -22,3 +22,9 @@
 pub mod envelope;
 
 pub use envelope::{CallChain, ChainLink, DEFAULT_CALL_TIMEOUT, Envelope};
+/// The typed-reference machinery, defined with the programming model (a grain's context hands
+/// out factories too) and re-exported here as the client's API.
+pub use silica_grains::{
+    CallOptions, GrainFactory, GrainReference, Invoker, Payload, PendingCall, RawGrainRef,
+    Request,
+};
