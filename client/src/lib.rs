@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - [`envelope`] — `Envelope`, `CallChain`, the default timeout.
+//! - re-exports of the reference machinery from `silica-grains`: `GrainFactory`,
+//!   `GrainReference`, `RawGrainRef`, `Invoker`, `PendingCall`, `Payload`.
 //!
 //! # Example
 //! ```
