@@ -1,6 +1,7 @@
 //! Ring benchmarks (plain binary, `harness = false`): round trip p50/p99 per backend,
 //! throughput with many producers and 64-byte H2K entries, GPU HLC stamp cost.
 //! Run: `cargo bench -p silica-gpu --features cuda --bench ring` (CPU-only without CUDA).
+//! `SILICA_BENCH_ONLY=rt` runs only the round trips, `=tp` only throughput.
 
 use silica_gpu::samples::{Empty, VecPair, VectorAdd};
 use silica_gpu::{BackendChoice, BackendKind, HlcStamp, Ring, RingConfig};
@@ -54,6 +55,12 @@ fn config(kind: BackendKind) -> RingConfig {
 /// completion thread's unpark is on the path); otherwise it spins on its reply cell first
 /// (DESIGN §3 rule 10: measure both ways).
 fn round_trip(kind: BackendKind, n: usize, park: bool) {
+    round_trip_after(kind, n, park, Duration::ZERO);
+}
+
+/// Round trip of one caller that pauses `pause` before each call (spin unless `park`): the
+/// kernel's poller has gone idle (and backed off) when the message arrives.
+fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
     let cfg = RingConfig {
         reply_spin: if park {
             Duration::ZERO
@@ -86,13 +93,20 @@ fn round_trip(kind: BackendKind, n: usize, park: bool) {
     }
     let mut t: Vec<f64> = (0..n)
         .map(|_| {
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
             let s = Instant::now();
             call(&ring);
             s.elapsed().as_nanos() as f64 / 1000.0
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
-    let how = if park { "park" } else { "spin" };
+    let how = match (park, pause.is_zero()) {
+        (true, _) => "park".to_owned(),
+        (false, true) => "spin".to_owned(),
+        (false, false) => format!("spin, each call after {pause:?} idle"),
+    };
     println!(
         "round_trip {kind:?} ({how}): p50 {:.2} us  p99 {:.2} us  (n={n})",
         t[n / 2],
@@ -188,10 +202,19 @@ fn main() {
     })
     .collect();
     let n = if quick { 2000 } else { 20000 };
-    for &kind in &kinds {
-        let n = if kind == BackendKind::Wgpu { n / 10 } else { n };
-        round_trip(kind, n, false);
-        round_trip(kind, n, true);
+    let part = std::env::var("SILICA_BENCH_ONLY").unwrap_or_default();
+    if part != "tp" {
+        for &kind in &kinds {
+            let n = if kind == BackendKind::Wgpu { n / 10 } else { n };
+            round_trip(kind, n, false);
+            round_trip(kind, n, true);
+            if kind == BackendKind::CudaPersistent {
+                round_trip_after(kind, n / 100, false, Duration::from_millis(5));
+            }
+        }
+    }
+    if part == "rt" {
+        return;
     }
     let secs = if quick { 0.5 } else { 2.0 };
     if let Some(p) = std::env::var("SILICA_BENCH_PRODUCERS")

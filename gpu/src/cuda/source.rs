@@ -39,6 +39,7 @@ pub(crate) fn generate<K: Kernel>() -> (String, usize) {
     let handler_line = src.lines().count() + 1;
     src.push_str(K::CUDA_HANDLER);
     src.push_str("\n// ---- ring ----\n");
+
     src.push_str(&wire_defines(
         h2k_data_stride(size_of::<K::Request>()),
         k2h_data_stride(size_of::<K::Response>()),
@@ -149,60 +150,96 @@ __shared__ volatile unsigned long long silica_published;
 __shared__ volatile unsigned long long silica_done[32];
 __shared__ volatile int silica_stop;
 
-// One polling round over DEPTH groups of SILICA_EPL entries, all loads issued before the
-// first is checked: the 16-byte wire chunks carry the seq tag in every word, so this one
-// parallel read both detects and fetches (DESIGN §3 rule 4). Copies the ready prefix into the
-// device staging ring (data layout) and returns its length; entries after a gap are left alone
-// (their staging positions may still be read by workers).
-template <unsigned int DEPTH>
-__device__ __forceinline__ unsigned int silica_poll_round(const SilicaRing& p, unsigned long long base) {
+// Issues this lane's loads of one group of SILICA_EPL entries starting at `base` (one 16-byte
+// load per chunk; nothing waits on them until the group is checked).
+__device__ __forceinline__ void silica_issue_group(const SilicaRing& p, unsigned long long base,
+                                                   uint4 (&v)[SILICA_CPL], bool first_only = false) {
     const unsigned int lane = threadIdx.x & 31;
-    const unsigned long long mask = p.cap - 1;
     const unsigned int sub = lane / SILICA_LPE, c0 = lane % SILICA_LPE;
-    uint4 v[DEPTH][SILICA_CPL];
+    unsigned long long e = base + sub;
+    if (first_only && sub > 0) {
 #pragma unroll
-    for (unsigned int d = 0; d < DEPTH; ++d) {
-        unsigned long long e = base + d * SILICA_EPL + sub;
-        const unsigned char* src = p.h2k + (e & mask) * (2 * SILICA_H2K_DATA);
-#pragma unroll
-        for (unsigned int j = 0; j < SILICA_CPL; ++j) {
-            unsigned int c = c0 + j * SILICA_LPE;
-            v[d][j] = c < SILICA_H2K_CHUNKS ? silica_ld_sys16(src + 16 * c) : make_uint4(0, 0, 0, 0);
-        }
+        for (unsigned int j = 0; j < SILICA_CPL; ++j) v[j] = make_uint4(0, 0, 0, 0);
+        return;
     }
+    const unsigned char* src = p.h2k + (e & (unsigned long long)(p.cap - 1)) * (2 * SILICA_H2K_DATA);
+#pragma unroll
+    for (unsigned int j = 0; j < SILICA_CPL; ++j) {
+        unsigned int c = c0 + j * SILICA_LPE;
+        v[j] = c < SILICA_H2K_CHUNKS ? silica_ld_sys16(src + 16 * c) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+// Checks a group issued by `silica_issue_group`: the 16-byte wire chunks carry the seq tag in
+// every word, so the one parallel read both detected and fetched (DESIGN §3 rule 4). Copies the
+// ready prefix into the device staging ring (data layout) and returns its length; entries
+// after a gap are left alone (their staging positions may still be read by workers).
+__device__ __forceinline__ unsigned int silica_take_group(const SilicaRing& p, unsigned long long base,
+                                                          const uint4 (&v)[SILICA_CPL]) {
+    const unsigned int lane = threadIdx.x & 31;
+    const unsigned int sub = lane / SILICA_LPE, c0 = lane % SILICA_LPE;
     // Bit of each entry's first lane.
     unsigned int leaders = 0;
 #pragma unroll
     for (unsigned int k = 0; k < SILICA_EPL; ++k) leaders |= 1u << (k * SILICA_LPE);
-    unsigned int count = 0;
+    unsigned long long e = base + sub;
+    unsigned int seq = (unsigned int)(e + 1);
+    bool ok = true;
 #pragma unroll
-    for (unsigned int d = 0; d < DEPTH; ++d) {
-        unsigned long long e = base + d * SILICA_EPL + sub;
-        unsigned int seq = (unsigned int)(e + 1);
-        bool ok = true;
+    for (unsigned int j = 0; j < SILICA_CPL; ++j) {
+        unsigned int c = c0 + j * SILICA_LPE;
+        ok &= c >= SILICA_H2K_CHUNKS || (v[j].y == seq && v[j].w == seq);
+    }
+    unsigned int good = __ballot_sync(SILICA_FULL, ok);
+    unsigned int lmask = SILICA_LPE == 32 ? SILICA_FULL : (((1u << SILICA_LPE) - 1u) << (sub * SILICA_LPE));
+    bool whole = (good & lmask) == lmask;
+    unsigned int ready = __ballot_sync(SILICA_FULL, whole) & leaders;
+    unsigned int missing = leaders & ~ready;
+    unsigned int n = missing ? (unsigned int)(__ffs(missing) - 1) / SILICA_LPE : SILICA_EPL;
+    if (sub < n) {
+        unsigned char* dst = p.stage + (e & (unsigned long long)(p.cap - 1)) * SILICA_H2K_DATA;
 #pragma unroll
         for (unsigned int j = 0; j < SILICA_CPL; ++j) {
             unsigned int c = c0 + j * SILICA_LPE;
-            ok &= c >= SILICA_H2K_CHUNKS || (v[d][j].y == seq && v[d][j].w == seq);
+            if (c < SILICA_H2K_CHUNKS) *(uint2*)(dst + 8 * c) = make_uint2(v[j].x, v[j].z);
         }
-        unsigned int good = __ballot_sync(SILICA_FULL, ok);
-        unsigned int lmask = SILICA_LPE == 32 ? SILICA_FULL : (((1u << SILICA_LPE) - 1u) << (sub * SILICA_LPE));
-        bool whole = (good & lmask) == lmask;
-        unsigned int ready = __ballot_sync(SILICA_FULL, whole) & leaders;
-        unsigned int missing = leaders & ~ready;
-        unsigned int n = missing ? (unsigned int)(__ffs(missing) - 1) / SILICA_LPE : SILICA_EPL;
-        if (sub < n) {
-            unsigned char* dst = p.stage + (e & mask) * SILICA_H2K_DATA;
+    }
+    return n;
+}
+
+// One polling round over DEPTH groups, all loads issued before the first is checked.
+template <unsigned int DEPTH>
+__device__ __forceinline__ unsigned int silica_poll_round(const SilicaRing& p, unsigned long long base) {
+    uint4 v[DEPTH][SILICA_CPL];
 #pragma unroll
-            for (unsigned int j = 0; j < SILICA_CPL; ++j) {
-                unsigned int c = c0 + j * SILICA_LPE;
-                if (c < SILICA_H2K_CHUNKS) *(uint2*)(dst + 8 * c) = make_uint2(v[d][j].x, v[d][j].z);
-            }
-        }
+    for (unsigned int d = 0; d < DEPTH; ++d) silica_issue_group(p, base + d * SILICA_EPL, v[d]);
+    unsigned int count = 0;
+#pragma unroll
+    for (unsigned int d = 0; d < DEPTH; ++d) {
+        unsigned int n = silica_take_group(p, base + d * SILICA_EPL, v[d]);
         count += n;
         if (n < SILICA_EPL) break;
     }
     return count;
+}
+
+// Heartbeat and exit checks (lane 0 reads the host words; both loads in flight at once).
+__device__ __forceinline__ bool silica_housekeep(const SilicaRing& p, unsigned long long idx,
+                                                 unsigned long long& last_sum) {
+    const unsigned int lane = threadIdx.x & 31;
+    volatile unsigned int* terminate = (volatile unsigned int*)(p.ctrl + 0);
+    volatile unsigned long long* heartbeat = (volatile unsigned long long*)(p.ctrl + 64);
+    volatile unsigned int* test_exit = (volatile unsigned int*)(p.ctrl + 128);
+    int quit = 0;
+    if (lane == 0) {
+        unsigned int a = *terminate, b = *test_exit;
+        unsigned long long sum = 0; bool caught_up = true;
+        for (unsigned int w = 0; w < p.workers; ++w) { sum += silica_done[w]; caught_up &= silica_done[w] == idx; }
+        if (caught_up || sum != last_sum) *heartbeat = silica_globaltimer();
+        last_sum = sum;
+        quit = (a | b) != 0;
+    }
+    return __shfl_sync(SILICA_FULL, quit, 0) != 0;
 }
 
 __device__ void silica_poller(const SilicaRing& p) {
@@ -210,14 +247,14 @@ __device__ void silica_poller(const SilicaRing& p) {
     unsigned long long idx = p.start;
     unsigned int idle = 0, busy = 0;
     unsigned long long last_sum = ~0ull, publishes = 0;
-    volatile unsigned int* terminate = (volatile unsigned int*)(p.ctrl + 0);
-    volatile unsigned long long* heartbeat = (volatile unsigned long long*)(p.ctrl + 64);
-    volatile unsigned int* test_exit = (volatile unsigned int*)(p.ctrl + 128);
     while (true) {
         unsigned int count = 0;
         if (idle > 0) {
-            // Idle: probe one group (one load per lane) so an idle ring costs little PCIe.
-            count = silica_poll_round<1>(p, idx);
+            // Idle: probe only the next entry (its lanes' 16-byte loads; the other lanes load
+            // nothing), so an idle ring costs little PCIe and the probe returns sooner.
+            uint4 v[SILICA_CPL];
+            silica_issue_group(p, idx, v, true);
+            count = silica_take_group(p, idx, v);
         } else {
             for (unsigned int r = 0; r < p.lookahead; ++r) {
                 unsigned int n = silica_poll_round<SILICA_DEPTH>(p, idx + count);
@@ -239,21 +276,10 @@ __device__ void silica_poller(const SilicaRing& p) {
             }
         } else {
             ++idle;
-            // Each empty probe is already a PCIe round trip (~1 us); back off only after a
-            // while so a message after a short pause is not delayed by a sleep.
             if (idle > 256) __nanosleep(idle > 4096 ? 1000 : 200);
         }
         if (count == 0 ? (idle & 63) == 1 : (++busy & 255) == 0) {
-            int quit = 0;
-            if (lane == 0) {
-                unsigned long long sum = 0; bool caught_up = true;
-                for (unsigned int w = 0; w < p.workers; ++w) { sum += silica_done[w]; caught_up &= silica_done[w] == idx; }
-                if (caught_up || sum != last_sum) *heartbeat = silica_globaltimer();
-                last_sum = sum;
-                quit = *terminate != 0 || *test_exit != 0;
-            }
-            quit = __shfl_sync(SILICA_FULL, quit, 0);
-            if (quit) break;
+            if (silica_housekeep(p, idx, last_sum)) break;
         }
     }
     if (lane == 0) { __threadfence_block(); silica_stop = 1; }
