@@ -27,6 +27,5 @@ pub use envelope::{CallChain, ChainLink, DEFAULT_CALL_TIMEOUT, Envelope};
 /// The typed-reference machinery, defined with the programming model (a grain's context hands
 /// out factories too) and re-exported here as the client's API.
 pub use silica_grains::{
-    CallOptions, GrainFactory, GrainReference, Invoker, Payload, PendingCall, RawGrainRef,
-    Request,
+    CallOptions, GrainFactory, GrainReference, Invoker, Payload, PendingCall, RawGrainRef, Request,
 };
