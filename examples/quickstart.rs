@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use silica::{DeactivationReason, Grain, GrainContext, GrainError, GrainReference, Silo, grain};
+use silica::prelude::*;
 
 /// A counter grain: the "hello world" of virtual actors.
 #[grain]

@@ -12,6 +12,7 @@
 //! - [`clocks`] — hybrid logical clocks and vector clocks.
 //! - [`placement`] — placement directors.
 //! - [`gpu`] — GPU ring kernels.
+//! - [`prelude`] — the usual imports.
 //!
 //! # Features
 //! - `cuda`: the CUDA backends of `silica-gpu` (libcuda and NVRTC are loaded at run time).
@@ -58,3 +59,13 @@ pub use silica_grains::{
     grain,
 };
 pub use silica_silo::{Silo, SiloBuilder, SiloConfig};
+
+/// What most programs using Silica import: `use silica::prelude::*;` brings the macro, the
+/// traits whose methods references and grains use (`GrainReference::with_timeout`, `cast`,
+/// `id`), and the silo.
+pub mod prelude {
+    pub use silica_grains::{
+        CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainReference, grain,
+    };
+    pub use silica_silo::{Silo, SiloConfig};
+}
