@@ -20,6 +20,7 @@
 //! - [`target`]: [`PlacementTarget`] and [`PlacementDecision`].
 //! - [`director`]: the [`PlacementDirector`] trait, the directors, and [`PlacementDirectors`].
 //! - [`error`]: the error type, [`PlacementError`].
+//! - [`ring`]: [`SiloRing`], the consistent-hash ring over silos (shared with the directory).
 //! - [`sim`]: an in-memory multi-silo harness with simulated devices, and the placement
 //!   experiment.
 //!
@@ -55,6 +56,7 @@ pub mod cluster_load;
 pub mod director;
 pub mod error;
 pub mod load;
+pub mod ring;
 pub mod sim;
 pub mod target;
 
@@ -66,5 +68,6 @@ pub use director::{
 };
 pub use error::PlacementError;
 pub use load::{DeviceId, DeviceLoad, ServiceRateEwma, SiloLoadReport};
+pub use ring::SiloRing;
 pub use silica_grains::placement::{PlacementStrategy, SiloAddress};
 pub use target::{GpuRequirements, PlacementDecision, PlacementTarget};

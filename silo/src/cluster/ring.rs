@@ -1,18 +1,16 @@
 //! [`DirectoryRing`]: which silo owns which grain's directory entry, in one view.
 
-use std::hash::{Hash, Hasher};
-
-use hashring::HashRing;
 use silica_grains::GrainId;
 use silica_grains::placement::SiloAddress;
+use silica_placement::SiloRing;
 
 use super::snapshot::{MembershipSnapshot, TableVersion};
 
 /// Ring points per silo by default (Orleans uses 30 for its directory ring).
 pub const DEFAULT_DIRECTORY_VIRTUAL_NODES: u32 = 30;
 
-/// A consistent-hash ring over the *active* silos of one view (`hashring`, virtual nodes added
-/// explicitly). Keyed by [`GrainId::stable_hash`], so every silo holding the same view version
+/// A consistent-hash ring ([`SiloRing`], shared with hash-based placement) over the *active*
+/// silos of one view. Keyed by [`GrainId::stable_hash`], so every silo holding the same view version
 /// computes the same owner for every grain, and a join or death moves only about `1/n` of them.
 ///
 /// Joining and shutting-down silos own nothing: a joining silo has not received its hand-off
@@ -20,27 +18,15 @@ pub const DEFAULT_DIRECTORY_VIRTUAL_NODES: u32 = 30;
 #[derive(Clone, Debug)]
 pub struct DirectoryRing {
     version: TableVersion,
-    silos: Vec<SiloAddress>,
-    ring: HashRing<VirtualNode>,
+    ring: SiloRing,
 }
 
 impl DirectoryRing {
     /// The ring of `view`'s active silos with `virtual_nodes` points each (at least 1).
     pub fn new(view: &MembershipSnapshot, virtual_nodes: u32) -> Self {
-        let silos = view.active_silos();
-        let mut ring = HashRing::new();
-        ring.batch_add(
-            silos
-                .iter()
-                .flat_map(|&silo| {
-                    (0..virtual_nodes.max(1)).map(move |replica| VirtualNode { silo, replica })
-                })
-                .collect(),
-        );
         Self {
             version: view.version,
-            silos,
-            ring,
+            ring: SiloRing::new(&view.active_silos(), virtual_nodes),
         }
     }
 
@@ -51,49 +37,12 @@ impl DirectoryRing {
 
     /// The silos on the ring, in address order.
     pub fn silos(&self) -> &[SiloAddress] {
-        &self.silos
+        self.ring.silos()
     }
 
     /// The silo owning `grain`'s directory entry; `None` when no silo is active.
     pub fn owner(&self, grain: &GrainId) -> Option<SiloAddress> {
-        self.ring.get(&RingKey(grain.stable_hash())).map(|v| v.silo)
-    }
-}
-
-/// One point of a silo on the ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct VirtualNode {
-    silo: SiloAddress,
-    replica: u32,
-}
-
-// Hashed from explicit little-endian bytes, not derived: derived `Hash` writes native-endian,
-// platform-sized integers, and every silo must put a node at the same point. (The same encoding
-// as the hash-based placement director's ring.)
-impl Hash for VirtualNode {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self.silo.endpoint.ip() {
-            std::net::IpAddr::V4(ip) => {
-                state.write(&[4]);
-                state.write(&ip.octets());
-            }
-            std::net::IpAddr::V6(ip) => {
-                state.write(&[6]);
-                state.write(&ip.octets());
-            }
-        }
-        state.write(&self.silo.endpoint.port().to_le_bytes());
-        state.write(&self.silo.generation.to_le_bytes());
-        state.write(&self.replica.to_le_bytes());
-    }
-}
-
-/// A grain hash as a ring key, hashed from its little-endian bytes for the same reason.
-struct RingKey(u64);
-
-impl Hash for RingKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(&self.0.to_le_bytes());
+        self.ring.owner(grain.stable_hash())
     }
 }
 
