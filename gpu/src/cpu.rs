@@ -2,11 +2,9 @@
 
 use crate::backend::RingBackend;
 use crate::dispatch::{BatchDriver, BatchExecutor, Incoming};
-use crate::error::RingError;
 use crate::kernel::{Kernel, zeroed};
 use crate::queue::STATUS_OK;
 use crate::ring::{BackendKind, RingShared};
-use crate::slots::SlotId;
 use std::sync::Arc;
 
 struct CpuExecutor<K: Kernel> {
@@ -14,6 +12,7 @@ struct CpuExecutor<K: Kernel> {
 }
 
 impl<K: Kernel> BatchExecutor<K> for CpuExecutor<K> {
+    const KIND: BackendKind = BackendKind::Cpu;
     fn execute(
         &mut self,
         round: &[Incoming<K::Request>],
@@ -39,27 +38,7 @@ impl<K: Kernel> BatchExecutor<K> for CpuExecutor<K> {
     }
 }
 
-struct CpuBackend<K: Kernel>(BatchDriver<K, CpuExecutor<K>>);
-
-impl<K: Kernel> RingBackend<K> for CpuBackend<K> {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Cpu
-    }
-    fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
-        self.0.write_state(slot, state)
-    }
-    fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
-        self.0.read_state(slot)
-    }
-    fn shutdown(&self) {
-        self.0.shutdown();
-    }
-}
-
 pub(crate) fn start<K: Kernel>(shared: Arc<RingShared<K>>) -> Box<dyn RingBackend<K>> {
     let states = vec![zeroed::<K::State>(); shared.slots.capacity() as usize];
-    Box::new(CpuBackend(BatchDriver::start(
-        shared,
-        CpuExecutor::<K> { states },
-    )))
+    Box::new(BatchDriver::start(shared, CpuExecutor::<K> { states }))
 }

@@ -3,12 +3,13 @@
 //! twice (so one slot's messages run one at a time, in FIFO order), runs each round on an
 //! executor and completes the callers.
 
+use crate::backend::RingBackend;
 use crate::clock::HlcStamp;
 use crate::error::{FaultKind, RingError};
 use crate::kernel::Kernel;
 use crate::queue::{INVALID_SLOT, STATUS_OK};
 use crate::reply::{Outcome, Reply};
-use crate::ring::RingShared;
+use crate::ring::{BackendKind, RingShared};
 use crate::slots::SlotId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ pub(crate) struct Incoming<Q> {
 
 /// Runs rounds of messages on a device.
 pub(crate) trait BatchExecutor<K: Kernel>: Send + 'static {
+    /// Which backend a ring driven by this executor is.
+    const KIND: BackendKind;
     /// Handles `round` (no slot twice); pushes one `(response, status, hlc)` per message.
     /// An `hlc` of 0 asks the driver to stamp with the host clock.
     fn execute(
@@ -59,18 +62,6 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
         }
     }
 
-    pub(crate) fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
-        self.lock()
-            .write_state(slot.0, state)
-            .map_err(|e| self.device_fault(e))
-    }
-
-    pub(crate) fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
-        self.lock()
-            .read_state(slot.0)
-            .map_err(|e| self.device_fault(e))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, E> {
         self.executor.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -81,8 +72,27 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
             message: detail,
         })
     }
+}
 
-    pub(crate) fn shutdown(&self) {
+/// Every batch backend is its driver: the executor says which backend it is.
+impl<K: Kernel, E: BatchExecutor<K>> RingBackend<K> for BatchDriver<K, E> {
+    fn kind(&self) -> BackendKind {
+        E::KIND
+    }
+
+    fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
+        self.lock()
+            .write_state(slot.0, state)
+            .map_err(|e| self.device_fault(e))
+    }
+
+    fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
+        self.lock()
+            .read_state(slot.0)
+            .map_err(|e| self.device_fault(e))
+    }
+
+    fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.thread().unpark();

@@ -15,7 +15,6 @@ use crate::error::{CompileError, DeviceError, RingError};
 use crate::kernel::{Kernel, as_bytes, from_bytes, numbered, type_decls};
 use crate::queue::STATUS_OK;
 use crate::ring::{BackendKind, RingShared};
-use crate::slots::SlotId;
 use silica_grains::gpu::GpuType;
 use std::sync::Arc;
 use wgpu::naga;
@@ -234,6 +233,7 @@ impl<K: Kernel> WgpuExecutor<K> {
 }
 
 impl<K: Kernel> BatchExecutor<K> for WgpuExecutor<K> {
+    const KIND: BackendKind = BackendKind::Wgpu;
     fn execute(
         &mut self,
         round: &[Incoming<K::Request>],
@@ -296,23 +296,6 @@ fn pad4(bytes: &mut Vec<u8>) {
     bytes.resize(bytes.len().next_multiple_of(4), 0);
 }
 
-struct WgpuBackend<K: Kernel>(BatchDriver<K, WgpuExecutor<K>>);
-
-impl<K: Kernel> RingBackend<K> for WgpuBackend<K> {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Wgpu
-    }
-    fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
-        self.0.write_state(slot, state)
-    }
-    fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
-        self.0.read_state(slot)
-    }
-    fn shutdown(&self) {
-        self.0.shutdown();
-    }
-}
-
 pub(crate) fn start<K: Kernel>(
     shared: Arc<RingShared<K>>,
     device: usize,
@@ -325,5 +308,5 @@ pub(crate) fn start<K: Kernel>(
         .ok_or(DeviceError::NoAdapter)?;
     let executor =
         WgpuExecutor::<K>::new(&adapter, shared.slots.capacity(), shared.config.max_batch)?;
-    Ok(Box::new(WgpuBackend(BatchDriver::start(shared, executor))))
+    Ok(Box::new(BatchDriver::start(shared, executor)))
 }

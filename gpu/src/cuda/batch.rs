@@ -9,7 +9,6 @@ use crate::error::{DeviceError, RingError};
 use crate::kernel::{Kernel, as_bytes, from_bytes};
 use crate::queue::HEADER;
 use crate::ring::{BackendKind, RingShared};
-use crate::slots::SlotId;
 use cudarc::driver::{result, sys};
 use std::ffi::{CString, c_void};
 use std::sync::Arc;
@@ -34,6 +33,7 @@ struct Exec {
 unsafe impl Send for Exec {}
 
 impl<K: Kernel> BatchExecutor<K> for Exec {
+    const KIND: BackendKind = BackendKind::CudaBatch;
     fn execute(
         &mut self,
         round: &[Incoming<K::Request>],
@@ -128,23 +128,6 @@ impl Exec {
     }
 }
 
-struct CudaBatchBackend<K: Kernel>(BatchDriver<K, Exec>);
-
-impl<K: Kernel> RingBackend<K> for CudaBatchBackend<K> {
-    fn kind(&self) -> BackendKind {
-        BackendKind::CudaBatch
-    }
-    fn write_state(&self, slot: SlotId, state: &K::State) -> Result<(), RingError> {
-        self.0.write_state(slot, state)
-    }
-    fn read_state(&self, slot: SlotId) -> Result<K::State, RingError> {
-        self.0.read_state(slot)
-    }
-    fn shutdown(&self) {
-        self.0.shutdown();
-    }
-}
-
 pub(crate) fn start<K: Kernel>(
     shared: Arc<RingShared<K>>,
     ordinal: usize,
@@ -184,5 +167,5 @@ pub(crate) fn start<K: Kernel>(
         module,
         ctx,
     };
-    Ok(Box::new(CudaBatchBackend(BatchDriver::start(shared, exec))))
+    Ok(Box::new(BatchDriver::start(shared, exec)))
 }

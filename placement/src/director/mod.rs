@@ -108,6 +108,14 @@ impl DeviceCandidate {
     pub(crate) fn expected_wait_s(&self) -> f64 {
         (self.queue_depth + 1) as f64 / self.rate_per_s
     }
+
+    /// The decision to place the activation on this device.
+    pub(crate) fn decision(&self) -> PlacementDecision {
+        PlacementDecision {
+            silo: self.silo,
+            device: Some(self.device),
+        }
+    }
 }
 
 /// Silo candidates for `target`: compatible, not overloaded unless all are, and for a GPU target

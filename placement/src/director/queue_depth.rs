@@ -104,10 +104,7 @@ impl PlacementDirector for QueueDepthPlacementDirector {
         let candidates = Candidates::gather(target, load)?;
         if let Some(devices) = &candidates.devices {
             let d = self.choose_device(target, devices, rng);
-            return Ok(PlacementDecision {
-                silo: d.silo,
-                device: Some(d.device),
-            });
+            return Ok(d.decision());
         }
         if candidates.silos.contains(&target.requesting_silo) {
             return Ok(candidates.on_silo(target.requesting_silo));

@@ -23,10 +23,7 @@ impl PlacementDirector for RandomPlacementDirector {
         let candidates = Candidates::gather(target, load)?;
         if let Some(devices) = &candidates.devices {
             let d = devices[rng.random_range(0..devices.len())];
-            return Ok(PlacementDecision {
-                silo: d.silo,
-                device: Some(d.device),
-            });
+            return Ok(d.decision());
         }
         let silo = candidates.silos[rng.random_range(0..candidates.silos.len())];
         Ok(PlacementDecision { silo, device: None })
