@@ -38,6 +38,16 @@ pub enum CallError {
         /// The grains on the call chain, first caller first, ending with the repeated grain.
         chain: Vec<GrainId>,
     },
+    /// The device serving a GPU grain failed while the call was in flight (kernel fault, device
+    /// lost, heartbeat stall): the activation's device state is lost, and the next call starts a
+    /// fresh activation (on another device, or on the CPU implementation when none is left).
+    #[error("GPU grain {grain} failed: {message}")]
+    GpuFault {
+        /// The grain whose device failed.
+        grain: GrainId,
+        /// What the device reported.
+        message: String,
+    },
     /// The call was refused before it reached a handler.
     #[error("rejected ({code:?}): {message}")]
     Rejected {
