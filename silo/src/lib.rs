@@ -20,7 +20,10 @@
 //! - `caller`: the task-local turn scope that carries call chains.
 //!
 //! # Features
-//! None: the silo builds with no system dependencies.
+//! - `etcd`: the etcd membership table (`cluster::EtcdMembershipTable`); its build needs
+//!   `protoc` and the well-known protos (Debian `protobuf-compiler libprotobuf-dev`).
+//!
+//! With none, the silo builds with no system dependencies.
 //!
 //! # Example
 //! ```

@@ -28,6 +28,7 @@ pub async fn run_all<T: MembershipTable>(mut fresh: impl FnMut() -> T) {
     status_never_moves_backwards(&fresh()).await;
     i_am_alive_is_not_a_membership_change(&fresh()).await;
     generations_are_distinct_rows(&fresh()).await;
+    update_keeps_latest_heartbeat(&fresh()).await;
 }
 
 /// A fresh table has no rows and version 0.
@@ -253,5 +254,36 @@ pub async fn generations_are_distinct_rows(table: &impl MembershipTable) {
         snap.status(&old.silo),
         Some(SiloStatus::Active),
         "old row untouched"
+    );
+}
+
+/// An update written from an older read keeps the row's later heartbeat: `i_am_alive_ms`
+/// never moves backwards, whichever write carried it.
+pub async fn update_keeps_latest_heartbeat(table: &impl MembershipTable) {
+    let row = MembershipEntry::new(silo(1, 1), SiloStatus::Joining, 10);
+    table
+        .insert_row(row.clone(), TableVersion(0))
+        .await
+        .expect("insert");
+    table
+        .update_i_am_alive(row.silo, 900)
+        .await
+        .expect("heartbeat");
+    let mut active = row.clone();
+    active.status = SiloStatus::Active;
+    table
+        .update_row(active, TableVersion(1))
+        .await
+        .expect("update");
+    let snap = table.read_all().await.expect("read_all");
+    let read = snap.entry(&row.silo).expect("row");
+    assert_eq!(
+        read.status,
+        SiloStatus::Active,
+        "update_keeps_latest_heartbeat: status"
+    );
+    assert_eq!(
+        read.i_am_alive_ms, 900,
+        "update_keeps_latest_heartbeat: heartbeat"
     );
 }

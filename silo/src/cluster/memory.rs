@@ -82,7 +82,9 @@ impl MembershipTable for InMemoryMembershipTable {
                     to: entry.status,
                 });
             }
+            let alive_ms = row.i_am_alive_ms.max(entry.i_am_alive_ms);
             *row = entry;
+            row.i_am_alive_ms = alive_ms;
             Ok(())
         })
     }

@@ -11,6 +11,8 @@
 //!   [`SuspicionVote`], [`TableVersion`].
 //! - [`table`] — the [`MembershipTable`] trait and [`MembershipTableError`].
 //! - [`memory`] — [`InMemoryMembershipTable`], the embedded default.
+//! - `etcd` (feature `etcd`) — `EtcdMembershipTable` and `SiloLease`: the table on etcd, with
+//!   a lease per silo as a second death signal.
 //! - [`conformance`] — the table conformance suite, generic over [`MembershipTable`].
 //! - [`config`] — [`MembershipConfig`].
 //! - [`votes`] — pure decisions on a view (votes, death, supersession).
@@ -32,6 +34,8 @@ pub mod config;
 pub mod conformance;
 pub mod directory_error;
 pub mod driver;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod handoff;
 pub mod memory;
 pub mod oracle;
@@ -46,6 +50,8 @@ pub use cache::DirectoryCache;
 pub use config::MembershipConfig;
 pub use directory_error::{DirectoryError, DirectoryRetry};
 pub use driver::MembershipError;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdMembershipTable, EtcdTableOptions, SiloLease};
 pub use handoff::{Duplicate, HandOff, HandOffAck};
 pub use memory::InMemoryMembershipTable;
 pub use oracle::{MembershipAction, MembershipOracle, StopReason};

@@ -48,6 +48,8 @@ pub struct MembershipOracle {
     config: MembershipConfig,
     view: MembershipSnapshot,
     missed: BTreeMap<SiloAddress, u32>,
+    // When this silo last voted against a target because its store lease expired.
+    lease_votes: BTreeMap<SiloAddress, u64>,
     actions: VecDeque<MembershipAction>,
     stopped: Option<StopReason>,
 }
@@ -60,6 +62,7 @@ impl MembershipOracle {
             config,
             view: MembershipSnapshot::default(),
             missed: BTreeMap::new(),
+            lease_votes: BTreeMap::new(),
             actions: VecDeque::new(),
             stopped: None,
         }
@@ -124,6 +127,7 @@ impl MembershipOracle {
         }
         let targets = self.probe_targets();
         self.missed.retain(|s, _| targets.contains(s));
+        self.lease_votes.retain(|s, _| targets.contains(s));
         changed
     }
 
@@ -163,16 +167,42 @@ impl MembershipOracle {
         *missed += 1;
         if *missed >= self.config.num_missed_probes_limit {
             *missed = 0;
-            let queued = self
-                .actions
-                .iter()
-                .any(|a| matches!(a, MembershipAction::Suspect { silo: s, .. } if *s == silo));
-            if !queued {
-                self.actions.push_back(MembershipAction::Suspect {
-                    silo,
-                    at_ms: now_ms,
-                });
+            self.queue_suspect(silo, now_ms);
+        }
+    }
+
+    /// Checks the view's expired store leases (etcd) against this silo's probe targets at
+    /// `now_ms`: a target whose lease expired gets a vote at once, as if it had missed
+    /// [`MembershipConfig::num_missed_probes_limit`] probes. The vote is renewed every
+    /// `num_missed_probes_limit` probe periods while the lease stays expired, the cadence of
+    /// probe-driven votes. Death still needs the usual fresh votes from distinct monitors, so an
+    /// expired lease only shortens detection; it never declares a silo dead on its own.
+    pub fn handle_lease_check(&mut self, now_ms: u64) {
+        let renew_ms = u64::from(self.config.num_missed_probes_limit) * self.config.probe_period_ms;
+        for silo in self.probe_targets() {
+            if !self.view.expired_leases.contains(&silo) {
+                self.lease_votes.remove(&silo);
+                continue;
             }
+            let due = self
+                .lease_votes
+                .get(&silo)
+                .is_none_or(|&at| now_ms.saturating_sub(at) >= renew_ms);
+            if due {
+                self.lease_votes.insert(silo, now_ms);
+                self.queue_suspect(silo, now_ms);
+            }
+        }
+    }
+
+    fn queue_suspect(&mut self, silo: SiloAddress, at_ms: u64) {
+        let queued = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, MembershipAction::Suspect { silo: s, .. } if *s == silo));
+        if !queued {
+            self.actions
+                .push_back(MembershipAction::Suspect { silo, at_ms });
         }
     }
 
@@ -184,5 +214,62 @@ impl MembershipOracle {
     /// The next thing the driver must do, if any.
     pub fn poll_action(&mut self) -> Option<MembershipAction> {
         self.actions.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::snapshot::{MembershipEntry, TableVersion};
+
+    fn silo(port: u16) -> SiloAddress {
+        SiloAddress::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    fn view(expired: &[u16]) -> MembershipSnapshot {
+        let mut view = MembershipSnapshot {
+            version: TableVersion(3),
+            ..Default::default()
+        };
+        for port in 1..=4 {
+            let s = silo(port);
+            view.entries
+                .insert(s, MembershipEntry::new(s, SiloStatus::Active, 0));
+        }
+        view.expired_leases = expired.iter().map(|&p| silo(p)).collect();
+        view
+    }
+
+    fn votes(oracle: &mut MembershipOracle) -> Vec<SiloAddress> {
+        std::iter::from_fn(|| oracle.poll_action())
+            .filter_map(|a| match a {
+                MembershipAction::Suspect { silo, .. } => Some(silo),
+                MembershipAction::Stop(_) => None,
+            })
+            .collect()
+    }
+
+    // Pins how an expired store lease enters the failure detector: a vote at once for a probe
+    // target (no missed probes needed), nothing for a silo this one does not monitor, and a
+    // renewed vote only after `num_missed_probes_limit` probe periods.
+    #[test]
+    fn expired_lease_votes_at_once_then_at_probe_cadence() {
+        let config = MembershipConfig::default().with_num_probed_silos(1);
+        let mut oracle = MembershipOracle::new(silo(1), config);
+        oracle.handle_snapshot(view(&[2, 3]));
+        assert_eq!(oracle.probe_targets(), [silo(2)]);
+        oracle.handle_lease_check(1_000);
+        assert_eq!(votes(&mut oracle), [silo(2)], "only the monitored silo");
+        let renew = u64::from(config.num_missed_probes_limit) * config.probe_period_ms;
+        oracle.handle_lease_check(1_000 + renew - 1);
+        assert!(votes(&mut oracle).is_empty(), "no vote before the cadence");
+        oracle.handle_lease_check(1_000 + renew);
+        assert_eq!(votes(&mut oracle), [silo(2)], "renewed at the cadence");
+        oracle.handle_snapshot(view(&[]));
+        oracle.handle_lease_check(10_000);
+        assert!(
+            votes(&mut oracle).is_empty(),
+            "a renewed lease is no signal"
+        );
     }
 }

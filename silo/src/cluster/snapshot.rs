@@ -1,6 +1,6 @@
 //! [`MembershipSnapshot`]: one versioned view of the membership table, and its rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use silica_grains::placement::SiloAddress;
@@ -105,6 +105,11 @@ pub struct MembershipSnapshot {
     pub version: TableVersion,
     /// One row per silo incarnation ever inserted (dead ones included, until cleaned up).
     pub entries: BTreeMap<SiloAddress, MembershipEntry>,
+    /// Silos not `Dead` whose store lease expired: the store stopped hearing from them (etcd
+    /// leases; always empty for the in-memory table). Like heartbeats this is liveness, not
+    /// membership: it changes without a version bump. The oracle turns it into suspicion votes
+    /// ([`MembershipOracle::handle_lease_check`](super::MembershipOracle::handle_lease_check)).
+    pub expired_leases: BTreeSet<SiloAddress>,
 }
 
 impl MembershipSnapshot {

@@ -41,6 +41,18 @@ pub enum MembershipTableError {
     /// The store itself failed or could not be reached (etcd down, timeout).
     #[error("membership store unavailable: {0}")]
     Unavailable(String),
+    /// The silo's store lease expired (it did not keep it alive in time): its liveness key is
+    /// gone and its peers may already be voting it dead.
+    #[error("the store lease of silo {0} expired")]
+    LeaseExpired(SiloAddress),
+    /// The store holds a value this version cannot read (written by something else).
+    #[error("membership store key {key} holds an unreadable value: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
 }
 
 /// The membership store (Orleans' `IMembershipTable`): the in-memory table, or etcd.
@@ -50,9 +62,12 @@ pub enum MembershipTableError {
 /// - `insert_row` and `update_row` succeed only if the table is at `expected`; on success the
 ///   table is at `expected.next()`, which they return. Of several writers that read the same
 ///   version, exactly one succeeds; the others get [`MembershipTableError::VersionMismatch`].
-/// - `update_row` never moves a status backwards.
+/// - `update_row` never moves a status backwards, nor a row's `i_am_alive_ms` (the later of the
+///   stored and the written time is kept).
 /// - `update_i_am_alive` is a liveness heartbeat, not a membership change: it is unconditional
 ///   and does not bump the version.
+/// - Errors are values: a store that cannot be reached is
+///   [`MembershipTableError::Unavailable`], never a panic or a hang.
 pub trait MembershipTable {
     /// Reads every row and the table version, atomically.
     fn read_all(
