@@ -86,3 +86,13 @@ impl CallChain {
             .collect()
     }
 }
+
+impl From<Vec<ChainLink>> for CallChain {
+    /// The chain with these links, outermost caller first.
+    fn from(links: Vec<ChainLink>) -> Self {
+        if links.is_empty() {
+            return CallChain::EMPTY;
+        }
+        CallChain(Some(links.into()))
+    }
+}

@@ -1,12 +1,18 @@
-//! Silica's client side: the envelope calls travel in and the call chain it carries.
+//! Silica's client side: the envelope calls travel in, the wire protocol, links, and the
+//! external cluster client.
 //!
-//! Typed references and the grain factory are generated from and defined in `silica-grains`
-//! (they are part of the programming model and a grain's context hands them out); this crate
-//! holds what the runtime wraps around a call. The external cluster client and the wire
-//! protocol join it with the multi-node work.
+//! Typed references and the grain factory are defined in `silica-grains` (they are part of the
+//! programming model and a grain's context hands them out); this crate holds what carries a call
+//! out of a process. The silo uses its links and wire types too (it depends on this crate, never
+//! the other way round).
 //!
 //! # Layout
 //! - [`envelope`] — `Envelope`, `CallChain`, the default timeout.
+//! - [`wire`] — the protobuf protocol (`proto/silica.proto`), conversions with typed decode
+//!   errors, the status-with-code type, the frame decoder and its size limit.
+//! - [`link`] — links: the caller side ([`link::Link`]) and the acceptor side
+//!   ([`link::LinkAcceptor`]), batched, bounded, reconnecting.
+//! - [`client`] — [`Client`]: connects to gateways and hands out typed references.
 //! - re-exports of the reference machinery from `silica-grains`: `GrainFactory`,
 //!   `GrainReference`, `RawGrainRef`, `Invoker`, `PendingCall`, `Payload`.
 //!
@@ -21,8 +27,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod envelope;
+pub mod link;
+pub mod wire;
 
+pub use client::{Client, ClientError, ClientOptions};
 pub use envelope::{CallChain, ChainLink, DEFAULT_CALL_TIMEOUT, Envelope};
 /// The typed-reference machinery, defined with the programming model (a grain's context hands
 /// out factories too) and re-exported here as the client's API.

@@ -1,0 +1,210 @@
+//! `Client`: an external process's connection to a cluster through its gateways.
+//!
+//! It links to every gateway given and hands out the same typed references as a silo. Each call
+//! goes to a gateway whose link is up, round robin; when a gateway dies its link goes down, the
+//! calls waiting on it fail with `SiloUnavailable` (delivery is at most once: the client does not
+//! resend them), and later calls go to the others while the dead one is retried in the
+//! background. Calls time out with `CallError::Timeout` (default 30 s, per reference with
+//! `with_timeout`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use silica_clocks::{ClockConfig, HybridClock, NodeId};
+use silica_grains::{CallError, GrainFactory, Invoker, PendingCall, Request};
+
+use crate::link::{Link, LinkOptions, LinkStatus, Peer};
+use crate::wire::LinkError;
+use crate::{CallChain, DEFAULT_CALL_TIMEOUT, Envelope};
+
+/// Why [`Client::connect`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No gateway address was given.
+    #[error("no gateway address given")]
+    NoGateways,
+    /// No gateway could be reached; each one's error.
+    #[error("no gateway reachable: {}", describe(.0))]
+    Unreachable(Vec<(String, LinkError)>),
+}
+
+fn describe(errors: &[(String, LinkError)]) -> String {
+    errors
+        .iter()
+        .map(|(gateway, error)| format!("{gateway}: {error}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Cluster id, frame size, queue, connect timeout and reconnect backoff.
+    pub link: LinkOptions,
+    /// Timeout of calls whose reference sets none.
+    pub default_call_timeout: Duration,
+    /// The name gateways log for this client.
+    pub name: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            link: LinkOptions::default(),
+            default_call_timeout: DEFAULT_CALL_TIMEOUT,
+            name: "silica-client".into(),
+        }
+    }
+}
+
+/// A connection to a cluster through its gateways. It derefs to the [`GrainFactory`] whose
+/// references call through it. Dropping the last handle (and every reference) closes the links.
+#[derive(Clone, Debug)]
+pub struct Client {
+    gateways: Arc<Gateways>,
+    factory: GrainFactory,
+}
+
+impl Client {
+    /// Connects with the default options; see [`Client::connect_with`].
+    pub async fn connect<A: ToString>(
+        gateways: impl IntoIterator<Item = A>,
+    ) -> Result<Client, ClientError> {
+        Self::connect_with(gateways, ClientOptions::default()).await
+    }
+
+    /// Links to every gateway ("host:port", or a `SocketAddr`) and returns once one of them is
+    /// up; the others keep connecting in the background. Fails if none can be reached.
+    pub async fn connect_with<A: ToString>(
+        gateways: impl IntoIterator<Item = A>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let clock = Arc::new(HybridClock::new(random_node(), ClockConfig::default()));
+        let links: Vec<Link> = gateways
+            .into_iter()
+            .map(|gateway| {
+                let me = Peer::Client(options.name.clone());
+                Link::new(gateway.to_string(), me, options.link.clone(), clock.clone())
+            })
+            .collect();
+        if links.is_empty() {
+            return Err(ClientError::NoGateways);
+        }
+        first_up(&links).await?;
+        let gateways = Arc::new(Gateways {
+            links,
+            next: AtomicUsize::new(0),
+            default_timeout: options.default_call_timeout,
+        });
+        let factory = GrainFactory::new(Arc::new(GatewayInvoker(gateways.clone())));
+        Ok(Client { gateways, factory })
+    }
+
+    /// The factory whose references call through this client.
+    pub fn grain_factory(&self) -> GrainFactory {
+        self.factory.clone()
+    }
+
+    /// Each gateway and where its link is.
+    pub fn gateways(&self) -> Vec<(String, LinkStatus)> {
+        self.gateways
+            .links
+            .iter()
+            .map(|link| (link.endpoint().to_owned(), link.status()))
+            .collect()
+    }
+
+    /// Closes every gateway link: waiting calls and later ones fail with `SiloUnavailable`.
+    pub fn close(&self) {
+        for link in &self.gateways.links {
+            link.close();
+        }
+    }
+}
+
+impl std::ops::Deref for Client {
+    type Target = GrainFactory;
+
+    fn deref(&self) -> &GrainFactory {
+        &self.factory
+    }
+}
+
+#[derive(Debug)]
+struct Gateways {
+    links: Vec<Link>,
+    next: AtomicUsize,
+    default_timeout: Duration,
+}
+
+impl Gateways {
+    /// The next gateway that is up, round robin; else one still connecting; else none.
+    fn pick(&self) -> Result<&Link, CallError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let count = self.links.len();
+        let in_order = (0..count).map(|i| &self.links[(start + i) % count]);
+        let mut connecting = None;
+        let mut errors = Vec::new();
+        for link in in_order {
+            match link.status() {
+                LinkStatus::Up(_) => return Ok(link),
+                LinkStatus::Connecting => connecting = connecting.or(Some(link)),
+                LinkStatus::Down(error) => errors.push(format!("{}: {error}", link.endpoint())),
+                _ => errors.push(format!("{}: closed", link.endpoint())),
+            }
+        }
+        connecting.ok_or_else(|| {
+            CallError::SiloUnavailable(format!("no gateway is up ({})", errors.join("; ")))
+        })
+    }
+}
+
+/// Waits until one link is up; fails with every link's error if none comes up.
+async fn first_up(links: &[Link]) -> Result<(), ClientError> {
+    let mut attempts: Vec<_> = links
+        .iter()
+        .map(|link| Box::pin(async move { (link.endpoint().to_owned(), link.ready().await) }))
+        .collect();
+    let mut errors = Vec::new();
+    while !attempts.is_empty() {
+        let ((gateway, result), _, rest) = futures_util::future::select_all(attempts).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(error) => errors.push((gateway, error)),
+        }
+        attempts = rest;
+    }
+    errors.sort_by(|a, b| a.0.cmp(&b.0));
+    Err(ClientError::Unreachable(errors))
+}
+
+/// The invoker behind a client's references.
+struct GatewayInvoker(Arc<Gateways>);
+
+impl Invoker for GatewayInvoker {
+    fn invoke(&self, request: Request) -> PendingCall {
+        let link = match self.0.pick() {
+            Ok(link) => link,
+            Err(error) => return PendingCall::answered(Err(error)),
+        };
+        link.call(Envelope {
+            target: request.target,
+            interface: Cow::Borrowed(request.interface),
+            method: Cow::Borrowed(request.method),
+            args: request.args,
+            // Stamped by the link as the envelope leaves.
+            hlc: silica_clocks::HlcTimestamp::ZERO,
+            chain: CallChain::EMPTY,
+            timeout: request.options.timeout.unwrap_or(self.0.default_timeout),
+        })
+    }
+}
+
+fn random_node() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::hash::RandomState::new().build_hasher().finish();
+    NodeId((bits ^ (bits >> 32)) as u32)
+}
