@@ -43,6 +43,9 @@ pub(crate) fn start(silo: &Arc<SiloInner>) {
 }
 
 fn sweep(silo: &SiloInner, period: Duration) {
+    for gpu in silo.registry.values().filter_map(|r| r.gpu.as_ref()) {
+        gpu.sweep(period);
+    }
     silo.catalog.for_each(|handle| {
         let was_active = handle.active.swap(false, Ordering::Relaxed);
         if was_active || handle.queue_depth() > 0 {

@@ -5,6 +5,8 @@ use std::time::Duration;
 use silica_client::DEFAULT_CALL_TIMEOUT;
 use silica_clocks::{ClockConfig, NodeId};
 
+use crate::gpu::GpuConfig;
+
 /// How a silo behaves. `SiloConfig::default()` suits an embedded silo.
 #[derive(Clone, Debug)]
 pub struct SiloConfig {
@@ -23,6 +25,8 @@ pub struct SiloConfig {
     /// Calls an activation may have queued or running; more are shed with
     /// `RejectCode::Overloaded` instead of growing its mailbox without bound.
     pub max_queued_calls: usize,
+    /// Which devices host GPU variants, and how.
+    pub gpu: GpuConfig,
 }
 
 impl Default for SiloConfig {
@@ -34,6 +38,7 @@ impl Default for SiloConfig {
             shutdown_grace: Duration::from_secs(30),
             max_message_bytes: 16 << 20,
             max_queued_calls: 10_000,
+            gpu: GpuConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   routing, timeout).
 //! - `catalog`: grain id -> activation(s).
 //! - [`cluster`] — membership and the grain directory as state machines (no I/O).
+//! - [`gpu`] — GPU variants: grain interfaces served by ring kernels on this silo's devices.
 //! - `collector`: idle collection.
 //! - `deadline`: call timeouts that arm a timer only for slow answers.
 //! - `activation`: the activation task, its mailbox, turns and timers.
@@ -20,10 +21,13 @@
 //! - `caller`: the task-local turn scope that carries call chains.
 //!
 //! # Features
+//! - `cuda`: GPU variants on CUDA devices (libcuda and NVRTC are loaded at run time, so the
+//!   build needs no CUDA; a machine without them serves from the CPU implementations).
+//! - `wgpu`: GPU variants on wgpu adapters (Vulkan or GL; Mesa lavapipe works).
 //! - `etcd`: the etcd membership table (`cluster::EtcdMembershipTable`); its build needs
 //!   `protoc` and the well-known protos (Debian `protobuf-compiler libprotobuf-dev`).
 //!
-//! With none, the silo builds with no system dependencies.
+//! With neither, GPU variants are served by their CPU implementations.
 //!
 //! # Example
 //! ```
@@ -62,6 +66,7 @@ mod collector;
 pub mod config;
 mod deadline;
 pub mod error;
+pub mod gpu;
 mod registry;
 mod runtime;
 pub mod silo;

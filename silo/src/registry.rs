@@ -11,6 +11,7 @@ use silica_grains::{
 use silica_client::Envelope;
 
 use crate::activation::{self, ActivationHandle, Answered};
+use crate::gpu::GpuRoute;
 use crate::runtime::SiloInner;
 
 /// One registered grain type, with the grain type erased.
@@ -41,6 +42,8 @@ pub(crate) trait GrainTypeHandler: Send + Sync + 'static {
 pub(crate) struct Registration {
     pub(crate) handler: Box<dyn GrainTypeHandler>,
     pub(crate) options: GrainOptions,
+    /// The type's GPU variant, tried before the CPU implementation (`handler`).
+    pub(crate) gpu: Option<Box<dyn GpuRoute>>,
 }
 
 impl Registration {

@@ -40,7 +40,8 @@ pub(crate) struct SiloInner {
     pub(crate) config: SiloConfig,
     pub(crate) registry: Registry,
     pub(crate) catalog: Catalog,
-    pub(crate) clock: HybridClock,
+    /// Shared with GPU variants, which merge their devices' stamps into it.
+    pub(crate) clock: Arc<HybridClock>,
     pub(crate) tracker: TaskTracker,
     /// The runtime the silo started on: activations run here whoever calls them.
     pub(crate) runtime: tokio::runtime::Handle,
@@ -57,7 +58,7 @@ impl SiloInner {
         registry: Registry,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
-        let clock = HybridClock::new(config.node_id, config.clock);
+        let clock = Arc::new(HybridClock::new(config.node_id, config.clock));
         let inner = Arc::new(Self {
             config,
             registry,
@@ -149,11 +150,8 @@ impl SiloInner {
             Err(error) => return PendingCall::answered(Err(error)),
             Ok(Answered::Ready(result)) => return PendingCall::answered(result),
             Ok(Answered::Waiting(answer)) => answer,
+            Ok(Answered::Running(running)) => return self.with_deadline(running, timeout),
         };
-        // A caller outside any runtime needs the silo's to time its wait.
-        let runtime = tokio::runtime::Handle::try_current()
-            .is_err()
-            .then(|| self.runtime.clone());
         let answered = async move {
             match answer.await {
                 Ok(result) => result,
@@ -162,6 +160,19 @@ impl SiloInner {
                 )),
             }
         };
+        self.with_deadline(answered, timeout)
+    }
+
+    /// The wait for `answered`, at most `timeout`.
+    fn with_deadline(
+        &self,
+        answered: impl std::future::Future<Output = Result<Payload, CallError>> + Send + 'static,
+        timeout: std::time::Duration,
+    ) -> PendingCall {
+        // A caller outside any runtime needs the silo's to time its wait.
+        let runtime = tokio::runtime::Handle::try_current()
+            .is_err()
+            .then(|| self.runtime.clone());
         PendingCall::waiting(async move {
             match Deadline::new(answered, timeout, runtime).await {
                 Ok(answer) => answer,
@@ -198,6 +209,11 @@ impl SiloInner {
             return Err(CallError::CycleDetected {
                 chain: envelope.chain.ids_then(&envelope.target),
             });
+        }
+        if let Some(gpu) = &registration.gpu
+            && let Some(answered) = gpu.route(self, &envelope)
+        {
+            return Ok(answered);
         }
         // A send fails only if the activation has just gone; its successor, found by routing
         // again, already holds every call that was sent to the old one, so order is kept.

@@ -11,8 +11,12 @@ use silica_grains::{
 
 use crate::config::SiloConfig;
 use crate::error::SiloError;
+use crate::gpu::{
+    DefaultState, GpuGrain, GpuHost, GpuRoute, GpuStateStore, GpuTypeStatus, HostStart,
+};
 use crate::registry::{Registration, Registry, TypedHandler};
 use crate::runtime::{Lifecycle, SiloInner};
+use silica_gpu::Kernel;
 
 /// Builds a silo: register grain types, set options, start.
 #[derive(Default)]
@@ -34,6 +38,43 @@ impl SiloBuilder {
         let registration = Registration {
             options: G::options(),
             handler: Box::new(handler),
+            gpu: None,
+        };
+        self.registrations.push((grain_type, registration));
+        self
+    }
+
+    /// Hosts grain type `C` with its GPU variant `G`: new activations go to a device when the
+    /// silo has one that runs `G`'s kernel, to `C` otherwise. Activations start from
+    /// `State::default()` and their final state is dropped; see
+    /// [`register_gpu_variant_with_store`](Self::register_gpu_variant_with_store) to keep it.
+    pub fn register_gpu_variant<C, G>(self) -> Self
+    where
+        C: Grain,
+        G: GpuGrain<Interface = C::Interface>,
+        <G::Kernel as Kernel>::State: Default,
+    {
+        self.register_gpu_variant_with_store::<C, G>(DefaultState)
+    }
+
+    /// Like [`register_gpu_variant`](Self::register_gpu_variant), with `store` giving each GPU
+    /// activation its first state and receiving its last.
+    pub fn register_gpu_variant_with_store<C, G>(
+        mut self,
+        store: impl GpuStateStore<G::Kernel>,
+    ) -> Self
+    where
+        C: Grain,
+        G: GpuGrain<Interface = C::Interface>,
+    {
+        let grain_type = <C::Interface as GrainReference>::grain_type();
+        let host = GpuHost::<G>::new(grain_type.clone(), Arc::new(store));
+        let mut options = C::options();
+        options.idle_after = options.idle_after.min(G::options().idle_after);
+        let registration = Registration {
+            options,
+            handler: Box::new(TypedHandler::<C>::new()),
+            gpu: Some(Box::new(host)),
         };
         self.registrations.push((grain_type, registration));
         self
@@ -58,8 +99,35 @@ impl SiloBuilder {
             registry.insert(grain_type, Arc::new(registration));
         }
         let inner = SiloInner::new(self.config, registry, runtime);
+        start_gpu_variants(&inner);
         crate::collector::start(&inner);
         Ok(Silo { inner })
+    }
+}
+
+/// Starts every GPU variant's rings on the configured devices (once per silo: the device list
+/// is resolved once for all variants).
+fn start_gpu_variants(inner: &Arc<SiloInner>) {
+    let variants: Vec<&dyn GpuRoute> = inner
+        .registry
+        .values()
+        .filter_map(|r| r.gpu.as_deref())
+        .collect();
+    if variants.is_empty() {
+        return;
+    }
+    let gpu = &inner.config.gpu;
+    let (choices, no_devices) = gpu.devices.resolve();
+    for variant in variants {
+        variant.start(HostStart {
+            config: gpu,
+            choices: &choices,
+            no_devices: no_devices.clone(),
+            clock: inner.clock.clone(),
+            max_result_bytes: inner.config.max_message_bytes,
+            runtime: inner.runtime.clone(),
+            tracker: inner.tracker.clone(),
+        });
     }
 }
 
@@ -85,9 +153,23 @@ impl Silo {
         &self.inner.clock
     }
 
-    /// Activations hosted now.
+    /// Activations hosted now (CPU activations; see [`Silo::gpu_status`] for GPU ones).
     pub fn activation_count(&self) -> usize {
         self.inner.catalog.activation_count()
+    }
+
+    /// What serves each registered GPU variant: its devices and backends, their load, and why a
+    /// device has no ring (no driver, a compile error), in which case the CPU implementation
+    /// serves.
+    pub fn gpu_status(&self) -> Vec<GpuTypeStatus> {
+        let mut status: Vec<GpuTypeStatus> = self
+            .inner
+            .registry
+            .values()
+            .filter_map(|r| r.gpu.as_ref().map(|gpu| gpu.status()))
+            .collect();
+        status.sort_by(|a, b| a.grain_type.as_str().cmp(b.grain_type.as_str()));
+        status
     }
 
     /// Delivers an envelope that arrived from elsewhere (a gateway, a silo link) and waits for the
@@ -143,6 +225,9 @@ impl Silo {
                 }
             });
         }
+        // GPU activations save their state; their rings finish what is queued, then stop.
+        let gpu_variants = inner.registry.values().filter_map(|r| r.gpu.as_ref());
+        futures_util::future::join_all(gpu_variants.map(|gpu| gpu.shutdown())).await;
         inner.set_lifecycle(Lifecycle::Stopped);
         inner.tracker.close();
         inner.tracker.wait().await;

@@ -101,6 +101,7 @@ pub(crate) struct DeviceCandidate {
     pub(crate) device: DeviceId,
     pub(crate) queue_depth: u64,
     pub(crate) rate_per_s: f64,
+    pub(crate) free_slots: u64,
 }
 
 impl DeviceCandidate {
@@ -207,6 +208,7 @@ fn feasible_devices(
             silo,
             device: d.device,
             queue_depth: d.queue_depth,
+            free_slots: d.free_slots,
             rate_per_s: if d.service_rate_per_s > 0.0 {
                 d.service_rate_per_s
             } else {

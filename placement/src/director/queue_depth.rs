@@ -90,8 +90,14 @@ impl QueueDepthPlacementDirector {
     }
 }
 
+/// The device with the least expected wait; among equal waits (idle devices), the one with the
+/// most free slots, so activations spread over idle devices instead of filling the first.
 fn min_wait(devices: impl Iterator<Item = DeviceCandidate>) -> Option<DeviceCandidate> {
-    devices.min_by(|a, b| a.expected_wait_s().total_cmp(&b.expected_wait_s()))
+    devices.min_by(|a, b| {
+        a.expected_wait_s()
+            .total_cmp(&b.expected_wait_s())
+            .then(b.free_slots.cmp(&a.free_slots))
+    })
 }
 
 impl PlacementDirector for QueueDepthPlacementDirector {

@@ -28,6 +28,8 @@ use crate::caller::{TurnScope, in_turn, in_turn_sync};
 pub(crate) enum Answered {
     Ready(Result<Payload, CallError>),
     Waiting(oneshot::Receiver<Result<Payload, CallError>>),
+    /// Running on the caller's side (a GPU variant's method awaiting its ring).
+    Running(silica_grains::BoxFuture<'static, Result<Payload, CallError>>),
 }
 
 /// Runs the call inline if the activation is idle and active; `None` if it is not.

@@ -1,0 +1,70 @@
+//! One GPU activation as the silo tracks it ([`Slotted`]), and the per-ring settings the call
+//! path reads without touching any shared reference count ([`RingSettings`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use silica_clocks::HybridClock;
+use silica_gpu::{Kernel, RingError, SlotId};
+use silica_grains::{CallError, GrainId};
+
+use super::host::HostCore;
+use super::rings::DeviceRing;
+
+/// What the call path needs from the silo, shared by every activation of a GPU variant.
+pub(crate) struct RingSettings {
+    pub(crate) clock: Arc<HybridClock>,
+    pub(crate) max_result_bytes: usize,
+    pub(crate) reply_spin: Duration,
+}
+
+/// A GPU activation: a slot in one ring. Calls clone this (it is per grain, so cores calling
+/// different grains never share its reference count).
+pub(crate) struct Slotted<K: Kernel> {
+    pub(crate) grain: Arc<GrainId>,
+    pub(crate) ring: Arc<DeviceRing<K>>,
+    pub(crate) slot: SlotId,
+    /// Calls running now; an activation is only deactivated at zero.
+    pub(crate) in_flight: AtomicU32,
+    /// Set by every call, cleared by the idle sweep.
+    pub(crate) used: AtomicBool,
+    /// Consecutive sweeps that found it unused.
+    pub(crate) idle_sweeps: AtomicU32,
+    /// For stateless workers: which pool entry this is (ring index, worker index).
+    pub(crate) worker: Option<(usize, usize)>,
+    /// Weak: the catalog holds activations, so a strong reference would be a cycle. Only a
+    /// failure upgrades it.
+    pub(crate) host: Weak<HostCore<K>>,
+}
+
+impl<K: Kernel> Slotted<K> {
+    /// Marks a call starting.
+    pub(crate) fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks a call finished.
+    pub(crate) fn exit(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The call error for a ring failure seen by a call to this activation. A lost or closed
+    /// slot also retires the activation, so the next call starts a fresh one.
+    pub(crate) fn fail(self: &Arc<Self>, error: RingError) -> CallError {
+        if matches!(error, RingError::ShutDown) {
+            return CallError::ShuttingDown;
+        }
+        let message = error.to_string();
+        if let Some(host) = self.host.upgrade() {
+            host.retire_failed(self, &message);
+        }
+        CallError::GpuFault {
+            grain: (*self.grain).clone(),
+            message,
+        }
+    }
+}

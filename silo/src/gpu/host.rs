@@ -1,0 +1,465 @@
+//! Hosting one GPU variant on a silo: [`HostCore`] keeps its rings, its activations (grain id ->
+//! slot) and its stateless-worker pools; [`GpuHost`] adds the typed dispatch and implements
+//! [`GpuRoute`], the erased face the call path and the silo's lifecycle see.
+//!
+//! Activations are created on the first call under the catalog shard's lock, so racing first
+//! calls agree on one slot. An idle or shut-down activation is first marked `Closing` (calls
+//! wait for it to go), then its slot is deactivated and its state saved, then it is removed; so
+//! the next activation always loads the state the last one saved.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use silica_client::Envelope;
+use silica_gpu::{HlcStamp, Kernel};
+use silica_grains::{
+    BoxFuture, CallError, DeactivationReason, GrainId, GrainOptions, GrainType, InterfaceDispatch,
+    RejectCode,
+};
+use tokio_util::task::TaskTracker;
+
+use super::activation::{RingSettings, Slotted};
+use super::config::GpuConfig;
+use super::grain::{GpuActivation, GpuGrain, GpuStateStore, StateLost};
+use super::rings::RingSet;
+use super::status::{GpuDeviceStatus, GpuTypeStatus};
+use super::turn::GpuTurn;
+use crate::activation::Answered;
+use crate::runtime::SiloInner;
+
+/// What a GPU variant needs from the silo when it starts.
+pub(crate) struct HostStart<'a> {
+    pub(crate) config: &'a GpuConfig,
+    pub(crate) choices: &'a [silica_gpu::BackendChoice],
+    pub(crate) no_devices: Option<String>,
+    pub(crate) clock: Arc<silica_clocks::HybridClock>,
+    pub(crate) max_result_bytes: usize,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// A GPU variant as the silo sees it, whatever its type.
+pub(crate) trait GpuRoute: Send + Sync + 'static {
+    /// Starts the variant's rings (failures leave it serving from the CPU implementation).
+    fn start(&self, start: HostStart<'_>);
+    /// Routes a checked call to a GPU activation; `None` when no device can take it and the
+    /// CPU implementation serves instead.
+    fn route(&self, silo: &Arc<SiloInner>, envelope: &Envelope) -> Option<Answered>;
+    /// One idle-collection sweep `period` after the last.
+    fn sweep(&self, period: Duration);
+    /// Deactivates every activation (saving its state) and stops the rings.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Which devices serve the variant, and why some do not.
+    fn status(&self) -> GpuTypeStatus;
+}
+
+/// Everything about one GPU variant but its method dispatch.
+pub(crate) struct HostCore<K: Kernel> {
+    grain_type: GrainType,
+    options: GrainOptions,
+    store: Arc<dyn GpuStateStore<K>>,
+    rings: OnceLock<RingSet<K>>,
+    catalog: DashMap<Arc<GrainId>, Entry<K>, foldhash::fast::RandomState>,
+    /// Stateless workers: per ring, the pool of worker slots.
+    workers: RwLock<Vec<Vec<Arc<Slotted<K>>>>>,
+    tasks: OnceLock<(tokio::runtime::Handle, TaskTracker)>,
+    /// Rotates stateless calls over a ring's worker slots.
+    next_worker: std::sync::atomic::AtomicUsize,
+    /// Set at shutdown: no new activations.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+enum Entry<K: Kernel> {
+    Active(Arc<Slotted<K>>),
+    /// Being deactivated; calls wait until it is gone.
+    Closing,
+}
+
+impl<K: Kernel> HostCore<K> {
+    fn rings(&self) -> Option<&RingSet<K>> {
+        self.rings.get()
+    }
+
+    /// Retires an activation whose slot failed: removes it (if it is still the current one)
+    /// and frees its slot, reporting the state as lost.
+    pub(crate) fn retire_failed(self: &Arc<Self>, slotted: &Arc<Slotted<K>>, why: &str) {
+        slotted.ring.refresh_usable();
+        if let Some((ring, index)) = slotted.worker {
+            self.replace_worker(ring, index, slotted);
+            return;
+        }
+        let removed = self
+            .catalog
+            .remove_if(
+                &slotted.grain,
+                |_, e| matches!(e, Entry::Active(a) if Arc::ptr_eq(a, slotted)),
+            )
+            .is_some();
+        if removed {
+            let lost = StateLost(why.to_string());
+            self.spawn_deactivation(
+                slotted.clone(),
+                DeactivationReason::Requested,
+                Some(lost),
+                false,
+            );
+        }
+    }
+
+    fn replace_worker(self: &Arc<Self>, ring: usize, index: usize, failed: &Arc<Slotted<K>>) {
+        let host = self.clone();
+        let failed = failed.clone();
+        self.spawn(async move {
+            let _ = failed.ring.deactivate(failed.slot).await;
+            let Some(rings) = host.rings() else { return };
+            let device = &rings.rings[ring];
+            if !device.is_usable() {
+                return;
+            }
+            let state = host.store.load(&failed.grain);
+            if let Ok(slot) = device.activate(&state) {
+                let fresh = host.slotted(failed.grain.clone(), ring, slot, Some((ring, index)));
+                let mut pools = host.workers.write().unwrap_or_else(|e| e.into_inner());
+                pools[ring][index] = fresh;
+            }
+        });
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some((runtime, tracker)) = self.tasks.get() {
+            runtime.spawn(tracker.track_future(task));
+        }
+    }
+
+    /// Deactivates `slotted` in the background: waits for its messages, reads the state back,
+    /// saves it (or reports `lost`), then removes its `Closing` entry when `remove_entry`.
+    fn spawn_deactivation(
+        self: &Arc<Self>,
+        slotted: Arc<Slotted<K>>,
+        reason: DeactivationReason,
+        lost: Option<StateLost>,
+        remove_entry: bool,
+    ) {
+        let host = self.clone();
+        self.spawn(async move { host.deactivate(slotted, reason, lost, remove_entry).await });
+    }
+
+    async fn deactivate(
+        &self,
+        slotted: Arc<Slotted<K>>,
+        reason: DeactivationReason,
+        lost: Option<StateLost>,
+        remove_entry: bool,
+    ) {
+        let state = slotted.ring.deactivate(slotted.slot).await;
+        let state = match lost {
+            Some(lost) => Err(lost),
+            None => state.map_err(|e| StateLost(e.to_string())),
+        };
+        self.store.save(&slotted.grain, state, reason);
+        if remove_entry {
+            self.catalog
+                .remove_if(&slotted.grain, |_, e| matches!(e, Entry::Closing));
+        }
+    }
+
+    fn slotted(
+        self: &Arc<Self>,
+        grain: Arc<GrainId>,
+        ring: usize,
+        slot: silica_gpu::SlotId,
+        worker: Option<(usize, usize)>,
+    ) -> Arc<Slotted<K>> {
+        let rings = self.rings().expect("rings start before the first call");
+        Arc::new(Slotted {
+            grain,
+            ring: rings.rings[ring].clone(),
+            slot,
+            in_flight: Default::default(),
+            used: Default::default(),
+            idle_sweeps: Default::default(),
+            worker,
+            host: Arc::downgrade(self),
+        })
+    }
+
+    /// The activation a call to `id` goes to, activated on first call, with the call entered
+    /// (under the catalog lock, so an idle sweep cannot close it in between). `Ok(None)`: it is
+    /// being deactivated, wait and retry. `Err`: no device can take it.
+    fn activation_for(
+        self: &Arc<Self>,
+        id: &GrainId,
+    ) -> Result<Option<Arc<Slotted<K>>>, CallError> {
+        let entered = |entry: &Entry<K>| match entry {
+            Entry::Active(a) => {
+                a.enter();
+                Some(a.clone())
+            }
+            Entry::Closing => None,
+        };
+        if let Some(entry) = self.catalog.get(id) {
+            return Ok(entered(&entry));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CallError::ShuttingDown);
+        }
+        let rings = self.rings().expect("rings start before the first call");
+        match self.catalog.entry(Arc::new(id.clone())) {
+            dashmap::mapref::entry::Entry::Occupied(o) => Ok(entered(o.get())),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                let overloaded = |e: String| CallError::rejected(RejectCode::Overloaded, e);
+                let ring = rings
+                    .place(self.grain_type.as_str(), id.stable_hash())
+                    .map_err(|e| overloaded(e.to_string()))?;
+                let state = self.store.load(id);
+                let slot = rings.rings[ring]
+                    .activate(&state)
+                    .map_err(|e| overloaded(e.to_string()))?;
+                let slotted = self.slotted(v.key().clone(), ring, slot, None);
+                slotted.enter();
+                v.insert(Entry::Active(slotted.clone()));
+                Ok(Some(slotted))
+            }
+        }
+    }
+
+    /// A stateless worker slot on the least loaded ring.
+    fn worker(&self) -> Option<Arc<Slotted<K>>> {
+        let rings = self.rings()?;
+        let ring = rings.least_loaded()?;
+        let pools = self.workers.read().unwrap_or_else(|e| e.into_inner());
+        let pool = pools.get(ring)?;
+        if pool.is_empty() {
+            return None;
+        }
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed) % pool.len();
+        pool[i].enter();
+        Some(pool[i].clone())
+    }
+}
+
+/// A registered GPU variant `G`.
+pub(crate) struct GpuHost<G: GpuGrain> {
+    core: Arc<HostCore<G::Kernel>>,
+}
+
+impl<G: GpuGrain> GpuHost<G> {
+    pub(crate) fn new(grain_type: GrainType, store: Arc<dyn GpuStateStore<G::Kernel>>) -> Self {
+        Self {
+            core: Arc::new(HostCore {
+                grain_type,
+                options: G::options(),
+                store,
+                rings: OnceLock::new(),
+                catalog: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+                workers: RwLock::new(Vec::new()),
+                tasks: OnceLock::new(),
+                next_worker: Default::default(),
+                closed: Default::default(),
+            }),
+        }
+    }
+
+    /// Runs the method on a per-call value; `slotted` has the call entered already.
+    fn dispatch(&self, slotted: Arc<Slotted<G::Kernel>>, envelope: &Envelope) -> Answered {
+        let activation = GpuActivation {
+            entry: slotted.clone(),
+            stamp: HlcStamp::from(envelope.hlc),
+        };
+        let grain = Box::new(G::create(activation));
+        match <G::Interface as InterfaceDispatch<G>>::dispatch_owned(
+            grain,
+            &envelope.method,
+            &envelope.args,
+        ) {
+            Err((_, error)) => {
+                slotted.exit();
+                Answered::Ready(Err(error))
+            }
+            Ok(turn) => GpuTurn::new(turn, slotted).start(),
+        }
+    }
+}
+
+impl<G: GpuGrain> GpuRoute for GpuHost<G> {
+    fn start(&self, start: HostStart<'_>) {
+        let settings = Arc::new(RingSettings {
+            clock: start.clock,
+            max_result_bytes: start.max_result_bytes,
+            reply_spin: start.config.reply_spin,
+        });
+        let core = &self.core;
+        let _ = core.tasks.set((start.runtime, start.tracker));
+        let rings =
+            RingSet::<G::Kernel>::start(start.choices, start.no_devices, start.config, settings);
+        let _ = core.rings.set(rings);
+        let Some(pool) = core.options.stateless_worker else {
+            return;
+        };
+        let rings = core.rings().expect("just set");
+        let worker_id = Arc::new(GrainId::new(core.grain_type.clone(), "worker"));
+        let mut pools = Vec::new();
+        for (r, device) in rings.rings.iter().enumerate() {
+            let mut slots = Vec::new();
+            for w in 0..pool.max(1) {
+                match device.activate(&core.store.load(&worker_id)) {
+                    Ok(slot) => slots.push(core.slotted(worker_id.clone(), r, slot, Some((r, w)))),
+                    Err(e) => {
+                        tracing::warn!("stateless GPU worker slot on {}: {e}", device.description);
+                        break;
+                    }
+                }
+            }
+            pools.push(slots);
+        }
+        *core.workers.write().unwrap_or_else(|e| e.into_inner()) = pools;
+    }
+
+    fn route(&self, silo: &Arc<SiloInner>, envelope: &Envelope) -> Option<Answered> {
+        let core = &self.core;
+        if !core.rings()?.any_usable() {
+            return None;
+        }
+        if core.options.stateless_worker.is_some() {
+            return core.worker().map(|w| self.dispatch(w, envelope));
+        }
+        match core.activation_for(&envelope.target) {
+            Ok(Some(slotted)) => Some(self.dispatch(slotted, envelope)),
+            Ok(None) => Some(Answered::Running(wait_then_resend(
+                core.clone(),
+                silo.clone(),
+                envelope.clone(),
+            ))),
+            Err(error) => Some(Answered::Ready(Err(error))),
+        }
+    }
+
+    fn sweep(&self, period: Duration) {
+        let core = &self.core;
+        let idle_after = core.options.idle_after;
+        let mut idle = Vec::new();
+        for entry in core.catalog.iter() {
+            let Entry::Active(a) = entry.value() else {
+                continue;
+            };
+            if a.used.swap(false, Ordering::Relaxed) || a.in_flight.load(Ordering::Acquire) > 0 {
+                a.idle_sweeps.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let sweeps = a.idle_sweeps.fetch_add(1, Ordering::Relaxed) + 1;
+            if period * sweeps >= idle_after {
+                idle.push(entry.key().clone());
+            }
+        }
+        for id in idle {
+            close(core, &id, DeactivationReason::Idle);
+        }
+        if let Some(rings) = core.rings() {
+            rings.refresh_usable();
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let core = &self.core;
+            core.closed.store(true, Ordering::Release);
+            let ids: Vec<Arc<GrainId>> = core.catalog.iter().map(|e| e.key().clone()).collect();
+            let mut closing = Vec::new();
+            for id in ids {
+                if let Some(slotted) = take_for_shutdown(core, &id) {
+                    closing.push(core.deactivate(
+                        slotted,
+                        DeactivationReason::Shutdown,
+                        None,
+                        true,
+                    ));
+                }
+            }
+            futures_util::future::join_all(closing).await;
+            if let Some(rings) = core.rings() {
+                for ring in &rings.rings {
+                    ring.ring.drain().await;
+                    ring.ring.shutdown();
+                }
+            }
+        })
+    }
+
+    fn status(&self) -> GpuTypeStatus {
+        let core = &self.core;
+        let Some(rings) = core.rings() else {
+            return GpuTypeStatus::not_started(core.grain_type.clone());
+        };
+        let loads = rings.loads();
+        GpuTypeStatus {
+            grain_type: core.grain_type.clone(),
+            devices: rings
+                .rings
+                .iter()
+                .zip(loads)
+                .map(|(r, load)| GpuDeviceStatus {
+                    device: r.device,
+                    backend: r.backend,
+                    description: r.description.clone(),
+                    usable: r.is_usable(),
+                    activations: r.active(),
+                    messages: r.ring.health().completed,
+                    load,
+                })
+                .collect(),
+            problems: rings.problems.clone(),
+            activations: core.catalog.len(),
+        }
+    }
+}
+
+/// Marks `id` closing if idle and starts its deactivation.
+fn close<K: Kernel>(core: &Arc<HostCore<K>>, id: &Arc<GrainId>, reason: DeactivationReason) {
+    let Some(mut entry) = core.catalog.get_mut(id) else {
+        return;
+    };
+    let Entry::Active(a) = &*entry else { return };
+    if a.in_flight.load(Ordering::Acquire) > 0 {
+        return;
+    }
+    let slotted = a.clone();
+    *entry = Entry::Closing;
+    drop(entry);
+    core.spawn_deactivation(slotted, reason, None, true);
+}
+
+/// Marks `id` closing for shutdown (in-flight messages are waited for by the ring).
+fn take_for_shutdown<K: Kernel>(core: &HostCore<K>, id: &Arc<GrainId>) -> Option<Arc<Slotted<K>>> {
+    let mut entry = core.catalog.get_mut(id)?;
+    let Entry::Active(a) = &*entry else {
+        return None;
+    };
+    let slotted = a.clone();
+    *entry = Entry::Closing;
+    Some(slotted)
+}
+
+/// A call that found its activation closing: waits for it to go, then sends again (to a fresh
+/// activation that starts from the state the old one saved).
+fn wait_then_resend<K: Kernel>(
+    core: Arc<HostCore<K>>,
+    silo: Arc<SiloInner>,
+    envelope: Envelope,
+) -> BoxFuture<'static, Result<silica_grains::Payload, CallError>> {
+    Box::pin(async move {
+        // Deactivation is one state read-back: yielding a few times is cheaper than a waker.
+        loop {
+            tokio::task::yield_now().await;
+            let closing = core
+                .catalog
+                .get(&envelope.target)
+                .is_some_and(|e| matches!(*e, Entry::Closing));
+            if !closing {
+                break;
+            }
+        }
+        silo.send(envelope).await
+    })
+}
