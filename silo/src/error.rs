@@ -10,4 +10,7 @@ pub enum SiloError {
     /// `start` was called outside a Tokio runtime.
     #[error("a silo must start inside a Tokio runtime")]
     NoRuntime,
+    /// An endpoint of the silo's network could not be bound.
+    #[error("cannot serve the silo's network: {0}")]
+    Listen(#[source] std::io::Error),
 }

@@ -13,6 +13,8 @@
 //!   routing, timeout).
 //! - `catalog`: grain id -> activation(s).
 //! - [`cluster`] — membership and the grain directory as state machines (no I/O).
+//! - [`link`] — the silo's network: silo link endpoint, gateway, links to other silos
+//!   (the wire machinery is `silica_client::link`).
 //! - [`gpu`] — GPU variants: grain interfaces served by ring kernels on this silo's devices.
 //! - `collector`: idle collection.
 //! - `deadline`: call timeouts that arm a timer only for slow answers.
@@ -67,10 +69,12 @@ pub mod config;
 mod deadline;
 pub mod error;
 pub mod gpu;
+pub mod link;
 mod registry;
 mod runtime;
 pub mod silo;
 
 pub use config::SiloConfig;
 pub use error::SiloError;
+pub use link::{NetworkOptions, SiloNetwork};
 pub use silo::{Silo, SiloBuilder};

@@ -15,6 +15,7 @@ use crate::gpu::{
     DefaultState, GpuGrain, GpuHost, GpuRoute, GpuStateStore, GpuTypeStatus, HostStart,
 };
 use crate::registry::{Registration, Registry, TypedHandler};
+use crate::link::{NetworkOptions, SiloNetwork};
 use crate::runtime::{Lifecycle, SiloInner};
 use silica_gpu::Kernel;
 
@@ -23,6 +24,7 @@ use silica_gpu::Kernel;
 pub struct SiloBuilder {
     config: SiloConfig,
     registrations: Vec<(GrainType, Registration)>,
+    network: NetworkOptions,
 }
 
 impl SiloBuilder {
@@ -80,6 +82,25 @@ impl SiloBuilder {
         self
     }
 
+    /// Serves silo links on `addr` (port 0 picks a free one). The silo's address is the bound
+    /// endpoint plus its generation; see [`Silo::network`].
+    pub fn listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.network.listen = Some(addr);
+        self
+    }
+
+    /// Serves a gateway for external clients (`silica_client::Client`) on `addr`.
+    pub fn gateway(mut self, addr: std::net::SocketAddr) -> Self {
+        self.network.gateway = Some(addr);
+        self
+    }
+
+    /// Replaces the network options: endpoints, cluster id, frame size, queues, backoff.
+    pub fn network(mut self, options: NetworkOptions) -> Self {
+        self.network = options;
+        self
+    }
+
     /// Replaces the configuration.
     pub fn config(mut self, config: SiloConfig) -> Self {
         self.config = config;
@@ -99,9 +120,19 @@ impl SiloBuilder {
             registry.insert(grain_type, Arc::new(registration));
         }
         let inner = SiloInner::new(self.config, registry, runtime);
+        let network = match self.network.is_enabled() {
+            false => None,
+            true => match SiloNetwork::start(&inner, self.network) {
+                Ok(network) => Some(network),
+                Err(error) => {
+                    inner.release_factory();
+                    return Err(SiloError::Listen(error));
+                }
+            },
+        };
         start_gpu_variants(&inner);
         crate::collector::start(&inner);
-        Ok(Silo { inner })
+        Ok(Silo { inner, network })
     }
 }
 
@@ -135,6 +166,7 @@ fn start_gpu_variants(inner: &Arc<SiloInner>) {
 #[derive(Clone)]
 pub struct Silo {
     inner: Arc<SiloInner>,
+    network: Option<Arc<SiloNetwork>>,
 }
 
 impl Silo {
@@ -184,6 +216,12 @@ impl Silo {
         &self.inner
     }
 
+    /// The silo's network (its link endpoint, gateway, and links to other silos), if it
+    /// serves one.
+    pub fn network(&self) -> Option<&Arc<SiloNetwork>> {
+        self.network.as_ref()
+    }
+
     /// Whether `shutdown` has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.lifecycle() != Lifecycle::Running
@@ -229,6 +267,10 @@ impl Silo {
         let gpu_variants = inner.registry.values().filter_map(|r| r.gpu.as_ref());
         futures_util::future::join_all(gpu_variants.map(|gpu| gpu.shutdown())).await;
         inner.set_lifecycle(Lifecycle::Stopped);
+        // Connections end now: callers elsewhere see their links go down, not a hang.
+        if let Some(network) = &self.network {
+            network.stop().await;
+        }
         inner.tracker.close();
         inner.tracker.wait().await;
         inner.release_factory();

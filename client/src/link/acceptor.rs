@@ -9,7 +9,6 @@
 //! with its typed status after the responses already queued.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -310,9 +309,4 @@ pub async fn serve<H: LinkHandler>(
     tracker.close();
     tracker.wait().await;
     served.map_err(|e| LinkError::Transport(e.to_string()))
-}
-
-/// Binds a listener for [`serve`]; port 0 picks a free one (read it from `local_addr`).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }

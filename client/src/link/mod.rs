@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use silica_grains::placement::SiloAddress;
 
-pub use acceptor::{Accept, AcceptorOptions, LinkAcceptor, LinkHandler, bind, serve};
+pub use crate::wire::LinkError;
+pub use acceptor::{Accept, AcceptorOptions, LinkAcceptor, LinkHandler, serve};
 pub use caller::{Link, LinkStatus};
 pub use outbox::OutboxStream;
 
