@@ -84,10 +84,10 @@ async fn typed_errors_cross_the_wire() {
         }
         other => panic!("expected GrainPanicked, got {other:?}"),
     }
-    let slow = counter.with_timeout(Duration::from_millis(100));
+    let slow = counter.with_timeout(Duration::from_millis(50));
     assert_eq!(
-        within("sleep", slow.sleep(5_000)).await,
-        Err(CallError::Timeout(Duration::from_millis(100)))
+        within("sleep", slow.sleep(500)).await,
+        Err(CallError::Timeout(Duration::from_millis(50)))
     );
     a.shutdown().await;
     b.shutdown().await;
