@@ -1,7 +1,12 @@
 //! Ring benchmarks (plain binary, `harness = false`): round trip p50/p99 per backend,
 //! throughput with many producers and 64-byte H2K entries, GPU HLC stamp cost.
 //! Run: `cargo bench -p silica-gpu --features cuda --bench ring` (CPU-only without CUDA).
-//! `SILICA_BENCH_ONLY=rt` runs only the round trips, `=tp` only throughput.
+//! `SILICA_BENCH_ONLY=rt` runs only the round trips, `=tp` only throughput;
+//! `SILICA_BENCH_PRODUCERS=N` throughput with N producers x batches of 1024 only;
+//! `SILICA_BENCH_WARPS=W` worker warps (default: the config's, 7; before 2026-11-24 the
+//! throughput rows used 16); `SILICA_BENCH_WINDOW=G` groups of 32 a
+//! worker examines per pass and `SILICA_BENCH_PREFETCH=D` the completion thread's K2H
+//! prefetch distance (persistent ring knobs, see `silica_gpu::cuda::Tuning`).
 
 use silica_gpu::samples::{Empty, VecPair, VectorAdd};
 use silica_gpu::{BackendChoice, BackendKind, HlcStamp, Ring, RingConfig};
@@ -61,13 +66,15 @@ fn round_trip(kind: BackendKind, n: usize, park: bool) {
 /// Round trip of one caller that pauses `pause` before each call (spin unless `park`): the
 /// kernel's poller has gone idle (and backed off) when the message arrives.
 fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
+    let base = config(kind);
     let cfg = RingConfig {
+        worker_warps: env_u32("SILICA_BENCH_WARPS").unwrap_or(base.worker_warps),
         reply_spin: if park {
             Duration::ZERO
         } else {
             Duration::from_millis(10)
         },
-        ..config(kind)
+        ..base
     };
     let ring = match Ring::<VectorAdd>::start(cfg) {
         Ok(ring) => ring,
@@ -115,10 +122,7 @@ fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
 }
 
 fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
-    let warps = std::env::var("SILICA_BENCH_WARPS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(16);
+    let warps = env_u32("SILICA_BENCH_WARPS").unwrap_or(RingConfig::default().worker_warps);
     let ring = match Ring::<VectorAdd>::start(RingConfig {
         worker_warps: warps,
         ..config(kind)
@@ -170,6 +174,18 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
     let stats = ring.backend_stats();
     if !stats.is_empty() {
         println!("  stats {kind:?}: {stats:?}");
+        let get = |k: &str| stats.iter().find(|(n, _)| *n == k).map_or(0, |s| s.1) as f64;
+        let entries = get("completion_entries").max(1.0);
+        let publishes = get("kernel_publishes").max(1.0);
+        println!(
+            "  per message: completion scan {:.1} ns + count {:.1} ns; kernel poll {:.1} ns busy; \
+             {:.0} entries per publish; workers trail the poller by {:.0} entries at a publish",
+            get("completion_scan_ns") / entries,
+            get("completion_complete_ns") / entries,
+            get("kernel_poll_busy_ns") / get("kernel_published_entries").max(1.0),
+            get("kernel_published_entries") / publishes,
+            get("kernel_worker_lag_sum") / publishes,
+        );
     }
     let el = start.elapsed().as_secs_f64();
     println!(
@@ -178,8 +194,20 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
     );
 }
 
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    #[cfg(feature = "cuda")]
+    {
+        let mut t = silica_gpu::cuda::Tuning::default();
+        t.worker_window = env_u32("SILICA_BENCH_WINDOW").unwrap_or(t.worker_window);
+        t.k2h_prefetch = env_u32("SILICA_BENCH_PREFETCH").unwrap_or(t.k2h_prefetch);
+        println!("persistent ring tuning: {t:?}");
+        silica_gpu::cuda::set_tuning(t);
+    }
     let only: Option<BackendKind> = std::env::args().find_map(|a| match a.as_str() {
         "--cpu" => Some(BackendKind::Cpu),
         "--wgpu" => Some(BackendKind::Wgpu),

@@ -133,7 +133,7 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
         outcomes: Vec::new(),
     };
     while !stop.load(Ordering::SeqCst) {
-        let head = shared.queue.head();
+        let head = shared.queue.ready();
         let mut end = head;
         while end - head < max && shared.queue.h2k_ready(end) {
             end += 1;

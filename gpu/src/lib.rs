@@ -12,7 +12,7 @@
 //! - `kernel`: the [`Kernel`] trait.
 //! - `ring`: [`Ring`], its config, health and futures.
 //! - `backend`: the [`RingBackend`] trait every backend implements.
-//! - `queue`: the lock-free H2K/K2H ring in host memory.
+//! - `queue`: the lock-free H2K/K2H ring in host memory; `wire`: its entry encoding.
 //! - `reply`: reply cells, spin-then-wake.
 //! - `slots`: the state-slot table.
 //! - `dispatch`: the batch driver of the batch backends.
@@ -63,6 +63,7 @@ pub mod samples;
 mod slots;
 #[cfg(feature = "wgpu")]
 mod wgpu_backend;
+mod wire;
 
 pub use backend::{FaultInjection, RingBackend};
 pub use clock::HlcStamp;

@@ -1,173 +1,32 @@
 //! The submission ring: host-to-kernel (H2K) entries in host memory, claimed lock-free by any
-//! number of producers, and the matching kernel-to-host (K2H) entries.
+//! number of producers, and the matching kernel-to-host (K2H) entries (encoding: `wire`).
 //!
-//! Entry `t` lives at position `t % cap`. Its *data* is `[0 u32][slot u32][hlc u64][request]`
-//! (H2K) or `[0 u32][status u32][hlc u64][response]` (K2H), padded to 16 bytes (H2K: to a power
-//! of two, so whole entries map onto lanes of a warp). On the *wire* (the shared host memory)
-//! every 32-bit data word travels in its own 64-bit word with the entry's seq tag, `t + 1`
-//! (wrapping), in the high half: `(seq << 32) | data`. Aligned 8-byte stores and loads are
-//! single-copy atomic on both sides, so a reader that sees the tag in every word has the whole
-//! entry: one parallel read detects and fetches a message (DESIGN §3 rule 4), with no release
-//! fence per message on the GPU. The host writes the last word with release and the host-side
-//! readers acquire it, so host-only paths (CPU backend) need check just that word.
-//! `tail` (next entry to claim) and `head` (entries below it are finished and reusable) sit on
-//! their own cache lines and each has one writer side: producers CAS `tail`, the consumer stores
-//! `head`.
+//! Three counters, each on its own cache line: `tail` (next entry to claim; producers CAS it),
+//! `ready` (entries below it are finished: their outcomes are known; `drain` and `deactivate`
+//! wait on it) and `head` (entries below it may be reused). The batch backends move `ready`
+//! and `head` together. The persistent ring leaves outcomes in K2H for the callers to decode,
+//! so its `head` trails `ready` until the callers have read their entries.
 
 use crate::error::RingError;
 use crate::kernel::as_bytes;
 use crate::reply::{Outcome, ReplyCell};
+#[cfg(feature = "cuda")]
+use crate::wire::wire_complete;
+use crate::wire::{
+    HostMem, h2k_data_stride, k2h_data_stride, read_wire, seq_of, word_at, write_wire,
+};
 use silica_grains::gpu::GpuType;
-use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
-/// Bytes before an entry's payload.
-pub(crate) const HEADER: usize = 16;
 /// The slot value of an entry whose producer found its slot inactive after claiming.
 pub(crate) const INVALID_SLOT: u32 = u32::MAX;
 /// K2H status: handled.
 pub(crate) const STATUS_OK: u32 = 0;
 
-/// Page-aligned, zeroed host memory (registered with the CUDA driver by the CUDA backends).
-pub(crate) struct HostMem {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-// SAFETY: plain memory; all concurrent access goes through atomics or the ring protocol.
-unsafe impl Send for HostMem {}
-// SAFETY: as above.
-unsafe impl Sync for HostMem {}
-
-impl HostMem {
-    pub(crate) fn zeroed(len: usize) -> Self {
-        let layout = Layout::from_size_align(len.max(4096).next_multiple_of(4096), 4096)
-            .expect("ring size overflows");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Self { ptr, layout }
-    }
-
-    pub(crate) fn ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
-    pub(crate) fn len(&self) -> usize {
-        self.layout.size()
-    }
-}
-
-impl Drop for HostMem {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
-
 #[repr(align(128))]
 struct Padded<T>(T);
-
-/// The seq tag of entry `t`.
-pub(crate) fn seq_of(t: u64) -> u32 {
-    (t as u32).wrapping_add(1)
-}
-
-/// Data bytes of an H2K entry carrying `request_size` bytes: a power of two, at least 16.
-pub(crate) const fn h2k_data_stride(request_size: usize) -> usize {
-    let n = (HEADER + request_size).next_power_of_two();
-    if n < 16 { 16 } else { n }
-}
-
-/// Data bytes of a K2H entry carrying `response_size` bytes: a multiple of 16.
-pub(crate) const fn k2h_data_stride(response_size: usize) -> usize {
-    (HEADER + response_size).next_multiple_of(16)
-}
-
-/// Writes `data` (whole 32-bit words, zero-extended) as tagged wire words at `wire`; the last
-/// word is stored with release so host readers may acquire just that one.
-///
-/// # Safety
-/// `wire` must be 8-byte aligned and valid for `words * 8` bytes that no one else writes now.
-#[inline]
-unsafe fn write_wire(wire: *mut u8, seq: u32, words: usize, mut data: impl FnMut(usize) -> u32) {
-    let tag = u64::from(seq) << 32;
-    for i in 0..words {
-        let w = tag | u64::from(data(i));
-        // SAFETY: in bounds and aligned per the caller; atomics make each word single-copy.
-        let at = unsafe { &*wire.add(8 * i).cast::<AtomicU64>() };
-        let order = if i + 1 == words {
-            Ordering::Release
-        } else {
-            Ordering::Relaxed
-        };
-        at.store(w, order);
-    }
-}
-
-/// Reads an entry of `words` tagged wire words at `wire` (`[0][slot or status][hlc lo][hlc hi]
-/// [payload...]`) straight into its values; `None` unless every word carries `seq`. Decodes in
-/// place, with no intermediate buffer: this runs once per message on the completion thread.
-///
-/// # Safety
-/// `wire` must be 8-byte aligned and valid for `words * 8` bytes, and
-/// `4 * (words - 4) >= size_of::<T>()`.
-unsafe fn read_wire<T: GpuType>(wire: *const u8, seq: u32, words: usize) -> Option<(u32, u64, T)> {
-    let word = |i: usize| {
-        // SAFETY: `i < words`, so the word is in bounds and aligned per the caller.
-        unsafe { &*wire.add(8 * i).cast::<AtomicU64>() }
-    };
-    if (word(words - 1).load(Ordering::Acquire) >> 32) as u32 != seq {
-        return None;
-    }
-    let mut head = [0u32; 4];
-    let mut value = std::mem::MaybeUninit::<T>::uninit();
-    let out = value.as_mut_ptr().cast::<u8>();
-    let size = size_of::<T>();
-    for i in 0..words {
-        let w = word(i).load(Ordering::Relaxed);
-        if (w >> 32) as u32 != seq {
-            return None;
-        }
-        if let Some(h) = head.get_mut(i) {
-            *h = w as u32;
-            continue;
-        }
-        let at = 4 * (i - 4);
-        if at < size {
-            let bytes = (w as u32).to_le_bytes();
-            let n = (size - at).min(4);
-            // SAFETY: `at + n <= size`, inside `value`.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.add(at), n) };
-        }
-    }
-    // SAFETY: the caller guarantees the words cover all `size` bytes, each written above, and
-    // every bit pattern is a valid `GpuType` (integers and floats only).
-    let value = unsafe { value.assume_init() };
-    Some((
-        head[1],
-        u64::from(head[2]) | (u64::from(head[3]) << 32),
-        value,
-    ))
-}
-
-/// The 32-bit word `i` of `bytes`, zero-padded past the end (per message and per word on the
-/// producer's path: the whole-word case is one unaligned load).
-#[inline]
-fn word_at(bytes: &[u8], i: usize) -> u32 {
-    let at = 4 * i;
-    if let Some(w) = bytes.get(at..at + 4) {
-        return u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-    }
-    let mut w = [0u8; 4];
-    let tail = bytes.get(at..).unwrap_or_default();
-    w[..tail.len()].copy_from_slice(tail);
-    u32::from_le_bytes(w)
-}
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // K2H is read by the persistent ring
 pub(crate) struct SubmitRing<R> {
@@ -179,12 +38,14 @@ pub(crate) struct SubmitRing<R> {
     /// Data bytes per K2H entry.
     pub(crate) k2h_stride: usize,
     tail: Padded<AtomicU64>,
+    ready: Padded<AtomicU64>,
     head: Padded<AtomicU64>,
     cells: Box<[AtomicPtr<ReplyCell<R>>]>,
     waiters: Mutex<Vec<Waker>>,
     waiting: AtomicUsize,
     closed: AtomicBool,
     paused: AtomicBool,
+    callers_read_k2h: AtomicBool,
 }
 
 impl<R: GpuType> SubmitRing<R> {
@@ -199,6 +60,7 @@ impl<R: GpuType> SubmitRing<R> {
             h2k_stride,
             k2h_stride,
             tail: Padded(AtomicU64::new(0)),
+            ready: Padded(AtomicU64::new(0)),
             head: Padded(AtomicU64::new(0)),
             cells: (0..cap)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
@@ -207,11 +69,24 @@ impl<R: GpuType> SubmitRing<R> {
             waiting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            callers_read_k2h: AtomicBool::new(false),
         }
     }
 
+    /// Entries below it may be reused.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
     pub(crate) fn head(&self) -> u64 {
         self.head.0.load(Ordering::Acquire)
+    }
+
+    /// Entries below it are finished (their outcomes known to their callers).
+    pub(crate) fn ready(&self) -> u64 {
+        self.ready.0.load(Ordering::Acquire)
+    }
+
+    /// Whether producers or `drain`/`deactivate` are waiting on a release.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) != 0
     }
 
     pub(crate) fn tail(&self) -> u64 {
@@ -328,6 +203,14 @@ impl<R: GpuType> SubmitRing<R> {
             .expect("h2k_read of an unpublished entry")
     }
 
+    /// Whether the kernel has written all of K2H entry `t` (every word carries its tag): the
+    /// completion thread's check; the caller decodes the entry later ([`SubmitRing::k2h_read`]).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn k2h_complete(&self, t: u64) -> bool {
+        // SAFETY: the entry is inside the allocation and 8-byte aligned.
+        unsafe { wire_complete(self.k2h_entry(t), seq_of(t), self.k2h_stride / 4) }
+    }
+
     /// Reads K2H entry `t` if the kernel has written all of it: status, hlc, response.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn k2h_read(&self, t: u64) -> Option<(u32, u64, R)> {
@@ -389,7 +272,7 @@ impl<R: GpuType> SubmitRing<R> {
     }
 
     /// Takes entry `t`'s cell pointer, waiting out a producer between claim and publish.
-    fn take_cell(&self, t: u64) -> *const ReplyCell<R> {
+    pub(crate) fn take_cell(&self, t: u64) -> *const ReplyCell<R> {
         let at = &self.cells[(t & (self.cap - 1)) as usize];
         loop {
             let ptr = at.load(Ordering::Acquire);
@@ -400,6 +283,18 @@ impl<R: GpuType> SubmitRing<R> {
             }
             // The producer claimed `t` and is between claim and publish; it never blocks there.
             std::thread::yield_now();
+        }
+    }
+
+    /// Clears the cell pointers of entries `from..to`, which belong to a cell already taken at
+    /// an earlier entry (their outcomes are counted by the caller, not stored).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn clear_cells(&self, from: u64, to: u64) {
+        for t in from..to {
+            let at = &self.cells[(t & (self.cap - 1)) as usize];
+            // Published before the kernel could write the entry; only this thread clears it.
+            debug_assert!(!at.load(Ordering::Relaxed).is_null());
+            at.store(std::ptr::null_mut(), Ordering::Relaxed);
         }
     }
 
@@ -434,18 +329,46 @@ impl<R: GpuType> SubmitRing<R> {
         }
     }
 
-    /// Entries below `head` are finished; their positions may be reused.
-    pub(crate) fn release(&self, head: u64) {
+    /// Entries below `upto` are finished and their positions may be reused (batch backends).
+    pub(crate) fn release(&self, upto: u64) {
+        self.ready.0.store(upto, Ordering::SeqCst);
+        self.head.0.store(upto, Ordering::SeqCst);
+        self.wake_waiters();
+    }
+
+    /// Entries below `ready` are finished (persistent ring; positions still in use).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn set_ready(&self, ready: u64) {
+        self.ready.0.store(ready, Ordering::SeqCst);
+        self.wake_waiters();
+    }
+
+    /// Positions of entries below `head` may be reused (persistent ring; `head <= ready`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn set_head(&self, head: u64) {
         self.head.0.store(head, Ordering::SeqCst);
         self.wake_waiters();
     }
 
-    /// Fails every claimed entry from `head` to `tail`, and releases them.
+    /// From now on callers read their outcomes from K2H, and the consumer moves `head` only
+    /// past entries they have read (persistent ring).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn set_callers_read_k2h(&self) {
+        self.callers_read_k2h.store(true, Ordering::SeqCst);
+    }
+
+    /// Fails every claimed entry from `ready` to `tail`. Their positions (and everything below)
+    /// may be reused at once unless callers read K2H (the persistent ring's consumer then moves
+    /// `head`: callers may still be reading entries below `ready`).
     pub(crate) fn fail_pending(&self, err: &RingError) {
-        let head = self.head();
+        let ready = self.ready();
         let tail = self.tail();
-        self.complete_run(head, tail, |_| Err(err.clone()));
-        self.release(tail);
+        self.complete_run(ready, tail, |_| Err(err.clone()));
+        self.ready.0.store(tail, Ordering::SeqCst);
+        if !self.callers_read_k2h.load(Ordering::SeqCst) {
+            self.head.0.store(tail, Ordering::SeqCst);
+        }
+        self.wake_waiters();
     }
 
     /// Registers a waker run at the next release, close or unpause.
@@ -503,6 +426,36 @@ mod tests {
         w0.store(good, Ordering::Relaxed);
         assert_eq!(q.k2h_read(0), Some((0, 99, totals)));
         q.complete_run(0, 1, |_| Err(RingError::ShutDown));
+        assert_eq!(Arc::strong_count(&cell), 1);
+    }
+
+    // Pins the persistent ring's split of `ready` and `head`: a fault fails the entries in
+    // flight and moves `ready` past them, but their positions stay unclaimable until the
+    // consumer moves `head` (callers may still be reading K2H entries); the completion
+    // thread's tag check accepts a whole K2H entry and rejects a torn one.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn ready_head_split_and_tag_check() {
+        let q = SubmitRing::<Totals>::new(4, size_of::<Add>());
+        q.set_callers_read_k2h();
+        let cell = Arc::new(ReplyCell::<Totals>::new(0, 4));
+        let raw = Arc::into_raw(cell.clone());
+        assert_eq!(q.claim(4).unwrap(), Some(0));
+        for t in 0..4 {
+            q.publish(t, 1, 0, &Add { amount: 1 }, raw);
+        }
+        q.k2h_write_for_test(0, 0, 7, &Totals::default());
+        assert!(q.k2h_complete(0));
+        assert!(!q.k2h_complete(1));
+        // SAFETY: test-only; word 1 of entry 0 is in bounds and aligned.
+        let w1 = unsafe { &*q.k2h.ptr().add(8).cast::<AtomicU64>() };
+        w1.store(w1.load(Ordering::Relaxed) & 0xffff_ffff, Ordering::Relaxed);
+        assert!(!q.k2h_complete(0));
+        q.fail_pending(&RingError::ShutDown);
+        assert_eq!((q.ready(), q.head()), (4, 0));
+        assert_eq!(q.claim(1).unwrap(), None);
+        q.set_head(4);
+        assert_eq!(q.claim(1).unwrap(), Some(4));
         assert_eq!(Arc::strong_count(&cell), 1);
     }
 }

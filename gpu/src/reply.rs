@@ -1,5 +1,10 @@
 //! Where responses land: one cell per submitted message (or batch), completed by the consumer
 //! and awaited by the caller, who spins briefly before registering a waker (DESIGN §3 rule 10).
+//!
+//! A cell's outcomes are either stored in it (batch backends, errors) or, for a leading run of
+//! its entries, left in the K2H ring for the caller to decode (persistent ring): the completion
+//! thread then only checks that those entries are whole and counts them, and the caller marks
+//! the cell consumed once it has read them, which lets the ring reuse their positions.
 
 use crate::clock::HlcStamp;
 use crate::error::RingError;
@@ -40,6 +45,10 @@ pub(crate) struct ReplyCell<R> {
     error: Mutex<Option<RingError>>,
     remaining: AtomicUsize,
     done: AtomicBool,
+    /// Leading entries whose outcome is in the K2H ring (written before they are counted).
+    in_k2h: AtomicUsize,
+    /// The caller has read the K2H entries, or will never read them (dropped).
+    consumed: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -57,6 +66,8 @@ impl<R> ReplyCell<R> {
             error: Mutex::new(None),
             remaining: AtomicUsize::new(len),
             done: AtomicBool::new(false),
+            in_k2h: AtomicUsize::new(0),
+            consumed: AtomicBool::new(false),
             waker: Mutex::new(None),
         }
     }
@@ -85,6 +96,27 @@ impl<R> ReplyCell<R> {
         unsafe { *self.results[at].get() = stored };
     }
 
+    /// Records that the cell's first `n` entries have their outcome in the K2H ring.
+    ///
+    /// # Safety
+    /// Called only by the thread that completes the cell's entries, before those entries are
+    /// counted in [`ReplyCell::finish`]; `n` never shrinks.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) unsafe fn set_in_k2h(&self, n: usize) {
+        self.in_k2h.store(n, Ordering::Relaxed);
+    }
+
+    /// Marks the cell's K2H entries read (or abandoned): their ring positions may be reused.
+    pub(crate) fn mark_consumed(&self) {
+        self.consumed.store(true, Ordering::Release);
+    }
+
+    /// Whether the caller is done with the cell's K2H entries.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) fn is_consumed(&self) -> bool {
+        self.consumed.load(Ordering::Acquire)
+    }
+
     /// Counts `n` entries finished; the last one marks the cell done, wakes its caller and
     /// drops the ring's reference.
     ///
@@ -109,27 +141,33 @@ impl<R> ReplyCell<R> {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Takes every outcome; call only after `is_done`, from the cell's one future.
-    fn take_all(&self) -> Vec<Outcome<R>> {
+    /// Takes every outcome (`decode(t)` reads K2H entry `t`), then marks the cell consumed;
+    /// call only after `is_done`, from the cell's one future.
+    fn take_all(&self, mut decode: impl FnMut(u64) -> Option<Outcome<R>>) -> Vec<Outcome<R>> {
         let error = self
             .error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or(RingError::ShutDown);
-        self.results
-            .iter()
-            .map(|c| {
-                // SAFETY: `done` was observed with acquire, so every writer has finished with
-                // its entry; only the single future that owns this cell reads the entries.
-                let stored = unsafe { &mut *c.get() };
-                match std::mem::replace(stored, Stored::Empty) {
-                    Stored::Ok(reply) => Ok(reply),
-                    Stored::NotActive(slot) => Err(RingError::SlotNotActive(slot)),
-                    Stored::Failed | Stored::Empty => Err(error.clone()),
-                }
-            })
-            .collect()
+        let in_k2h = self.in_k2h.load(Ordering::Relaxed);
+        let mut out = Vec::with_capacity(self.results.len());
+        out.extend(
+            (0..in_k2h as u64)
+                .map(|i| decode(self.first + i).unwrap_or_else(|| Err(RingError::ShutDown))),
+        );
+        self.mark_consumed();
+        out.extend(self.results[in_k2h..].iter().map(|c| {
+            // SAFETY: `done` was observed with acquire, so every writer has finished with
+            // its entry; only the single future that owns this cell reads the entries.
+            let stored = unsafe { &mut *c.get() };
+            match std::mem::replace(stored, Stored::Empty) {
+                Stored::Ok(reply) => Ok(reply),
+                Stored::NotActive(slot) => Err(RingError::SlotNotActive(slot)),
+                Stored::Failed | Stored::Empty => Err(error.clone()),
+            }
+        }));
+        out
     }
 
     fn poll_done(&self, cx: &mut Context<'_>, spin: Duration) -> bool {
@@ -159,10 +197,22 @@ pub(crate) struct CellWait<R> {
 }
 
 impl<R> CellWait<R> {
-    pub(crate) fn poll_all(&mut self, cx: &mut Context<'_>) -> Poll<Vec<Outcome<R>>> {
+    /// The outcomes once the cell is done; `decode(t)` reads K2H entry `t`.
+    pub(crate) fn poll_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        decode: impl FnMut(u64) -> Option<Outcome<R>>,
+    ) -> Poll<Vec<Outcome<R>>> {
         if !self.cell.poll_done(cx, self.spin) {
             return Poll::Pending;
         }
-        Poll::Ready(self.cell.take_all())
+        Poll::Ready(self.cell.take_all(decode))
+    }
+}
+
+impl<R> Drop for CellWait<R> {
+    fn drop(&mut self) {
+        // A caller that stops waiting never reads its K2H entries: release them.
+        self.cell.mark_consumed();
     }
 }

@@ -4,7 +4,7 @@ use crate::backend::RingBackend;
 use crate::clock::{HlcStamp, HostClock};
 use crate::error::{RingError, RingFault};
 use crate::kernel::Kernel;
-use crate::queue::{INVALID_SLOT, SubmitRing};
+use crate::queue::{INVALID_SLOT, STATUS_OK, SubmitRing};
 use crate::reply::{CellWait, Outcome, Reply, ReplyCell};
 use crate::slots::{SlotId, SlotStatus, SlotTable};
 use std::future::Future;
@@ -65,7 +65,8 @@ pub struct RingConfig {
     pub consumer_spin: Duration,
     /// A heartbeat older than this is a stall (persistent ring).
     pub stall_timeout: Duration,
-    /// Worker warps of the persistent kernel (besides the polling warp).
+    /// Worker warps of the persistent kernel (besides the polling warp). Up to 7 the polling
+    /// warp keeps twice the loads in flight (see docs/gpu.md).
     pub worker_warps: u32,
 }
 
@@ -83,7 +84,8 @@ impl Default for RingConfig {
             reply_spin: Duration::from_micros(50),
             consumer_spin: Duration::from_millis(2),
             stall_timeout: Duration::from_secs(2),
-            worker_warps: 8,
+            // 1 + 7 warps leave the polling warp 255 registers: 32 loads in flight, not 16.
+            worker_warps: 7,
         }
     }
 }
@@ -145,6 +147,28 @@ impl<K: Kernel> RingShared<K> {
             std::thread::park_timeout(timeout);
         }
         self.consumer_sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// The outcome in K2H entry `t`, if the kernel has written all of it.
+    pub(crate) fn k2h_outcome(&self, t: u64) -> Option<Outcome<K::Response>> {
+        self.queue.k2h_read(t).map(|(status, hlc, response)| {
+            if status == STATUS_OK {
+                Ok(Reply {
+                    response,
+                    stamp: HlcStamp::new(hlc, self.clock.node()),
+                })
+            } else {
+                Err(RingError::SlotNotActive(SlotId(INVALID_SLOT)))
+            }
+        })
+    }
+
+    /// A caller has read (or abandoned) its K2H entries: if anyone waits for ring room, let the
+    /// consumer move `head` now rather than at its next poll.
+    fn after_consume(&self) {
+        if self.queue.has_waiters() {
+            self.wake_consumer();
+        }
     }
 
     fn wake_consumer(&self) {
@@ -321,12 +345,12 @@ impl<K: Kernel> Ring<K> {
 
     /// Messages submitted and not yet completed.
     pub fn queue_depth(&self) -> u64 {
-        self.shared.queue.tail() - self.shared.queue.head()
+        self.shared.queue.tail() - self.shared.queue.ready()
     }
 
     /// Messages completed since start (sample twice for a service rate).
     pub fn completed(&self) -> u64 {
-        self.shared.queue.head()
+        self.shared.queue.ready()
     }
 
     /// Active slots.
@@ -384,11 +408,11 @@ struct WaitHead<'a, K: Kernel> {
 impl<K: Kernel> Future for WaitHead<'_, K> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.queue.head() >= self.upto || self.shared.queue.is_closed() {
+        if self.shared.queue.ready() >= self.upto || self.shared.queue.is_closed() {
             return Poll::Ready(());
         }
         self.shared.queue.wait(cx.waker());
-        if self.shared.queue.head() >= self.upto || self.shared.queue.is_closed() {
+        if self.shared.queue.ready() >= self.upto || self.shared.queue.is_closed() {
             return Poll::Ready(());
         }
         Poll::Pending
@@ -427,7 +451,14 @@ impl<K: Kernel> ReplyFuture<K> {
             });
         }
         let wait = self.wait.as_mut().expect("set above");
-        wait.poll_all(cx).map(|outs| {
+        // Persistent ring, batches: the completion thread only checked these K2H entries;
+        // decode them here, on the caller's thread.
+        let shared = &self.shared;
+        let ready = wait.poll_all(cx, |t| shared.k2h_outcome(t));
+        if ready.is_ready() {
+            self.shared.after_consume();
+        }
+        ready.map(|outs| {
             Ok(outs
                 .into_iter()
                 .zip(&self.items)
@@ -441,6 +472,16 @@ impl<K: Kernel> ReplyFuture<K> {
 }
 
 impl<K: Kernel> Unpin for ReplyFuture<K> {}
+
+impl<K: Kernel> Drop for ReplyFuture<K> {
+    fn drop(&mut self) {
+        if let Some(wait) = self.wait.take() {
+            // Dropping the wait marks its entries consumed (read or abandoned).
+            drop(wait);
+            self.shared.after_consume();
+        }
+    }
+}
 
 impl<K: Kernel> Future for ReplyFuture<K> {
     type Output = Result<Reply<K::Response>, RingError>;

@@ -8,13 +8,50 @@ mod compile;
 pub(crate) mod driver;
 mod persistent;
 mod source;
+mod watcher;
 
 use crate::backend::RingBackend;
 use crate::error::{DeviceError, RingError};
 use crate::kernel::Kernel;
 use crate::ring::RingShared;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Knobs of the persistent ring that the `ring` benchmark varies (unstable). Rings started
+/// after [`set_tuning`] use them; the defaults are the measured best (docs/BENCHMARKS.md).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Groups of 32 published entries a worker warp examines per pass (1 to 16): it picks out
+    /// the entries of its slots and runs them 32 at a time, instead of one pass per 32.
+    pub worker_window: u32,
+    /// K2H entries the completion thread prefetches ahead of its scan (0: none).
+    pub k2h_prefetch: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            worker_window: 16,
+            k2h_prefetch: 8,
+        }
+    }
+}
+
+static TUNING: Mutex<Option<Tuning>> = Mutex::new(None);
+
+/// Sets the knobs of rings started from now on (benchmarks; unstable).
+#[doc(hidden)]
+pub fn set_tuning(tuning: Tuning) {
+    *TUNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(tuning);
+}
+
+fn tuning() -> Tuning {
+    TUNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_default()
+}
 
 pub(crate) fn start<K: Kernel>(
     shared: Arc<RingShared<K>>,
@@ -22,7 +59,7 @@ pub(crate) fn start<K: Kernel>(
     persistent: Option<bool>,
 ) -> Result<Box<dyn RingBackend<K>>, RingError> {
     let info = driver::device_info(ordinal)?;
-    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability)?;
+    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, shared.config.worker_warps)?;
     let usable = info.can_map_host_memory && !info.kernel_timeout;
     let why = "the device cannot map host memory or has a kernel execution timeout";
     match persistent {
@@ -42,11 +79,13 @@ pub(crate) fn start<K: Kernel>(
     }
 }
 
+/// PTX of kernel `K` for a ring of `workers` worker warps (clamped as the launch clamps it).
 fn kernel_ptx<K: Kernel>(
     ordinal: usize,
     cc: (i32, i32),
+    workers: u32,
 ) -> Result<Arc<std::ffi::CString>, RingError> {
-    let (src, _) = source::generate::<K>();
+    let (src, _) = source::generate_for::<K>(workers.clamp(1, 31));
     compile::ptx(K::NAME, &src, ordinal, cc)
 }
 
@@ -59,7 +98,7 @@ pub fn generated_source<K: Kernel>() -> (String, usize) {
 /// generated source's line numbers.
 pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
     let info = driver::device_info(ordinal)?;
-    kernel_ptx::<K>(ordinal, info.compute_capability).map(|_| ())
+    kernel_ptx::<K>(ordinal, info.compute_capability, source::DEFAULT_WORKERS).map(|_| ())
 }
 
 /// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one CAS
@@ -70,7 +109,7 @@ pub fn bench_hlc_stamp<K: Kernel>(
     iters: u32,
 ) -> Result<f64, RingError> {
     let info = driver::device_info(ordinal)?;
-    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability)?;
+    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, source::DEFAULT_WORKERS)?;
     let ctx = driver::Context::new(ordinal)?;
     ctx.bind()?;
     let module = driver::Module::load(&ptx)?;

@@ -1,19 +1,17 @@
 //! The persistent ring backend: one resident kernel per ring polls the mapped H2K ring with
-//! one warp and hands batches to worker warps; a completion thread polls K2H (spin, then
-//! park), completes callers and watches the kernel (stream status, heartbeat), restarting it
-//! after a fault.
+//! one warp and hands batches to worker warps; a completion thread (`watcher`) polls K2H
+//! (spin, then park), completes callers and watches the kernel (stream status, heartbeat),
+//! restarting it after a fault.
 
-use super::driver::{
-    Context, DeviceBuffer, Module, launch, new_stream, register_host, stream_done,
-};
+use super::driver::{Context, DeviceBuffer, Module, launch, new_stream, register_host};
+use super::watcher::Watcher;
 use crate::backend::{FaultInjection, RingBackend};
-use crate::clock::{HlcStamp, wall_ns};
-use crate::error::{DeviceError, FaultKind, RingError};
+use crate::clock::wall_ns;
+use crate::error::{DeviceError, RingError};
 use crate::kernel::{Kernel, as_bytes, from_bytes};
-use crate::queue::{HostMem, STATUS_OK};
-use crate::reply::Reply;
 use crate::ring::{BackendKind, RingShared};
 use crate::slots::SlotId;
+use crate::wire::HostMem;
 use cudarc::driver::sys;
 use std::ffi::{CString, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -21,23 +19,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const TERMINATE: usize = 0;
+pub(super) const TERMINATE: usize = 0;
 const HEARTBEAT: usize = 64;
 const TEST_EXIT: usize = 128;
 /// Kernel diagnostics in the control block (written by the polling warp).
 const STAT_PUBLISHES: usize = 256;
 const STAT_ENTRIES: usize = 264;
+const STAT_POLL_NS: usize = 272;
+const STAT_WORKER_LAG: usize = 280;
 
 /// Completion-thread diagnostics: polls that found finished entries, polls that found none,
 /// entries completed.
 #[derive(Default)]
-struct Stats {
-    busy: AtomicU64,
-    idle: AtomicU64,
-    entries: AtomicU64,
-    /// Time in busy polls finding and decoding finished entries, and completing them.
-    scan_ns: AtomicU64,
-    complete_ns: AtomicU64,
+pub(super) struct Stats {
+    pub(super) busy: AtomicU64,
+    pub(super) idle: AtomicU64,
+    pub(super) entries: AtomicU64,
+    /// Time in busy polls finding finished entries, and counting them into reply cells.
+    pub(super) scan_ns: AtomicU64,
+    pub(super) complete_ns: AtomicU64,
 }
 
 /// Kernel parameters; mirrors `struct SilicaRing` in the generated source.
@@ -57,33 +57,34 @@ struct RingParams {
     num_slots: u32,
     workers: u32,
     lookahead: u32,
+    window: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
 pub(crate) struct Run {
-    stream: sys::CUstream,
+    pub(super) stream: sys::CUstream,
     copy: sys::CUstream,
     states: DeviceBuffer,
     // Declared last: dropping the context frees everything above.
-    ctx: Context,
+    pub(super) ctx: Context,
 }
 
 // SAFETY: the raw handles belong to `ctx`, which is bound on whichever thread uses them.
 unsafe impl Send for Run {}
 
 /// Host memory shared with the kernel: the control block.
-struct Ctrl(HostMem);
+pub(super) struct Ctrl(pub(super) HostMem);
 
 impl Ctrl {
-    fn word(&self, offset: usize) -> &AtomicU32 {
+    pub(super) fn word(&self, offset: usize) -> &AtomicU32 {
         // SAFETY: offsets are inside the 4 KiB block and 4-byte aligned.
         unsafe { &*self.0.ptr().add(offset).cast::<AtomicU32>() }
     }
-    fn heartbeat(&self) -> u64 {
+    pub(super) fn heartbeat(&self) -> u64 {
         // SAFETY: inside the block, 8-byte aligned; written by the kernel.
         unsafe { (*self.0.ptr().add(HEARTBEAT).cast::<AtomicU64>()).load(Ordering::Acquire) }
     }
-    fn reset(&self) {
+    pub(super) fn reset(&self) {
         for off in [TERMINATE, HEARTBEAT, HEARTBEAT + 4, TEST_EXIT, 192] {
             self.word(off).store(0, Ordering::SeqCst);
         }
@@ -134,6 +135,9 @@ pub(crate) fn launch_run<K: Kernel>(
         num_slots: slots as u32,
         workers,
         lookahead: (shared.config.max_batch / 32).clamp(1, 16),
+        window: super::tuning()
+            .worker_window
+            .clamp(1, super::source::MAX_WINDOW),
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid
@@ -184,6 +188,8 @@ impl<K: Kernel> PersistentBackend<K> {
         let stop = Arc::new(AtomicBool::new(false));
         let last_beat = Arc::new(Mutex::new(Instant::now()));
         let stats = Arc::new(Stats::default());
+        // Callers decode their own K2H entries; `head` moves once they have read them.
+        shared.queue.set_callers_read_k2h();
         let watcher = Watcher {
             shared: shared.clone(),
             run: run.clone(),
@@ -193,6 +199,7 @@ impl<K: Kernel> PersistentBackend<K> {
             stats: stats.clone(),
             ordinal,
             ptx,
+            prefetch: Arc::new(AtomicU32::new(super::tuning().k2h_prefetch)),
         };
         let thread = std::thread::Builder::new()
             .name(format!("silica-k2h-{}", K::NAME))
@@ -283,6 +290,8 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             ),
             ("kernel_publishes", ctrl(STAT_PUBLISHES)),
             ("kernel_published_entries", ctrl(STAT_ENTRIES)),
+            ("kernel_poll_busy_ns", ctrl(STAT_POLL_NS)),
+            ("kernel_worker_lag_sum", ctrl(STAT_WORKER_LAG)),
         ]
     }
 
@@ -298,181 +307,5 @@ impl<K: Kernel> Drop for PersistentBackend<K> {
     fn drop(&mut self) {
         self.shutdown();
         self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-}
-
-/// The completion thread: K2H polling, watchdog, restarts.
-struct Watcher<K: Kernel> {
-    shared: Arc<RingShared<K>>,
-    run: Arc<Mutex<Option<Run>>>,
-    ctrl: Arc<Ctrl>,
-    stop: Arc<AtomicBool>,
-    last_beat: Arc<Mutex<Instant>>,
-    stats: Arc<Stats>,
-    ordinal: usize,
-    ptx: Arc<CString>,
-}
-
-impl<K: Kernel> Watcher<K> {
-    fn stream(&self) -> Option<sys::CUstream> {
-        let guard = self.run.lock().unwrap_or_else(|e| e.into_inner());
-        let run = guard.as_ref()?;
-        run.ctx.bind().ok()?;
-        Some(run.stream)
-    }
-
-    fn run(self) {
-        self.shared.set_consumer();
-        let Some(mut stream) = self.stream() else {
-            return;
-        };
-        let q = &self.shared.queue;
-        let mut head = q.head();
-        let mut idle_since = Instant::now();
-        let mut last_check = Instant::now();
-        let mut beat = (self.ctrl.heartbeat(), Instant::now());
-        let mut stop_deadline: Option<Instant> = None;
-        let mut done = Vec::with_capacity(4096);
-        loop {
-            let start = head;
-            // Find the run of finished entries first, then complete it with one counter
-            // update and wake-up per reply cell.
-            let t0 = Instant::now();
-            let mut end = head;
-            done.clear();
-            while end - head < 4096
-                && let Some(entry) = q.k2h_read(end)
-            {
-                q.k2h_prefetch(end + 8);
-                done.push(entry);
-                end += 1;
-            }
-            let t1 = Instant::now();
-            let node = self.shared.clock.node();
-            q.complete_run(head, end, |t| match done[(t - head) as usize] {
-                (STATUS_OK, hlc, response) => Ok(Reply {
-                    response,
-                    stamp: HlcStamp::new(hlc, node),
-                }),
-                _ => Err(RingError::SlotNotActive(SlotId(u32::MAX))),
-            });
-            head = end;
-            if head != start {
-                let t2 = Instant::now();
-                let ns = |d: Duration| d.as_nanos() as u64;
-                self.stats.scan_ns.fetch_add(ns(t1 - t0), Ordering::Relaxed);
-                self.stats
-                    .complete_ns
-                    .fetch_add(ns(t2 - t1), Ordering::Relaxed);
-                self.stats.busy.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .entries
-                    .fetch_add(head - start, Ordering::Relaxed);
-                q.release(head);
-                idle_since = Instant::now();
-                continue;
-            }
-            if last_check.elapsed() >= Duration::from_micros(500) {
-                last_check = Instant::now();
-                let stopping = self.stop.load(Ordering::SeqCst);
-                let deadline = *stop_deadline
-                    .get_or_insert_with(|| Instant::now() + self.shared.config.stall_timeout);
-                let fault = match stream_done(stream) {
-                    Ok(false) => None,
-                    Ok(true) if stopping => break,
-                    Ok(true) => Some((
-                        FaultKind::KernelExited,
-                        "the ring kernel exited without being asked to".to_owned(),
-                    )),
-                    Err(e) => Some((FaultKind::CudaError, e.to_string())),
-                };
-                if stopping && Instant::now() > deadline {
-                    break;
-                }
-                if !stopping {
-                    stop_deadline = None;
-                }
-                let hb = self.ctrl.heartbeat();
-                if hb != beat.0 {
-                    beat = (hb, Instant::now());
-                    *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = beat.1;
-                }
-                let stalled = beat.1.elapsed() > self.shared.config.stall_timeout;
-                let fault = fault.or_else(|| {
-                    stalled.then(|| {
-                        (
-                            FaultKind::HeartbeatStall,
-                            format!("no heartbeat for {:?}", beat.1.elapsed()),
-                        )
-                    })
-                });
-                if let (Some((kind, detail)), false) = (fault, stopping) {
-                    match self.restart(kind, detail, stream) {
-                        Some(s) => stream = s,
-                        None => return,
-                    }
-                    head = q.head();
-                    beat = (self.ctrl.heartbeat(), Instant::now());
-                    continue;
-                }
-            }
-            self.stats.idle.fetch_add(1, Ordering::Relaxed);
-            if idle_since.elapsed() < self.shared.config.consumer_spin {
-                std::hint::spin_loop();
-            } else {
-                self.shared
-                    .park_consumer(|| q.k2h_ready(head), Duration::from_millis(1));
-            }
-        }
-    }
-
-    /// Fails everything in flight, marks slots lost, relaunches on a fresh context.
-    fn restart(
-        &self,
-        kind: FaultKind,
-        detail: String,
-        stream: sys::CUstream,
-    ) -> Option<sys::CUstream> {
-        let q = &self.shared.queue;
-        q.set_paused(true);
-        self.ctrl.word(TERMINATE).store(1, Ordering::SeqCst);
-        let wait = Instant::now();
-        while matches!(stream_done(stream), Ok(false)) && wait.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.shared.fault(kind, detail);
-        if kind == FaultKind::CudaError {
-            // A sticky CUDA error (illegal address, trap) poisons the whole process's use of
-            // the device: every later driver call, new contexts included, returns it. The ring
-            // stays failed; the host process must restart to use the device again.
-            q.close();
-            q.fail_pending(&RingError::ShutDown);
-            return None;
-        }
-        let mut guard = self.run.lock().unwrap_or_else(|e| e.into_inner());
-        guard.take();
-        self.ctrl.reset();
-        match launch_run(
-            &self.shared,
-            self.ordinal,
-            &self.ptx,
-            &self.ctrl.0,
-            q.head(),
-        ) {
-            Ok(run) => {
-                let s = run.stream;
-                *guard = Some(run);
-                drop(guard);
-                q.set_paused(false);
-                Some(s)
-            }
-            Err(e) => {
-                drop(guard);
-                q.close();
-                self.shared
-                    .fault(FaultKind::BackendError, format!("restart failed: {e}"));
-                None
-            }
-        }
     }
 }

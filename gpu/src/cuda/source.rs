@@ -3,28 +3,54 @@
 //! probe and the HLC benchmark kernel.
 
 use crate::kernel::{Kernel, type_decls};
-use crate::queue::{h2k_data_stride, k2h_data_stride};
+use crate::wire::{h2k_data_stride, k2h_data_stride};
 
-/// Compile-time shape of the wire entries (see `queue`): every 16-byte chunk of the wire holds
-/// two tagged words; the poller maps whole H2K entries onto lanes and keeps `DEPTH` loads per
-/// lane in flight (bounded so the poller's registers stay under the block's budget).
-fn wire_defines(h2k_data: usize, k2h_data: usize) -> String {
+/// Most groups of 32 entries a worker warp examines per pass (`Tuning::worker_window`).
+pub(crate) const MAX_WINDOW: u32 = 16;
+
+/// Worker warps the source is generated for when no ring config says (`generated_source`).
+pub(crate) const DEFAULT_WORKERS: u32 = 8;
+
+/// 16-byte loads per lane the polling warp keeps in flight, by the registers a thread of a
+/// block of `warps` may use: an SM's 64 Ki registers sit in 4 partitions of 16 Ki, each serving
+/// a quarter of the warps (so 17 warps get 96 a thread, 9 get 168, 8 get 255). The bytes in
+/// flight per PCIe round trip bound the poller's rate (16 loads: 64 entries of 128 wire bytes a
+/// ~3.7 us round, 17 M entries/s measured), and each load holds 4 registers until checked;
+/// ptxas (sm_90) fits depth 32 in 225 registers and depth 16 in 125, without spills.
+fn poll_depth(warps: u32) -> usize {
+    let budget = (16384 / (32 * warps.div_ceil(4))).min(255);
+    if budget >= 232 { 32 } else { 16 }
+}
+
+/// Compile-time shape of the wire entries (see `wire`) and of the block: every 16-byte chunk of
+/// the wire holds two tagged words; the poller maps whole H2K entries onto lanes and keeps
+/// `DEPTH` loads per lane in flight (bounded so the block's registers fit the SM).
+fn wire_defines(h2k_data: usize, k2h_data: usize, workers: u32) -> String {
     let chunks = h2k_data / 8; // wire bytes = 2 * data, 16 per chunk
     let lpe = chunks.min(32);
     let cpl = chunks.div_ceil(32);
-    let depth = (16 / cpl).max(1);
+    let threads = 32 * (1 + workers);
+    let depth = (poll_depth(1 + workers) / cpl).max(1);
     format!(
         "#define SILICA_H2K_DATA {h2k_data}u\n#define SILICA_H2K_CHUNKS {chunks}u\n\
          #define SILICA_LPE {lpe}u\n#define SILICA_EPL {}u\n#define SILICA_CPL {cpl}u\n\
          #define SILICA_DEPTH {depth}u\n#define SILICA_K2H_DATA {k2h_data}u\n\
-         #define SILICA_K2H_CHUNKS {}u\n",
+         #define SILICA_K2H_CHUNKS {}u\n#define SILICA_WIN {MAX_WINDOW}u\n\
+         #define SILICA_THREADS {threads}\n",
         32 / lpe,
         k2h_data / 8,
     )
 }
 
-/// CUDA source of kernel `K`, and the line where the user's handler starts.
+/// CUDA source of kernel `K` for [`DEFAULT_WORKERS`] worker warps, and the line where the
+/// user's handler starts.
 pub(crate) fn generate<K: Kernel>() -> (String, usize) {
+    generate_for::<K>(DEFAULT_WORKERS)
+}
+
+/// CUDA source of kernel `K` for a ring kernel of `workers` worker warps (the poll depth and
+/// launch bounds follow the block size), and the line where the user's handler starts.
+pub(crate) fn generate_for<K: Kernel>(workers: u32) -> (String, usize) {
     let decls = type_decls::<K>();
     let mut src = String::from(PRELUDE);
     src.push_str("\n// ---- kernel types ----\n");
@@ -43,6 +69,7 @@ pub(crate) fn generate<K: Kernel>() -> (String, usize) {
     src.push_str(&wire_defines(
         h2k_data_stride(size_of::<K::Request>()),
         k2h_data_stride(size_of::<K::Response>()),
+        workers,
     ));
     src.push_str(RING);
     (src, handler_line)
@@ -71,7 +98,7 @@ struct SilicaRing {
     SilicaState* states; unsigned char* stage; unsigned long long* hlc_word;
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
-    unsigned int workers; unsigned int lookahead;
+    unsigned int workers; unsigned int lookahead; unsigned int window;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -242,37 +269,61 @@ __device__ __forceinline__ bool silica_housekeep(const SilicaRing& p, unsigned l
     return __shfl_sync(SILICA_FULL, quit, 0) != 0;
 }
 
+// How far the slowest worker warp trails `idx` (all lanes get it). The poller stages entry `e`
+// only while every worker has passed `e - cap`: workers read the slots of other warps' entries
+// when they pick out their own, so a staging position is rewritten only after all have.
+__device__ __forceinline__ unsigned int silica_worker_lag(const SilicaRing& p, unsigned long long idx) {
+    const unsigned int lane = threadIdx.x & 31;
+    unsigned int lag = lane < p.workers ? (unsigned int)(idx - silica_done[lane]) : 0u;
+    for (int o = 16; o > 0; o >>= 1) { unsigned int x = __shfl_xor_sync(SILICA_FULL, lag, o); lag = x > lag ? x : lag; }
+    return lag;
+}
+
 __device__ void silica_poller(const SilicaRing& p) {
     const unsigned int lane = threadIdx.x & 31;
     unsigned long long idx = p.start;
     unsigned int idle = 0, busy = 0;
-    unsigned long long last_sum = ~0ull, publishes = 0;
+    unsigned long long last_sum = ~0ull, publishes = 0, busy_ns = 0, lag_sum = 0;
+    // Entries below `safe` may be staged (every worker is past `e - cap`); refreshed only when
+    // an iteration could reach it, so the idle probe's path stays short.
+    const unsigned long long reach = (unsigned long long)p.lookahead * SILICA_DEPTH * SILICA_EPL;
+    unsigned long long safe = p.start + p.cap;
     while (true) {
+        if (idx + reach > safe) safe = idx - silica_worker_lag(p, idx) + p.cap;
+        unsigned long long t0 = idle == 0 ? silica_globaltimer() : 0ull;
         unsigned int count = 0;
         if (idle > 0) {
             // Idle: probe only the next entry (its lanes' 16-byte loads; the other lanes load
             // nothing), so an idle ring costs little PCIe and the probe returns sooner.
-            uint4 v[SILICA_CPL];
-            silica_issue_group(p, idx, v, true);
-            count = silica_take_group(p, idx, v);
+            if (idx < safe) {
+                uint4 v[SILICA_CPL];
+                silica_issue_group(p, idx, v, true);
+                count = silica_take_group(p, idx, v);
+            }
         } else {
             for (unsigned int r = 0; r < p.lookahead; ++r) {
+                if (idx + count + SILICA_DEPTH * SILICA_EPL > safe) break;
                 unsigned int n = silica_poll_round<SILICA_DEPTH>(p, idx + count);
                 count += n;
                 if (n < SILICA_DEPTH * SILICA_EPL) break;
             }
         }
         if (count > 0) {
+            bool was_busy = idle == 0;
             idle = 0;
             __syncwarp();
             __threadfence_block();
             idx += count;
+            if (lane == 0) silica_published = idx;
+            // Diagnostics for the host, after the publish: how far workers trail, and the time
+            // in busy polls; write-only (posted) stores of register counters, so no PCIe read
+            // is added to the path.
+            unsigned int lag = silica_worker_lag(p, idx);
             if (lane == 0) {
-                silica_published = idx;
-                // Diagnostics for the host: write-only (posted) stores of register counters, so
-                // no PCIe read is added to the path.
+                if (was_busy) busy_ns += silica_globaltimer() - t0;
+                lag_sum += lag;
                 volatile unsigned long long* stats = (volatile unsigned long long*)(p.ctrl + 256);
-                stats[0] = ++publishes; stats[1] = idx - p.start;
+                stats[0] = ++publishes; stats[1] = idx - p.start; stats[2] = busy_ns; stats[3] = lag_sum;
             }
         } else {
             ++idle;
@@ -285,43 +336,99 @@ __device__ void silica_poller(const SilicaRing& p) {
     if (lane == 0) { __threadfence_block(); silica_stop = 1; }
 }
 
+// Runs one chunk of up to 32 of worker `w`'s entries (lane: entry `e`, `act`), one slot's
+// messages one at a time in lane (= ring) order, stamps them with one reservation and writes
+// their K2H entries.
+__device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long long e, bool act,
+                                             unsigned int slot, unsigned long long received) {
+    const unsigned int lane = threadIdx.x & 31;
+    const unsigned long long mask = p.cap - 1;
+    const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
+    bool valid = slot < p.num_slots;
+    unsigned long long key = (act && valid) ? (unsigned long long)slot : (0x100000000ull | lane);
+    unsigned int peers = __match_any_sync(SILICA_FULL, key);
+    int rank = __popc(peers & silica_lanemask_lt());
+    int maxrank = act ? rank : 0;
+    for (int o = 16; o > 0; o >>= 1) { int r = __shfl_xor_sync(SILICA_FULL, maxrank, o); maxrank = r > maxrank ? r : maxrank; }
+    SilicaResponse rs;
+    for (int i = 0; i < (int)(sizeof(SilicaResponse) / 4); ++i) ((unsigned int*)&rs)[i] = 0u;
+    for (int r = 0; r <= maxrank; ++r) {
+        if (act && valid && rank == r) silica_run_one(p.states, slot, entry + 16, &rs);
+        __syncwarp();
+    }
+    unsigned long long hlc = silica_stamp(p.hlc_word, p.clock_offset_ns, act, received);
+    if (act) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
+}
+
+__device__ __forceinline__ unsigned int silica_owner(const SilicaRing& p, unsigned int slot, unsigned long long e) {
+    return slot < p.num_slots ? slot % p.workers : (unsigned int)(e % p.workers);
+}
+
+// This warp's entries of the current pass, as offsets from its `my`, in ring order.
+__shared__ unsigned short silica_own[31][32 * SILICA_WIN];
+
+// A worker warp serves the slots with `slot % workers == w`. Each pass takes up to `window`
+// groups of 32 published entries: it loads every entry's slot (all loads in flight), lists its
+// own entries in shared memory and runs them 32 at a time, so a pass costs about one chunk's
+// latency whatever the number of workers (a pass per 32 entries capped the ring at one warp's
+// pass rate x 32). A pass of at most 32 entries (the round-trip case) skips the list.
 __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
     const unsigned int lane = threadIdx.x & 31;
     const unsigned long long mask = p.cap - 1;
     unsigned long long my = p.start;
+    unsigned short* own = silica_own[w];
     while (true) {
         int stop = silica_stop;
         unsigned long long pub = silica_published;
         if (pub == my) { if (stop) break; __nanosleep(32); continue; }
         __threadfence_block();
-        unsigned int n = pub - my < 32 ? (unsigned int)(pub - my) : 32u;
-        unsigned long long e = my + lane;
-        bool have = lane < n;
-        const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
-        unsigned int slot = have ? *(const unsigned int*)(entry + 4) : 0u;
-        unsigned long long received = have ? *(const unsigned long long*)(entry + 8) : 0ull;
-        bool valid = slot < p.num_slots;
-        unsigned int owner = valid ? slot % p.workers : (unsigned int)(e % p.workers);
-        bool mine = have && owner == w;
-        unsigned long long key = (mine && valid) ? (unsigned long long)slot : (0x100000000ull | lane);
-        unsigned int peers = __match_any_sync(SILICA_FULL, key);
-        int rank = __popc(peers & silica_lanemask_lt());
-        int maxrank = mine ? rank : 0;
-        for (int o = 16; o > 0; o >>= 1) { int r = __shfl_xor_sync(SILICA_FULL, maxrank, o); maxrank = r > maxrank ? r : maxrank; }
-        SilicaResponse rs;
-        for (int i = 0; i < (int)(sizeof(SilicaResponse) / 4); ++i) ((unsigned int*)&rs)[i] = 0u;
-        for (int r = 0; r <= maxrank; ++r) {
-            if (mine && valid && rank == r) silica_run_one(p.states, slot, entry + 16, &rs);
+        unsigned long long avail = pub - my;
+        unsigned int span = 32u * p.window;
+        unsigned int n = avail < span ? (unsigned int)avail : span;
+        if (n <= 32) {
+            unsigned long long e = my + lane;
+            bool have = lane < n;
+            const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
+            unsigned int slot = have ? *(const unsigned int*)(entry + 4) : 0u;
+            unsigned long long received = have ? *(const unsigned long long*)(entry + 8) : 0ull;
+            bool mine = have && silica_owner(p, slot, e) == w;
+            silica_chunk(p, e, mine, slot, received);
+        } else {
+            unsigned int sl[SILICA_WIN];
+#pragma unroll
+            for (unsigned int g = 0; g < SILICA_WIN; ++g) {
+                unsigned int i = g * 32 + lane;
+                sl[g] = i < n ? *(const unsigned int*)(p.stage + ((my + i) & mask) * p.h2k_stride + 4) : 0u;
+            }
+            unsigned int count = 0;
+#pragma unroll
+            for (unsigned int g = 0; g < SILICA_WIN; ++g) {
+                if (g * 32 >= n) break;
+                unsigned int i = g * 32 + lane;
+                bool mine = i < n && silica_owner(p, sl[g], my + i) == w;
+                unsigned int b = __ballot_sync(SILICA_FULL, mine);
+                if (mine) own[count + __popc(b & silica_lanemask_lt())] = (unsigned short)i;
+                count += __popc(b);
+            }
+            __syncwarp();
+            for (unsigned int c = 0; c < count; c += 32) {
+                bool act = c + lane < count;
+                unsigned long long e = my + (act ? own[c + lane] : 0u);
+                const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
+                unsigned int slot = act ? *(const unsigned int*)(entry + 4) : 0u;
+                unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
+                silica_chunk(p, e, act, slot, received);
+            }
             __syncwarp();
         }
-        unsigned long long hlc = silica_stamp(p.hlc_word, p.clock_offset_ns, mine, received);
-        if (mine) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
         my += n;
         if (lane == 0) silica_done[w] = my;
     }
 }
 
-extern "C" __global__ void silica_ring(SilicaRing p) {
+// Launch bounds: the block (1 + workers warps) must fit the SM's registers; ptxas caps the
+// registers a thread uses accordingly (the ring is launched with exactly SILICA_THREADS).
+extern "C" __global__ void __launch_bounds__(SILICA_THREADS, 1) silica_ring(SilicaRing p) {
     if (threadIdx.x == 0) { silica_published = p.start; silica_stop = 0; }
     if (threadIdx.x < 32) silica_done[threadIdx.x] = p.start;
     __syncthreads();
