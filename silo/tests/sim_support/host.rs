@@ -7,17 +7,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use silica_grains::GrainId;
 use silica_grains::placement::SiloAddress;
-use silica_silo::cluster::{
-    ActivationAddress, InMemoryMembershipTable, MembershipConfig, MembershipTable,
-};
+use silica_silo::cluster::{InMemoryMembershipTable, MembershipConfig};
 use turmoil::net::UdpSocket;
 use turmoil::{Builder, Sim};
 
+use super::Rng;
 use super::node::Node;
 use super::wire::{decode, encode};
-use super::{Rng, ready};
 
 /// The UDP port every silo listens on (each host has its own IP).
 const PORT: u16 = 7100;
@@ -237,31 +234,5 @@ impl SimCluster {
         up.into_iter()
             .filter_map(|i| nodes.get(&self.names[i]).cloned())
             .collect()
-    }
-
-    /// Single activation: among up silos not declared dead in the table, no grain has two
-    /// activations; and no hand-off ever found two.
-    pub(crate) fn check_single_activation(&mut self) -> Result<(), String> {
-        let table = ready(self.world.table.read_all()).map_err(|e| e.to_string())?;
-        for node in self.world.nodes.borrow().values() {
-            if let Some(d) = node.borrow().duplicates.first() {
-                return Err(format!("duplicate activation found by the directory: {d}"));
-            }
-        }
-        let mut seen: BTreeMap<GrainId, ActivationAddress> = BTreeMap::new();
-        for node in self.up_nodes() {
-            let node = node.borrow();
-            if table.is_dead(&node.me) {
-                continue; // the Orleans window: declared dead, has not read it yet
-            }
-            for (grain, address) in &node.hosted {
-                if let Some(other) = seen.insert(grain.clone(), *address) {
-                    return Err(format!(
-                        "{grain} has two activations: {other} and {address}"
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }

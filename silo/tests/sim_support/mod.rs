@@ -12,9 +12,11 @@
 //!
 //! - [`wire`]: the messages.
 //! - [`node`]: one silo as a synchronous state machine (`tick`, `handle`).
-//! - [`host`]: the turmoil host loop, the shared [`host::World`] and the invariant checks.
+//! - [`host`]: the turmoil host loop, the shared [`host::World`] and [`host::SimCluster`].
+//! - [`check`]: the invariants, checked between steps.
 #![allow(dead_code)] // each sim uses a different part
 
+pub(crate) mod check;
 pub(crate) mod host;
 pub(crate) mod node;
 pub(crate) mod wire;
