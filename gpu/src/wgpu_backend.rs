@@ -22,11 +22,19 @@ use wgpu::naga;
 /// Invocations per workgroup.
 const WORKGROUP: u32 = 64;
 
+/// An instance on the primary backends (Vulkan here), unless `WGPU_BACKEND` names others: GL
+/// would list the same GPU (or llvmpipe) a second time, and probing EGL without a display
+/// prints errors on a headless machine.
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        descriptor.backends = wgpu::Backends::PRIMARY;
+    }
+    wgpu::Instance::new(descriptor)
 }
 
-/// Every adapter wgpu finds (Vulkan, GL; lavapipe shows as device type Cpu).
+/// Every adapter wgpu finds (Vulkan; GL with `WGPU_BACKEND=gl`; lavapipe shows as device type
+/// Cpu).
 pub(crate) fn adapters() -> Vec<WgpuAdapterInfo> {
     pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
         .into_iter()

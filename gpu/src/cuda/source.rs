@@ -360,8 +360,14 @@ __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long 
     if (act) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
 }
 
-__device__ __forceinline__ unsigned int silica_owner(const SilicaRing& p, unsigned int slot, unsigned long long e) {
-    return slot < p.num_slots ? slot % p.workers : (unsigned int)(e % p.workers);
+// The worker warp that serves `slot` (entries with an invalid slot spread by ring index):
+// `x % workers` by multiply-high with `magic = ceil(2^32 / workers)`, exact for x < 2^27 with at
+// most 31 workers (x is the slot or ring index reduced mod 2^26: one slot always maps to one
+// warp), a few instructions instead of a division in each of a pass's 16 groups.
+__device__ __forceinline__ unsigned int silica_owner(const SilicaRing& p, unsigned int magic, unsigned int slot,
+                                                     unsigned long long e) {
+    unsigned int x = (slot < p.num_slots ? slot : (unsigned int)e) & 0x3ffffffu;
+    return x - __umulhi(x, magic) * p.workers;
 }
 
 // This warp's entries of the current pass, as offsets from its `my`, in ring order.
@@ -371,12 +377,13 @@ __shared__ unsigned short silica_own[31][32 * SILICA_WIN];
 // groups of 32 published entries: it loads every entry's slot (all loads in flight), lists its
 // own entries in shared memory and runs them 32 at a time, so a pass costs about one chunk's
 // latency whatever the number of workers (a pass per 32 entries capped the ring at one warp's
-// pass rate x 32). A pass of at most 32 entries (the round-trip case) skips the list.
+// pass rate x 32). One chunk code path (the kernel's code size matters to the round trip).
 __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
     const unsigned int lane = threadIdx.x & 31;
     const unsigned long long mask = p.cap - 1;
     unsigned long long my = p.start;
     unsigned short* own = silica_own[w];
+    const unsigned int magic = (unsigned int)((0xffffffffull + p.workers) / p.workers);
     while (true) {
         int stop = silica_stop;
         unsigned long long pub = silica_published;
@@ -385,42 +392,32 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
         unsigned long long avail = pub - my;
         unsigned int span = 32u * p.window;
         unsigned int n = avail < span ? (unsigned int)avail : span;
-        if (n <= 32) {
-            unsigned long long e = my + lane;
-            bool have = lane < n;
-            const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
-            unsigned int slot = have ? *(const unsigned int*)(entry + 4) : 0u;
-            unsigned long long received = have ? *(const unsigned long long*)(entry + 8) : 0ull;
-            bool mine = have && silica_owner(p, slot, e) == w;
-            silica_chunk(p, e, mine, slot, received);
-        } else {
-            unsigned int sl[SILICA_WIN];
+        unsigned int sl[SILICA_WIN];
 #pragma unroll
-            for (unsigned int g = 0; g < SILICA_WIN; ++g) {
-                unsigned int i = g * 32 + lane;
-                sl[g] = i < n ? *(const unsigned int*)(p.stage + ((my + i) & mask) * p.h2k_stride + 4) : 0u;
-            }
-            unsigned int count = 0;
-#pragma unroll
-            for (unsigned int g = 0; g < SILICA_WIN; ++g) {
-                if (g * 32 >= n) break;
-                unsigned int i = g * 32 + lane;
-                bool mine = i < n && silica_owner(p, sl[g], my + i) == w;
-                unsigned int b = __ballot_sync(SILICA_FULL, mine);
-                if (mine) own[count + __popc(b & silica_lanemask_lt())] = (unsigned short)i;
-                count += __popc(b);
-            }
-            __syncwarp();
-            for (unsigned int c = 0; c < count; c += 32) {
-                bool act = c + lane < count;
-                unsigned long long e = my + (act ? own[c + lane] : 0u);
-                const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
-                unsigned int slot = act ? *(const unsigned int*)(entry + 4) : 0u;
-                unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
-                silica_chunk(p, e, act, slot, received);
-            }
-            __syncwarp();
+        for (unsigned int g = 0; g < SILICA_WIN; ++g) {
+            unsigned int i = g * 32 + lane;
+            sl[g] = i < n ? *(const unsigned int*)(p.stage + ((my + i) & mask) * p.h2k_stride + 4) : 0u;
         }
+        unsigned int count = 0;
+#pragma unroll
+        for (unsigned int g = 0; g < SILICA_WIN; ++g) {
+            if (g * 32 >= n) break;
+            unsigned int i = g * 32 + lane;
+            bool mine = i < n && silica_owner(p, magic, sl[g], my + i) == w;
+            unsigned int b = __ballot_sync(SILICA_FULL, mine);
+            if (mine) own[count + __popc(b & silica_lanemask_lt())] = (unsigned short)i;
+            count += __popc(b);
+        }
+        __syncwarp();
+        for (unsigned int c = 0; c < count; c += 32) {
+            bool act = c + lane < count;
+            unsigned long long e = my + (act ? own[c + lane] : 0u);
+            const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
+            unsigned int slot = act ? *(const unsigned int*)(entry + 4) : 0u;
+            unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
+            silica_chunk(p, e, act, slot, received);
+        }
+        __syncwarp();
         my += n;
         if (lane == 0) silica_done[w] = my;
     }
