@@ -1,9 +1,12 @@
-//! Quickstart: an embedded silo with a counter and two bank accounts that call each other.
+//! Quickstart: an embedded silo with a counter, two bank accounts that call each other, and a
+//! GPU grain.
 //!
 //! Run: `cargo run --release --example quickstart`
 //!
 //! It starts a silo in this process, calls grains through typed references, shows a grain's own
-//! error, a call cycle failing fast, and a graceful shutdown that runs every `on_deactivate`.
+//! error, a call cycle failing fast, a sensor grain whose state lives in GPU memory (on CUDA,
+//! else wgpu, else its CPU implementation; it says which), and a graceful shutdown that runs
+//! every `on_deactivate`.
 
 use std::time::Instant;
 
@@ -133,11 +136,116 @@ impl Account for AccountGrain {
     }
 }
 
+/// A sensor keeps an exponential moving average of its readings. It has a CPU implementation
+/// and a GPU variant; callers cannot tell them apart except by asking `served_by`.
+#[grain]
+pub trait Sensor {
+    /// Records a reading; returns the new average.
+    async fn record(&mut self, value: f32) -> f32;
+    /// Which implementation answers.
+    #[grain(read_only)]
+    async fn served_by(&self) -> String;
+}
+
+/// The sensor's state, request and response, laid out identically in Rust, CUDA C and WGSL.
+#[derive(Clone, Copy, Debug, Default, GpuType)]
+#[repr(C)]
+pub struct Average {
+    /// The moving average.
+    pub value: f32,
+    /// Readings so far.
+    pub readings: u32,
+}
+
+/// One reading.
+#[derive(Clone, Copy, Debug, Default, GpuType)]
+#[repr(C)]
+pub struct Reading {
+    /// The measured value.
+    pub value: f32,
+}
+
+const SMOOTHING: f32 = 0.25;
+
+/// The sensor's GPU kernel: one handler per backend, the Rust one being the reference.
+pub struct SensorKernel;
+
+impl Kernel for SensorKernel {
+    type State = Average;
+    type Request = Reading;
+    type Response = Average;
+    const NAME: &'static str = "sensor_average";
+    const CUDA_HANDLER: &'static str = r#"
+__device__ void silica_handle(Average* s, const Reading* r, Average* out) {
+    s->value = s->readings == 0 ? r->value : s->value + 0.25f * (r->value - s->value);
+    s->readings += 1;
+    *out = *s;
+}
+"#;
+    const WGSL_HANDLER: &'static str = r#"
+fn silica_handle(s: ptr<function, Average>, r: Reading) -> Average {
+    if ((*s).readings == 0u) { (*s).value = r.value; }
+    else { (*s).value = (*s).value + 0.25 * (r.value - (*s).value); }
+    (*s).readings = (*s).readings + 1u;
+    return *s;
+}
+"#;
+    fn handle(s: &mut Average, r: &Reading) -> Average {
+        s.value = if s.readings == 0 {
+            r.value
+        } else {
+            s.value + SMOOTHING * (r.value - s.value)
+        };
+        s.readings += 1;
+        *s
+    }
+}
+
+/// The CPU implementation: the kernel's reference handler on a grain's own state.
+struct SensorGrain(Average);
+
+impl Grain for SensorGrain {
+    type Interface = SensorRef;
+    fn create(_: &GrainContext) -> Self {
+        SensorGrain(Average::default())
+    }
+}
+
+impl Sensor for SensorGrain {
+    async fn record(&mut self, value: f32) -> f32 {
+        SensorKernel::handle(&mut self.0, &Reading { value }).value
+    }
+    async fn served_by(&self) -> String {
+        "the CPU implementation".into()
+    }
+}
+
+/// The GPU variant: its state is a slot in the kernel's state table on the device.
+struct SensorGpu(GpuActivation<SensorKernel>);
+
+impl GpuGrain for SensorGpu {
+    type Interface = SensorRef;
+    type Kernel = SensorKernel;
+    fn create(activation: GpuActivation<SensorKernel>) -> Self {
+        SensorGpu(activation)
+    }
+}
+
+impl Sensor for SensorGpu {
+    async fn record(&mut self, value: f32) -> f32 {
+        self.0.call(Reading { value }).await.value
+    }
+    async fn served_by(&self) -> String {
+        self.0.device_name().to_string()
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let silo = Silo::builder()
         .register::<CounterGrain>()
         .register::<AccountGrain>()
+        .register_gpu_variant::<SensorGrain, SensorGpu>()
         .start()?;
     let grains = silo.grain_factory();
     println!("silo started");
@@ -173,6 +281,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "alice -> bob -> alice: {:?}",
         alice.echo_via("bob".into()).await?
+    );
+
+    for status in silo.gpu_status() {
+        println!("GPU grain {}: {}", status.grain_type, status.served_by());
+    }
+    let sensor: SensorRef = grains.get("greenhouse");
+    println!(
+        "sensor {} is served by {}",
+        sensor.id(),
+        sensor.served_by().await?
+    );
+    for reading in [20.0, 22.0, 21.0, 30.0] {
+        println!(
+            "  reading {reading:>4}: average {:.2}",
+            sensor.record(reading).await?
+        );
+    }
+    let started = Instant::now();
+    for _ in 0..10_000 {
+        sensor.record(21.0).await?;
+    }
+    println!(
+        "  10000 more readings: average {:.2} ({:?} per call)",
+        sensor.record(21.0).await?,
+        started.elapsed() / 10_000
     );
 
     println!("activations before shutdown: {}", silo.activation_count());

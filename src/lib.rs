@@ -11,12 +11,18 @@
 //! - [`client`] — envelopes and call chains.
 //! - [`clocks`] — hybrid logical clocks and vector clocks.
 //! - [`placement`] — placement directors.
-//! - [`gpu`] — GPU ring kernels.
+//! - [`gpu`] — GPU ring kernels (`Kernel`, `Ring`, backends, devices).
+//! - GPU variants of grains: [`GpuGrain`], [`GpuActivation`], [`GpuConfig`] (from
+//!   `silica_silo::gpu`).
 //! - [`prelude`] — the usual imports.
 //!
 //! # Features
-//! - `cuda`: the CUDA backends of `silica-gpu` (libcuda and NVRTC are loaded at run time).
-//! - `wgpu`: the wgpu backend of `silica-gpu`.
+//! Both on by default, so GPU grains run on whatever the machine has:
+//! - `cuda`: CUDA devices (libcuda and NVRTC are loaded at run time: the build needs no CUDA,
+//!   and a machine without a driver falls back to the next backend).
+//! - `wgpu`: wgpu adapters (Vulkan or GL; Mesa lavapipe works).
+//! - `etcd`: the etcd membership table (`silica_silo::cluster::EtcdMembershipTable`); its build
+//!   needs `protoc` and the well-known protos (Debian `protobuf-compiler libprotobuf-dev`).
 //!
 //! # Example
 //! ```
@@ -53,10 +59,15 @@ pub use silica_grains as grains;
 pub use silica_placement as placement;
 pub use silica_silo as silo;
 
+pub use silica_gpu::Kernel;
+pub use silica_grains::GpuType;
 pub use silica_grains::{
     CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainFactory, GrainId,
     GrainKey, GrainOptions, GrainReference, GrainType, PlacementStrategy, RejectCode, TimerHandle,
     grain,
+};
+pub use silica_silo::gpu::{
+    GpuActivation, GpuConfig, GpuDevices, GpuGrain, GpuStateStore, GpuTypeStatus, StateLost,
 };
 pub use silica_silo::{Silo, SiloBuilder, SiloConfig};
 
@@ -64,8 +75,11 @@ pub use silica_silo::{Silo, SiloBuilder, SiloConfig};
 /// traits whose methods references and grains use (`GrainReference::with_timeout`, `cast`,
 /// `id`), and the silo.
 pub mod prelude {
+    pub use silica_gpu::Kernel;
     pub use silica_grains::{
-        CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainReference, grain,
+        CallError, DeactivationReason, GpuType, Grain, GrainContext, GrainError, GrainReference,
+        grain,
     };
+    pub use silica_silo::gpu::{GpuActivation, GpuGrain};
     pub use silica_silo::{Silo, SiloConfig};
 }
