@@ -21,8 +21,9 @@
 //! - `cuda`: CUDA devices (libcuda and NVRTC are loaded at run time: the build needs no CUDA,
 //!   and a machine without a driver falls back to the next backend).
 //! - `wgpu`: wgpu adapters (Vulkan or GL; Mesa lavapipe works).
-//! - `etcd`: the etcd membership table (`silica_silo::cluster::EtcdMembershipTable`); its build
-//!   needs `protoc` and the well-known protos (Debian `protobuf-compiler libprotobuf-dev`).
+//! - `etcd` (off by default): the etcd membership table
+//!   (`silica_silo::cluster::EtcdMembershipTable`); its build needs `protoc` and the well-known
+//!   protos (Debian `protobuf-compiler libprotobuf-dev`).
 //!
 //! # Example
 //! ```
