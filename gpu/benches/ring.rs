@@ -3,7 +3,7 @@
 //! Run: `cargo bench -p silica-gpu --features cuda --bench ring` (CPU-only without CUDA).
 //! `SILICA_BENCH_ONLY=rt` runs only the round trips, `=tp` only throughput;
 //! `SILICA_BENCH_PRODUCERS=N` throughput with N producers x batches of 1024 only;
-//! `SILICA_BENCH_WARPS=W` worker warps (default: the config's, 7; before 2026-11-24 the
+//! `SILICA_BENCH_WARPS=W` worker warps (default: the config's, 7; before 2026-11-23 (night) the
 //! throughput rows used 16); `SILICA_BENCH_WINDOW=G` groups of 32 a
 //! worker examines per pass and `SILICA_BENCH_PREFETCH=D` the completion thread's K2H
 //! prefetch distance (persistent ring knobs, see `silica_gpu::cuda::Tuning`).
