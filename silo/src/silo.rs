@@ -14,8 +14,8 @@ use crate::error::SiloError;
 use crate::gpu::{
     DefaultState, GpuGrain, GpuHost, GpuRoute, GpuStateStore, GpuTypeStatus, HostStart,
 };
-use crate::registry::{Registration, Registry, TypedHandler};
 use crate::link::{NetworkOptions, SiloNetwork};
+use crate::registry::{Registration, Registry, TypedHandler};
 use crate::runtime::{Lifecycle, SiloInner};
 use silica_gpu::Kernel;
 

@@ -171,3 +171,29 @@ async fn calls_in_flight_end_when_the_silo_goes_away() {
     assert!(started.elapsed() < DEADLINE);
     a.shutdown().await;
 }
+
+// Pins the unary probe membership uses: a live silo answers with its address, a dead one and
+// a silo of another cluster give typed errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_with_the_silo_address() {
+    use silica_client::link::{LinkError, Prober};
+    use silica_client::wire::proto::StatusCode;
+    let b = silo("c7", false);
+    let address = b.network().unwrap().address().unwrap();
+    let endpoint = address.endpoint.to_string();
+    let timeout = Duration::from_secs(2);
+    let prober = Prober::new(&endpoint, &link_support::link_options("c7"), timeout).unwrap();
+    assert_eq!(within("probe", prober.probe(1)).await, Ok(Some(address)));
+    let stranger = Prober::new(&endpoint, &link_support::link_options("c8"), timeout).unwrap();
+    assert_eq!(
+        within("probe", stranger.probe(2)).await.unwrap_err().code(),
+        StatusCode::WrongCluster
+    );
+    let nobody = dead_address().to_string();
+    let dead = Prober::new(&nobody, &link_support::link_options("c7"), timeout).unwrap();
+    assert!(matches!(
+        within("probe", dead.probe(3)).await,
+        Err(LinkError::Transport(_))
+    ));
+    b.shutdown().await;
+}
