@@ -191,6 +191,23 @@ impl<H: LinkHandler> SiloLink for LinkAcceptor<H> {
         });
         Ok(tonic::Response::new(responses))
     }
+
+    async fn probe(
+        &self,
+        request: tonic::Request<proto::ProbeRequest>,
+    ) -> Result<tonic::Response<proto::ProbeReply>, tonic::Status> {
+        let probe = request.into_inner();
+        if probe.cluster_id != self.options.link.cluster_id {
+            return Err(self.refuse(LinkError::WrongCluster {
+                expected: self.options.link.cluster_id.clone(),
+                got: probe.cluster_id,
+            }));
+        }
+        Ok(tonic::Response::new(proto::ProbeReply {
+            nonce: probe.nonce,
+            silo: self.options.silo.as_ref().map(super::silo_to_wire),
+        }))
+    }
 }
 
 /// The request reader of one connection.

@@ -16,6 +16,7 @@
 //! - `acceptor` — [`LinkAcceptor`], [`LinkHandler`], [`serve`].
 //! - `outbox` — the bounded queue and the batching frame stream.
 //! - `pending` — waiting calls by call id.
+//! - `probe` — [`Prober`], unary liveness probes (membership's direct probes).
 //! - [`raw`] — a byte-level codec to send arbitrary frames (tests, tools).
 
 mod acceptor;
@@ -23,6 +24,7 @@ mod caller;
 mod connection;
 mod outbox;
 mod pending;
+mod probe;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ pub use crate::wire::LinkError;
 pub use acceptor::{Accept, AcceptorOptions, LinkAcceptor, LinkHandler, serve};
 pub use caller::{Link, LinkStatus};
 pub use outbox::OutboxStream;
+pub use probe::Prober;
 
 use crate::wire::proto::{self, hello::Sender};
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, WireError};
