@@ -213,8 +213,9 @@ async fn expired_lease_leads_to_death_by_votes() {
     assert!(snap.expired_leases.is_empty(), "{:?}", snap.expired_leases);
 }
 
-// Pins that a vanished etcd is a typed error within the request timeout, for every operation,
-// and that connecting to an endpoint where nothing listens says which endpoint.
+// Pins that a vanished etcd is a typed error within the request timeout, for every operation
+// (lease renewal included), and that connecting to an endpoint where nothing listens says
+// which endpoint.
 #[tokio::test]
 async fn etcd_gone_is_a_typed_error() {
     let etcd = Etcd::start().await;
@@ -223,6 +224,10 @@ async fn etcd_gone_is_a_typed_error() {
     let row = MembershipEntry::new(silo(1), SiloStatus::Joining, 0);
     table
         .insert_row(row.clone(), TableVersion(0))
+        .await
+        .unwrap();
+    let mut lease = table
+        .grant_lease(row.silo, Duration::from_secs(5))
         .await
         .unwrap();
     drop(etcd);
@@ -246,6 +251,7 @@ async fn etcd_gone_is_a_typed_error() {
             .map(drop),
     );
     unavailable(table.update_i_am_alive(row.silo, 5).await);
+    unavailable(lease.keep_alive().await.map(drop));
     unavailable(
         table
             .grant_lease(row.silo, Duration::from_secs(1))

@@ -139,16 +139,16 @@ impl EtcdMembershipTable {
         self.keys.prefix()
     }
 
-    /// Grants `silo` an etcd lease of `ttl` (whole seconds, at least 1; etcd may raise it to its
-    /// minimum) and attaches the silo's liveness key to it. The silo renews it with
-    /// [`SiloLease::keep_alive`] well within `ttl`; if it stops, etcd deletes the liveness key
-    /// and every later read lists the silo in [`MembershipSnapshot::expired_leases`].
+    /// Grants `silo` an etcd lease of `ttl` (rounded up to whole seconds, at least 1; etcd may
+    /// raise it to its minimum) and attaches the silo's liveness key to it. The silo renews it
+    /// with [`SiloLease::keep_alive`] well within `ttl`; if it stops, etcd deletes the liveness
+    /// key and every later read lists the silo in [`MembershipSnapshot::expired_leases`].
     pub async fn grant_lease(
         &self,
         silo: SiloAddress,
         ttl: Duration,
     ) -> Result<SiloLease, MembershipTableError> {
-        let secs = ttl.as_secs().max(1) + u64::from(ttl.subsec_nanos() > 0);
+        let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
         let secs = i64::try_from(secs).unwrap_or(i64::MAX);
         let mut lease = self.client.lease_client();
         let granted = self.call("lease grant", lease.grant(secs, None)).await?;
