@@ -147,3 +147,70 @@ impl Connection {
 fn closed() -> CallError {
     CallError::SiloUnavailable("the link to the silo is closed".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn envelope() -> proto::Envelope {
+        proto::Envelope::default()
+    }
+
+    // Pins backpressure: with the outbox full a call waits for room (it is neither dropped nor
+    // failed), goes out when there is room, and gets its answer by call id.
+    #[tokio::test]
+    async fn a_full_outbox_makes_callers_wait() {
+        let (sender, mut queue) = mpsc::channel(1);
+        let connection = Connection::new(sender, 1 << 20, CancellationToken::new());
+        let timeout = Duration::from_secs(30);
+        let mut first = connection.call(envelope(), timeout);
+        let mut second = connection.call(envelope(), timeout);
+        assert!((&mut first).now_or_never().is_none());
+        assert!((&mut second).now_or_never().is_none(), "waits for room");
+        let Some(Outgoing::Request(sent)) = queue.recv().await else {
+            panic!("the first request")
+        };
+        assert_eq!(sent.call_id, 0);
+        assert!(
+            (&mut second).now_or_never().is_none(),
+            "sent now, waiting for its answer"
+        );
+        let Some(Outgoing::Request(sent)) = queue.recv().await else {
+            panic!("the second request")
+        };
+        assert_eq!(sent.call_id, 1);
+        connection
+            .pending
+            .answer(1, Ok(Payload::from_slice(b"two")));
+        assert_eq!(second.await.unwrap().as_slice(), b"two");
+        connection.close(&LinkError::Closed);
+        assert!(matches!(first.await, Err(CallError::SiloUnavailable(_))));
+    }
+
+    // Pins that a call made on a closed connection fails at once, and that a request that cannot
+    // fit in a frame is refused before it is queued.
+    #[tokio::test]
+    async fn closed_connections_and_oversized_requests_fail_at_once() {
+        let (sender, _queue) = mpsc::channel(4);
+        let connection = Connection::new(sender, 64, CancellationToken::new());
+        let big = proto::Envelope {
+            args: vec![0_u8; 100].into(),
+            ..Default::default()
+        };
+        let refused = connection.call(big, Duration::from_secs(1)).now_or_never();
+        assert!(matches!(
+            refused,
+            Some(Err(CallError::Rejected {
+                code: silica_grains::RejectCode::TooLarge,
+                ..
+            }))
+        ));
+        connection.close(&LinkError::Closed);
+        let after = connection
+            .call(envelope(), Duration::from_secs(1))
+            .now_or_never();
+        assert!(matches!(after, Some(Err(CallError::SiloUnavailable(_)))));
+    }
+}

@@ -145,3 +145,87 @@ impl Stream for OutboxStream {
         Poll::Ready(Some(Ok(frame)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+
+    fn request(call_id: u64) -> Outgoing {
+        Outgoing::Request(proto::Envelope {
+            call_id,
+            args: vec![1_u8; 100].into(),
+            ..Default::default()
+        })
+    }
+
+    fn hello() -> proto::Frame {
+        proto::Frame {
+            body: Some(Body::Hello(proto::Hello::default())),
+        }
+    }
+
+    // Pins batching: everything queued goes out in as few frames as the size limit allows, each
+    // under it, in order; then the stream ends when the senders are gone.
+    #[test]
+    fn drains_the_queue_into_frames_under_the_limit() {
+        let (sender, queue) = mpsc::channel(64);
+        for id in 0..10 {
+            sender.try_send(request(id)).unwrap();
+        }
+        drop(sender);
+        let max = 400;
+        let mut stream = OutboxStream::new(hello(), queue, max, CancellationToken::new());
+        let first = stream.next().now_or_never().flatten().unwrap().unwrap();
+        assert!(matches!(first.body, Some(Body::Hello(_))));
+        let mut ids = Vec::new();
+        let mut frames = 0;
+        while let Some(frame) = stream.next().now_or_never().expect("ready") {
+            let frame = frame.unwrap();
+            assert!(frame.encoded_len() <= max, "{} bytes", frame.encoded_len());
+            let Some(Body::Batch(batch)) = frame.body else {
+                panic!("a batch")
+            };
+            ids.extend(batch.requests.iter().map(|e| e.call_id));
+            frames += 1;
+        }
+        assert_eq!(ids, (0..10).collect::<Vec<_>>());
+        assert!(
+            frames < 10 && frames >= 3,
+            "{frames} frames for 10 requests"
+        );
+    }
+
+    // Pins that a close status is sent after what was queued before it, and ends the stream.
+    #[test]
+    fn a_close_ends_the_stream_with_its_status() {
+        let (sender, queue) = mpsc::channel(8);
+        sender.try_send(request(1)).unwrap();
+        sender
+            .try_send(Outgoing::Close(tonic::Status::aborted("bye")))
+            .unwrap();
+        let mut stream = OutboxStream::new(hello(), queue, 1 << 20, CancellationToken::new());
+        let mut next = || stream.next().now_or_never().expect("ready");
+        assert!(next().unwrap().is_ok(), "hello");
+        assert!(next().unwrap().is_ok(), "the queued request");
+        assert_eq!(next().unwrap().unwrap_err().code(), tonic::Code::Aborted);
+        assert!(next().is_none());
+    }
+
+    // Pins that an empty outbox waits (pending) rather than sending empty frames, and that
+    // cancelling the connection ends the stream.
+    #[test]
+    fn waits_when_empty_and_ends_when_cancelled() {
+        let (_sender, queue) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let mut stream = OutboxStream::new(hello(), queue, 1 << 20, cancel.clone());
+        assert!(stream.next().now_or_never().is_some(), "hello");
+        assert!(
+            stream.next().now_or_never().is_none(),
+            "nothing to send: pending"
+        );
+        cancel.cancel();
+        assert!(matches!(stream.next().now_or_never(), Some(None)));
+    }
+}
