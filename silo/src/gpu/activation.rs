@@ -55,7 +55,9 @@ impl<K: Kernel> Slotted<K> {
     /// The call error for a ring failure seen by a call to this activation. A lost or closed
     /// slot also retires the activation, so the next call starts a fresh one.
     pub(crate) fn fail(self: &Arc<Self>, error: RingError) -> CallError {
-        if matches!(error, RingError::ShutDown) {
+        // A ring that stopped after a device fault answers `ShutDown` too; only a ring that
+        // never faulted was shut down by the silo.
+        if matches!(error, RingError::ShutDown) && self.ring.ring.health().faults == 0 {
             return CallError::ShuttingDown;
         }
         let message = error.to_string();

@@ -173,3 +173,94 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// A kernel whose CUDA and WGSL handlers do not compile.
+pub struct Broken;
+
+impl silica_gpu::Kernel for Broken {
+    type State = Totals;
+    type Request = Add;
+    type Response = Totals;
+    const NAME: &'static str = "broken";
+    const CUDA_HANDLER: &'static str = r#"
+__device__ void silica_handle(Totals* state, const Add* req, Totals* resp) {
+    state->total += req->no_such_field;
+}
+"#;
+    const WGSL_HANDLER: &'static str = r#"
+fn silica_handle(state: ptr<function, Totals>, req: Add) -> Totals {
+    return (*state).no_such_field;
+}
+"#;
+    fn handle(state: &mut Totals, _: &Add) -> Totals {
+        *state
+    }
+}
+
+/// The `Tally` interface on the kernel that does not compile.
+pub struct TallyBroken(GpuActivation<Broken>);
+
+impl GpuGrain for TallyBroken {
+    type Interface = TallyRef;
+    type Kernel = Broken;
+    fn create(activation: GpuActivation<Broken>) -> Self {
+        TallyBroken(activation)
+    }
+}
+
+impl Tally for TallyBroken {
+    async fn add(&mut self, amount: u32) -> (u64, u32) {
+        let totals = self.0.call(Add { amount }).await;
+        (totals.total, totals.count)
+    }
+    async fn served_by(&self) -> String {
+        self.0.device_name().to_string()
+    }
+}
+
+/// An interface over the `Faulty` sample kernel: op 0 answers `arg`, op 1 stalls for `arg` ms
+/// on CUDA, op 2 writes to an illegal address on CUDA.
+#[grain]
+pub trait Hazard {
+    async fn run(&mut self, op: u32, arg: u32) -> u32;
+    #[grain(read_only)]
+    async fn served_by(&self) -> String;
+}
+
+pub struct HazardCpu;
+
+impl Grain for HazardCpu {
+    type Interface = HazardRef;
+    fn create(_: &GrainContext) -> Self {
+        HazardCpu
+    }
+}
+
+impl Hazard for HazardCpu {
+    async fn run(&mut self, _op: u32, arg: u32) -> u32 {
+        arg
+    }
+    async fn served_by(&self) -> String {
+        "cpu".into()
+    }
+}
+
+pub struct HazardGpu(GpuActivation<silica_gpu::samples::Faulty>);
+
+impl GpuGrain for HazardGpu {
+    type Interface = HazardRef;
+    type Kernel = silica_gpu::samples::Faulty;
+    fn create(activation: GpuActivation<silica_gpu::samples::Faulty>) -> Self {
+        HazardGpu(activation)
+    }
+}
+
+impl Hazard for HazardGpu {
+    async fn run(&mut self, op: u32, arg: u32) -> u32 {
+        let command = silica_gpu::samples::Command { op, arg };
+        self.0.call(command).await.amount
+    }
+    async fn served_by(&self) -> String {
+        self.0.device_name().to_string()
+    }
+}
