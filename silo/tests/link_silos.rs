@@ -128,6 +128,12 @@ async fn a_dead_silo_is_a_typed_error() {
         a.network().unwrap().link_status(nobody),
         Some(LinkStatus::Down(_))
     ));
+    a.network().unwrap().close_link(nobody);
+    assert_eq!(
+        a.network().unwrap().link_status(nobody),
+        None,
+        "not retried any more"
+    );
     a.shutdown().await;
 }
 

@@ -152,6 +152,14 @@ impl SiloNetwork {
         self.links.get(&to).map(|link| link.status())
     }
 
+    /// Closes and forgets the link to `to` (membership declared it dead): its waiting calls
+    /// fail with `SiloUnavailable`, and it is not retried any more. A later `send` links anew.
+    pub fn close_link(&self, to: SiloAddress) {
+        if let Some((_, link)) = self.links.remove(&to) {
+            link.close();
+        }
+    }
+
     /// The most recent errors that ended or refused connections to this silo's endpoints.
     pub fn recent_link_errors(&self) -> Vec<LinkError> {
         self.acceptors
