@@ -66,7 +66,8 @@ fn run(seed: u64) -> (u64, u64, usize) {
         run_supervised(&mut c, 100);
     }
     panic!(
-        "seed {seed}: no convergence 15 s after the heal: {last} (replay with SILICA_SIM_SEED={seed})"
+        "seed {seed}: no convergence 15 s after the heal: {last} \
+         (replay with SILICA_SIM_SEED={seed})"
     );
 }
 
@@ -79,7 +80,8 @@ fn directory_converges_after_partition_heals() {
     for seed in seeds(0xd1c, 3) {
         let (changes, converge_ms, hosted) = run(seed);
         println!(
-            "seed {seed}: {changes} membership changes during the split, converged within {converge_ms} ms of the heal, {hosted} grains hosted"
+            "seed {seed}: {changes} membership changes during the split, converged within \
+             {converge_ms} ms of the heal, {hosted} grains hosted"
         );
         assert!(changes > 0, "seed {seed}: the split changed no membership");
         assert!(hosted >= 10, "seed {seed}: only {hosted} grains hosted");

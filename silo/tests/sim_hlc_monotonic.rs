@@ -106,14 +106,16 @@ async fn run_silo(index: usize, seed: u64, findings: Rc<RefCell<Findings>>) -> t
                 match silo.clock.update(message.ts, wall) {
                     Ok(ts) => {
                         if ts <= message.ts {
-                            f.violations.push(format!("receive {ts:?} not after sent {:?}", message.ts));
+                            let why = format!("receive {ts:?} not after sent {:?}", message.ts);
+                            f.violations.push(why);
                         }
                         silo.issued(ts, &mut f, "receive");
                         if message.hops > 0 {
                             let wall = silo.wall_ms();
                 let stamp = silo.clock.now(wall);
                             silo.issued(stamp, &mut f, "relay");
-                            out = Some((peer(index, &mut silo.rng), Stamped { ts: stamp, hops: message.hops - 1 }));
+                            let relayed = Stamped { ts: stamp, hops: message.hops - 1 };
+                            out = Some((peer(index, &mut silo.rng), relayed));
                         }
                     }
                     Err(ClockError::TooFarAhead { .. }) => {
@@ -128,7 +130,8 @@ async fn run_silo(index: usize, seed: u64, findings: Rc<RefCell<Findings>>) -> t
             _ = tick.tick() => {
                 // The wall clock jumps now and then (an NTP step), backwards too.
                 if silo.rng.below(50) == 0 && index != 0 {
-                    silo.skew_ms = (silo.skew_ms + silo.rng.below(600) as i64 - 300).clamp(-400, 400);
+                    let step = silo.rng.below(600) as i64 - 300;
+                    silo.skew_ms = (silo.skew_ms + step).clamp(-400, 400);
                 }
                 let wall = silo.wall_ms();
                 let stamp = silo.clock.now(wall);
