@@ -4,7 +4,8 @@
 //! goes to a gateway whose link is up, round robin; when a gateway dies its link goes down, the
 //! calls waiting on it fail with `SiloUnavailable` (delivery is at most once: the client does not
 //! resend them), and later calls go to the others while the dead one is retried in the
-//! background. Calls time out with `CallError::Timeout` (default 30 s, per reference with
+//! background. A call that a gateway's silo refused because it is shutting down (so it ran
+//! nothing) is sent once more through another gateway. Calls time out with `CallError::Timeout` (default 30 s, per reference with
 //! `with_timeout`).
 
 use std::borrow::Cow;
@@ -141,17 +142,21 @@ struct Gateways {
 }
 
 impl Gateways {
-    /// The next gateway that is up, round robin; else one still connecting; else none.
-    fn pick(&self) -> Result<&Link, CallError> {
+    /// The next gateway that is up, round robin, other than `not` (the index of one that just
+    /// refused); else one still connecting; else none. Returns its index too.
+    fn pick(&self, not: Option<usize>) -> Result<(usize, &Link), CallError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let count = self.links.len();
-        let in_order = (0..count).map(|i| &self.links[(start + i) % count]);
+        let in_order = (0..count)
+            .map(|i| (start + i) % count)
+            .filter(|&i| Some(i) != not)
+            .map(|i| (i, &self.links[i]));
         let mut connecting = None;
         let mut errors = Vec::new();
-        for link in in_order {
+        for (index, link) in in_order {
             match link.status() {
-                LinkStatus::Up(_) => return Ok(link),
-                LinkStatus::Connecting => connecting = connecting.or(Some(link)),
+                LinkStatus::Up(_) => return Ok((index, link)),
+                LinkStatus::Connecting => connecting = connecting.or(Some((index, link))),
                 LinkStatus::Down(error) => errors.push(format!("{}: {error}", link.endpoint())),
                 _ => errors.push(format!("{}: closed", link.endpoint())),
             }
@@ -186,11 +191,11 @@ struct GatewayInvoker(Arc<Gateways>);
 
 impl Invoker for GatewayInvoker {
     fn invoke(&self, request: Request) -> PendingCall {
-        let link = match self.0.pick() {
-            Ok(link) => link,
+        let (index, link) = match self.0.pick(None) {
+            Ok(picked) => picked,
             Err(error) => return PendingCall::answered(Err(error)),
         };
-        link.call(Envelope {
+        let envelope = Envelope {
             target: request.target,
             interface: Cow::Borrowed(request.interface),
             method: Cow::Borrowed(request.method),
@@ -199,6 +204,23 @@ impl Invoker for GatewayInvoker {
             hlc: silica_clocks::HlcTimestamp::ZERO,
             chain: CallChain::EMPTY,
             timeout: request.options.timeout.unwrap_or(self.0.default_timeout),
+        };
+        if self.0.links.len() == 1 {
+            return link.call(envelope);
+        }
+        // A silo that is shutting down refuses a call before it runs anything, so sending it
+        // once more, through another gateway, keeps delivery at most once.
+        let again = envelope.clone();
+        let first = link.call(envelope);
+        let gateways = self.0.clone();
+        PendingCall::waiting(async move {
+            match first.await {
+                Err(CallError::ShuttingDown) => match gateways.pick(Some(index)) {
+                    Ok((_, other)) => other.call(again).await,
+                    Err(_) => Err(CallError::ShuttingDown),
+                },
+                answer => answer,
+            }
         })
     }
 }
