@@ -5,8 +5,27 @@
 //! calls waiting on it fail with `SiloUnavailable` (delivery is at most once: the client does not
 //! resend them), and later calls go to the others while the dead one is retried in the
 //! background. A call that a gateway's silo refused because it is shutting down (so it ran
-//! nothing) is sent once more through another gateway. Calls time out with `CallError::Timeout` (default 30 s, per reference with
-//! `with_timeout`).
+//! nothing) is sent once more through another gateway. Calls time out with `CallError::Timeout`
+//! (default 30 s, per reference with `with_timeout`).
+//!
+//! ```no_run
+//! use silica_client::Client;
+//! use silica_grains::grain;
+//!
+//! #[grain]
+//! pub trait Counter {
+//!     async fn add(&mut self, n: u64) -> u64;
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Silos started with `SiloBuilder::gateway(addr)` serve these.
+//! let client = Client::connect(["127.0.0.1:30000", "127.0.0.1:30001"]).await?;
+//! let counter: CounterRef = client.get("visits");
+//! let total = counter.add(1).await?;
+//! # let _ = total;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::borrow::Cow;
 use std::sync::Arc;
