@@ -203,3 +203,46 @@ async fn probes_answer_with_the_silo_address() {
     ));
     b.shutdown().await;
 }
+
+// Pins that an envelope stamped too far ahead of the receiver's clock is rejected with
+// ClockSkew and its timestamp not adopted (the receiving silo merges every stamp it accepts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamps_too_far_ahead_are_rejected() {
+    use std::sync::Arc;
+
+    use silica_client::link::{Link, Peer};
+    use silica_clocks::{ClockConfig, HybridClock, NodeId, wall_clock_ms};
+    use silica_grains::RejectCode;
+
+    let b = silo("c9", false);
+    let to = b.network().unwrap().address().unwrap();
+    let ahead = Arc::new(HybridClock::new(NodeId(3), ClockConfig::default()));
+    let forged = ahead.now(wall_clock_ms() + 60_000);
+    let me = Peer::Silo(SiloAddress::new(dead_address(), 1));
+    let link = Link::new(
+        to.endpoint.to_string(),
+        me,
+        link_support::link_options("c9"),
+        ahead,
+    );
+    let envelope = silica_client::Envelope {
+        target: silica_grains::GrainId::new(CounterRef::grain_type(), "skew"),
+        interface: std::borrow::Cow::Borrowed(CounterRef::INTERFACE),
+        method: std::borrow::Cow::Borrowed("get"),
+        args: silica_grains::codec::encode(&()).unwrap(),
+        hlc: silica_clocks::HlcTimestamp::ZERO,
+        chain: silica_client::CallChain::EMPTY,
+        timeout: Duration::from_secs(5),
+    };
+    let answer = within("skewed call", link.call(envelope)).await;
+    assert_eq!(
+        answer.unwrap_err().reject_code(),
+        Some(RejectCode::ClockSkew)
+    );
+    assert!(
+        b.clock().last() < forged,
+        "the forged stamp was not adopted"
+    );
+    assert_eq!(b.activation_count(), 0, "the call ran nothing");
+    b.shutdown().await;
+}
