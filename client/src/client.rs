@@ -173,6 +173,9 @@ impl Gateways {
         let mut connecting = None;
         let mut errors = Vec::new();
         for (index, link) in in_order {
+            if link.is_up() {
+                return Ok((index, link));
+            }
             match link.status() {
                 LinkStatus::Up(_) => return Ok((index, link)),
                 LinkStatus::Connecting => connecting = connecting.or(Some((index, link))),

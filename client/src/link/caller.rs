@@ -104,6 +104,11 @@ impl Link {
         }
     }
 
+    /// Whether the link is connected now (cheaper than [`Link::status`]: clones nothing).
+    pub fn is_up(&self) -> bool {
+        matches!(*self.shared.state.borrow(), State::Up(..))
+    }
+
     /// Waits for the first connection attempt to end: `Ok` once connected, else why not.
     pub async fn ready(&self) -> Result<(), LinkError> {
         let mut state = self.shared.state.subscribe();
