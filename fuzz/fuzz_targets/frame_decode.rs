@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(decode_frame(&again, usize::MAX).is_ok());
         if let Some(Body::Batch(batch)) = frame.body {
             for envelope in batch.requests {
-                assert!(decode_envelope(envelope).is_ok(), "validated, so it decodes");
+                assert!(
+                    decode_envelope(envelope).is_ok(),
+                    "validated, so it decodes"
+                );
             }
         }
     }
