@@ -1,0 +1,274 @@
+//! GPU grain benchmarks (DESIGN §4 G1, G2, G4): typed references calling a GPU variant hosted by
+//! an in-process silo, on the backends this machine has.
+//!
+//! Run: `cargo bench -p silica-silo --features cuda --bench gpu_calls` (on the GPU machine,
+//! the packed binary `silica-silo.gpu_calls.test`). Environment:
+//! - `SILICA_BENCH_BACKENDS`: comma list of `cuda`, `batch`, `wgpu`, `cpu` (default `cuda,batch`
+//!   when a CUDA device is present, else `cpu`).
+//! - `SILICA_BENCH_ONLY`: `g1`, `g2` or `g4` (default all).
+//! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
+//! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
+//!
+//! Prints one line per figure; docs/BENCHMARKS.md records them.
+#![allow(missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use silica_gpu::samples::{Accumulator, Add, Totals};
+use silica_gpu::{BackendChoice, BackendKind};
+use silica_grains::{Grain, GrainContext, GrainOptions, grain};
+use silica_silo::gpu::{GpuActivation, GpuConfig, GpuDevices, GpuGrain};
+use silica_silo::{Silo, SiloConfig};
+
+#[grain(idle_after_secs = 3600)]
+pub trait Tally {
+    async fn add(&mut self, amount: u32) -> u64;
+}
+
+pub struct TallyCpu(Totals);
+
+impl Grain for TallyCpu {
+    type Interface = TallyRef;
+    fn create(_: &GrainContext) -> Self {
+        TallyCpu(Totals::default())
+    }
+}
+
+impl Tally for TallyCpu {
+    async fn add(&mut self, amount: u32) -> u64 {
+        self.0.total += u64::from(amount);
+        self.0.total
+    }
+}
+
+pub struct TallyGpu(GpuActivation<Accumulator>);
+
+impl GpuGrain for TallyGpu {
+    type Interface = TallyRef;
+    type Kernel = Accumulator;
+    fn create(activation: GpuActivation<Accumulator>) -> Self {
+        TallyGpu(activation)
+    }
+    fn options() -> GrainOptions {
+        GrainOptions {
+            idle_after: Duration::from_secs(3600),
+            ..GrainOptions::DEFAULT
+        }
+    }
+}
+
+impl Tally for TallyGpu {
+    async fn add(&mut self, amount: u32) -> u64 {
+        self.0.call(Add { amount }).await.total
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn backends() -> Vec<(&'static str, BackendKind)> {
+    let default = if silica_gpu::devices::cuda_devices().is_ok_and(|d| !d.is_empty()) {
+        "cuda,batch"
+    } else {
+        "cpu"
+    };
+    env("SILICA_BENCH_BACKENDS")
+        .unwrap_or_else(|| default.to_string())
+        .split(',')
+        .map(|name| match name.trim() {
+            "cuda" => ("cuda persistent", BackendKind::CudaPersistent),
+            "batch" => ("cuda launch-per-batch", BackendKind::CudaBatch),
+            "wgpu" => ("wgpu", BackendKind::Wgpu),
+            "cpu" => ("cpu reference ring", BackendKind::Cpu),
+            other => panic!("unknown backend {other}"),
+        })
+        .collect()
+}
+
+fn silo(kind: BackendKind, slots: u32, reply_spin: Duration) -> Silo {
+    let config = SiloConfig {
+        gpu: GpuConfig {
+            devices: GpuDevices::Exact(vec![BackendChoice::Exact { kind, device: 0 }]),
+            slots_per_device: slots,
+            reply_spin,
+            ..GpuConfig::default()
+        },
+        ..SiloConfig::default()
+    };
+    let silo = Silo::builder()
+        .config(config)
+        .register_gpu_variant::<TallyCpu, TallyGpu>()
+        .start()
+        .expect("silo starts");
+    let status = &silo.gpu_status()[0];
+    assert!(status.on_device(), "no device ring: {:?}", status.problems);
+    silo
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q) as usize]
+}
+
+/// G1: one caller, one call at a time, spinning on the reply (and parking, for reference).
+async fn g1(name: &str, kind: BackendKind) {
+    for (how, spin) in [
+        ("spin", Duration::from_micros(50)),
+        ("park", Duration::ZERO),
+    ] {
+        let silo = silo(kind, 1024, spin);
+        let tally: TallyRef = silo.grain_factory().get("g1");
+        let calls = if kind == BackendKind::Wgpu {
+            300
+        } else {
+            20_000
+        };
+        for _ in 0..calls / 10 {
+            tally.add(1).await.unwrap();
+        }
+        let mut samples = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let start = Instant::now();
+            tally.add(1).await.unwrap();
+            samples.push(start.elapsed());
+        }
+        samples.sort_unstable();
+        println!(
+            "G1 {name}, {how}: typed call round trip p50 {:.2} us, p99 {:.2} us ({calls} calls)",
+            percentile(&samples, 0.5).as_secs_f64() * 1e6,
+            percentile(&samples, 0.99).as_secs_f64() * 1e6,
+        );
+        silo.shutdown().await;
+    }
+}
+
+/// G2: `callers` tasks, each keeping `window` calls in flight to its own grains.
+async fn g2(name: &str, kind: BackendKind, callers: usize, window: usize, spin: Duration) {
+    let silo = silo(kind, 1 << 16, spin);
+    let factory = silo.grain_factory();
+    let secs: f64 = env("SILICA_BENCH_SECS").map_or(2.0, |s| s.parse().unwrap());
+    let run_for = Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let grains: Vec<TallyRef> = (0..window)
+                .map(|i| factory.get(format!("g2-{c}-{i}")))
+                .collect();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                let mut in_flight = FuturesUnordered::new();
+                for g in &grains {
+                    in_flight.push(g.add(1));
+                }
+                let mut next = 0usize;
+                while let Some(result) = in_flight.next().await {
+                    result.unwrap();
+                    done += 1;
+                    if started.elapsed() < run_for {
+                        in_flight.push(grains[next % grains.len()].add(1));
+                        next += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "G2 {name}: {callers} callers x {window} in flight, spin {:?}: {:.2} M calls/s ({total} calls)",
+        spin,
+        total as f64 / elapsed / 1e6
+    );
+    silo.shutdown().await;
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// G4: `n` resident activations on one device; activation and deactivation cost.
+async fn g4(name: &str, kind: BackendKind, n: usize) {
+    let rss_before = rss_mib();
+    let silo = silo(kind, n as u32 + 1024, Duration::from_micros(50));
+    let factory = silo.grain_factory();
+    let callers = 64;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let factory = factory.clone();
+            tokio::spawn(async move {
+                for i in (c..n).step_by(callers) {
+                    let tally: TallyRef = factory.get(i as i64);
+                    assert_eq!(tally.add(1).await.unwrap(), 1);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let activate = started.elapsed();
+    let status = &silo.gpu_status()[0];
+    assert_eq!(status.activations, n);
+    let rss = rss_mib() - rss_before;
+    let probe: TallyRef = factory.get(7i64);
+    assert_eq!(
+        probe.add(1).await.unwrap(),
+        2,
+        "state survived beside a million others"
+    );
+    let started = Instant::now();
+    silo.shutdown().await;
+    let deactivate = started.elapsed();
+    println!(
+        "G4 {name}: {n} resident activations; activate (first call) {:.2} us each over {callers} callers \
+         ({:.1} s), deactivate with state read-back {:.2} us each ({:.1} s), host RSS {rss:.0} MiB \
+         ({:.0} B per activation, device state table included)",
+        activate.as_secs_f64() * 1e6 / n as f64,
+        activate.as_secs_f64(),
+        deactivate.as_secs_f64() * 1e6 / n as f64,
+        deactivate.as_secs_f64(),
+        rss * 1024.0 * 1024.0 / n as f64,
+    );
+}
+
+fn main() {
+    let only = env("SILICA_BENCH_ONLY");
+    let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (name, kind) in backends() {
+            if wants("g1") {
+                g1(name, kind).await;
+            }
+            if wants("g2") {
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                for (callers, window, spin) in [
+                    (threads * 4, 64, Duration::ZERO),
+                    (threads * 4, 256, Duration::ZERO),
+                    (threads, 256, Duration::from_micros(50)),
+                ] {
+                    g2(name, kind, callers, window, spin).await;
+                }
+            }
+            if wants("g4") && kind != BackendKind::Wgpu {
+                let n = env("SILICA_BENCH_G4").map_or(1_000_000, |s| s.parse().unwrap());
+                g4(name, kind, n).await;
+            }
+        }
+    });
+}
