@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use std::collections::VecDeque;
 
-use silica_grains::CallError;
+use silica_grains::{CallError, DeactivationReason};
 
 use crate::activation::{ActivationHandle, Call, Message};
 use crate::registry::Registration;
@@ -41,28 +41,31 @@ impl Catalog {
     }
 
     /// The activation a call to `id` should go to, started if there is none (or, for a stateless
-    /// worker, if every pooled one is busy and the pool has room).
+    /// worker, if every pooled one is busy and the pool has room). A new single activation is
+    /// started only if `may_create` says so under the entry's lock (in a cluster: the grain is
+    /// hosted here), else `None`.
     pub(crate) fn activation_for(
         &self,
         id: &GrainId,
         silo: &Arc<SiloInner>,
         registration: &Arc<Registration>,
-    ) -> Arc<ActivationHandle> {
+        may_create: &dyn Fn() -> bool,
+    ) -> Option<Arc<ActivationHandle>> {
         let max_workers = registration.options.stateless_worker;
         // The common case takes the shard's read lock only, so cores do not serialize on it.
         if max_workers.is_none()
             && let Some(entry) = self.entries.get(id)
             && let CatalogEntry::Single(handle) = &*entry
         {
-            return handle.clone();
+            return Some(handle.clone());
         }
         if let Some(mut entry) = self.entries.get_mut(id) {
             let (key, value) = entry.pair_mut();
             match value {
-                CatalogEntry::Single(handle) => return handle.clone(),
+                CatalogEntry::Single(handle) => return Some(handle.clone()),
                 CatalogEntry::Pool(pool) => {
                     let picked = pick_worker(pool, max_workers.unwrap_or(1));
-                    return picked.unwrap_or_else(|| {
+                    return Some(picked.unwrap_or_else(|| {
                         // Shutdown must hear of pool growth to deactivate the new worker too.
                         self.changed.notify_waiters();
                         let handle =
@@ -71,7 +74,7 @@ impl Catalog {
                                 .spawn(key.clone(), silo, registration.clone());
                         pool.push(handle.clone());
                         handle
-                    });
+                    }));
                 }
             }
         }
@@ -79,8 +82,9 @@ impl Catalog {
         match self.entries.entry(Arc::new(id.clone())) {
             Entry::Occupied(occupied) => {
                 drop(occupied);
-                self.activation_for(id, silo, registration)
+                self.activation_for(id, silo, registration, may_create)
             }
+            Entry::Vacant(_) if max_workers.is_none() && !may_create() => None,
             Entry::Vacant(vacant) => {
                 let handle =
                     registration
@@ -92,7 +96,7 @@ impl Catalog {
                 };
                 vacant.insert(entry);
                 self.changed.notify_waiters();
-                handle
+                Some(handle)
             }
         }
     }
@@ -134,6 +138,10 @@ impl Catalog {
             }
         };
         if emptied {
+            // Under the entry's lock, so no call can start a new activation here in between.
+            if let Some(cluster) = silo.cluster.get() {
+                cluster.on_deactivated(id);
+            }
             entry.remove();
         }
         match successor {
@@ -151,6 +159,20 @@ impl Catalog {
         }
         if emptied && self.entries.is_empty() {
             self.changed.notify_waiters();
+        }
+    }
+
+    /// Asks `id`'s activation(s) to deactivate (a duplicate found by the directory).
+    pub(crate) fn deactivate(&self, id: &GrainId) {
+        if let Some(entry) = self.entries.get(id) {
+            match &*entry {
+                CatalogEntry::Single(handle) => {
+                    handle.request_deactivation(DeactivationReason::Requested)
+                }
+                CatalogEntry::Pool(pool) => pool
+                    .iter()
+                    .for_each(|h| h.request_deactivation(DeactivationReason::Requested)),
+            }
         }
     }
 

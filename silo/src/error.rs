@@ -13,4 +13,10 @@ pub enum SiloError {
     /// An endpoint of the silo's network could not be bound.
     #[error("cannot serve the silo's network: {0}")]
     Listen(#[source] std::io::Error),
+    /// A cluster member needs a silo link endpoint (`SiloBuilder::listen`).
+    #[error("a clustered silo needs a silo link endpoint (SiloBuilder::listen)")]
+    ClusterWithoutListen,
+    /// The silo's cluster membership failed or ended (why, in words).
+    #[error("cluster membership: {0}")]
+    Cluster(String),
 }

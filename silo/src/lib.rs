@@ -13,6 +13,8 @@
 //!   routing, timeout).
 //! - `catalog`: grain id -> activation(s).
 //! - [`cluster`] — membership and the grain directory as state machines (no I/O).
+//! - [`cluster_node`] — the running cluster: `ClusterConfig`, the membership task, directory
+//!   service, routing and placement of grains across silos.
 //! - [`link`] — the silo's network: silo link endpoint, gateway, links to other silos
 //!   (the wire machinery is `silica_client::link`).
 //! - [`gpu`] — GPU variants: grain interfaces served by ring kernels on this silo's devices.
@@ -64,6 +66,7 @@ mod activation;
 mod caller;
 mod catalog;
 pub mod cluster;
+pub mod cluster_node;
 mod collector;
 pub mod config;
 mod deadline;
@@ -74,6 +77,7 @@ mod registry;
 mod runtime;
 pub mod silo;
 
+pub use cluster_node::{ClusterConfig, ClusterTable};
 pub use config::SiloConfig;
 pub use error::SiloError;
 pub use link::{NetworkOptions, SiloNetwork};

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use silica_client::Envelope;
 use silica_clocks::{HybridClock, wall_clock_ms};
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::activation::{Answered, Call};
 use crate::caller::chain_for_outgoing_call;
 use crate::catalog::Catalog;
+use crate::cluster_node::ClusterNode;
 use crate::config::SiloConfig;
 use crate::deadline::Deadline;
 use crate::registry::{Registration, Registry};
@@ -50,6 +51,9 @@ pub(crate) struct SiloInner {
     lifecycle: AtomicU8,
     /// Taken at shutdown: its invoker holds this silo, and the cycle must not outlive it.
     factory: Mutex<Option<GrainFactory>>,
+    /// Set once when the silo is a cluster member: calls to grains not hosted here take the
+    /// cluster path (`cluster_node::routing`).
+    pub(crate) cluster: OnceLock<Arc<ClusterNode>>,
 }
 
 impl SiloInner {
@@ -69,6 +73,7 @@ impl SiloInner {
             stopping: CancellationToken::new(),
             lifecycle: AtomicU8::new(Lifecycle::Running as u8),
             factory: Mutex::new(None),
+            cluster: OnceLock::new(),
         });
         let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker {
             silo: inner.clone(),
@@ -129,15 +134,36 @@ impl SiloInner {
     /// far ahead), then delivers it. Envelopes made by this silo's own references skip the merge:
     /// they were stamped by this very clock.
     pub(crate) async fn receive(self: Arc<Self>, envelope: Envelope) -> Result<Payload, CallError> {
+        self.receive_from(envelope, false).await
+    }
+
+    /// [`Self::receive`] for an envelope from a link; `from_silo` when another silo of the
+    /// cluster sent it (it routed the call here on purpose), and the system target (directory
+    /// requests, hand-offs, load reports) is answered here.
+    pub(crate) async fn receive_from(
+        self: Arc<Self>,
+        envelope: Envelope,
+        from_silo: bool,
+    ) -> Result<Payload, CallError> {
         self.clock
             .update(envelope.hlc, wall_clock_ms())
             .map_err(|e| CallError::rejected(RejectCode::ClockSkew, e.to_string()))?;
-        self.call(envelope).await
-    }
-
-    /// Delivers `envelope` and waits for the answer, at most its timeout.
-    pub(crate) async fn call(self: Arc<Self>, envelope: Envelope) -> Result<Payload, CallError> {
-        self.send(envelope).await
+        if crate::cluster_node::is_system(&envelope.target) {
+            return match self.cluster.get() {
+                Some(cluster) if from_silo => cluster.handle_envelope(&envelope),
+                _ => Err(CallError::rejected(
+                    RejectCode::UnknownGrainType,
+                    "the system target answers only silos of the cluster",
+                )),
+            };
+        }
+        let timeout = envelope.timeout;
+        let answer = match self.route_from(envelope, from_silo) {
+            Err(error) => return Err(error),
+            Ok(Answered::Ready(result)) => return result,
+            Ok(answered) => answered,
+        };
+        self.with_deadline(answered_future(answer), timeout).await
     }
 
     /// Hands `envelope` to its activation now (so calls issued in order are queued in order,
@@ -146,21 +172,32 @@ impl SiloInner {
     /// every call made two cores fight over one cache line.
     pub(crate) fn send(self: &Arc<Self>, envelope: Envelope) -> PendingCall {
         let timeout = envelope.timeout;
-        let answer = match self.route(envelope) {
-            Err(error) => return PendingCall::answered(Err(error)),
-            Ok(Answered::Ready(result)) => return PendingCall::answered(result),
-            Ok(Answered::Waiting(answer)) => answer,
-            Ok(Answered::Running(running)) => return self.with_deadline(running, timeout),
-        };
-        let answered = async move {
-            match answer.await {
-                Ok(result) => result,
-                Err(_) => Err(CallError::SiloUnavailable(
-                    "the activation ended without answering".into(),
-                )),
-            }
-        };
-        self.with_deadline(answered, timeout)
+        match self.route_from(envelope, false) {
+            Err(error) => PendingCall::answered(Err(error)),
+            Ok(Answered::Ready(result)) => PendingCall::answered(result),
+            Ok(answer) => self.with_deadline(answered_future(answer), timeout),
+        }
+    }
+
+    /// The local part of routing, for a call the cluster path found hosted here: the GPU
+    /// variant or the catalog's activation. Its deadline is the cluster path's.
+    pub(crate) async fn route_here(
+        self: Arc<Self>,
+        envelope: Envelope,
+    ) -> Result<Payload, CallError> {
+        let registration = self.registration(&envelope)?.clone();
+        let kind = registration.method_kind(&envelope.method).ok_or_else(|| {
+            CallError::rejected(RejectCode::UnknownMethod, envelope.method.to_string())
+        })?;
+        match self.route_local(envelope, &registration, kind) {
+            Ok(answer) => answered_future(answer).await,
+            // Deactivated between the check and now: route from the start.
+            Err(Routed::Cluster(envelope)) => match self.route_from(envelope, true) {
+                Ok(answer) => answered_future(answer).await,
+                Err(error) => Err(error),
+            },
+            Err(Routed::Failed(error)) => Err(error),
+        }
     }
 
     /// The wait for `answered`, at most `timeout`.
@@ -181,8 +218,12 @@ impl SiloInner {
         })
     }
 
-    /// Checks `envelope` and hands it to its activation.
-    fn route(self: &Arc<Self>, envelope: Envelope) -> Result<Answered, CallError> {
+    /// Checks `envelope` and hands it to its activation (here, or through the cluster path).
+    fn route_from(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        from_silo: bool,
+    ) -> Result<Answered, CallError> {
         match self.lifecycle() {
             Lifecycle::Running => {}
             Lifecycle::ShuttingDown if !envelope.chain.is_empty() => {}
@@ -210,20 +251,58 @@ impl SiloInner {
                 chain: envelope.chain.ids_then(&envelope.target),
             });
         }
+        let mut envelope = envelope;
+        loop {
+            // Stateless workers stay local: a pool per silo, no directory entry.
+            if let Some(cluster) = self.cluster.get()
+                && registration.options.stateless_worker.is_none()
+            {
+                match cluster.route(self, envelope, from_silo) {
+                    Ok(answered) => return Ok(answered),
+                    Err(hosted_here) => envelope = hosted_here,
+                }
+            }
+            match self.route_local(envelope, registration, kind) {
+                Ok(answered) => return Ok(answered),
+                Err(Routed::Cluster(returned)) => envelope = returned,
+                Err(Routed::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// The GPU variant or the catalog's activation of a checked call's grain. In a cluster,
+    /// an activation is created only while the grain is hosted here (registered to this silo):
+    /// otherwise the envelope comes back for the cluster path.
+    // The envelope comes back by value: boxing it would cost an allocation on every call.
+    #[allow(clippy::result_large_err)]
+    fn route_local(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        registration: &Arc<Registration>,
+        kind: Interleave,
+    ) -> Result<Answered, Routed> {
         if let Some(gpu) = &registration.gpu
             && let Some(answered) = gpu.route(self, &envelope)
         {
             return Ok(answered);
         }
+        let gate = self
+            .cluster
+            .get()
+            .filter(|_| registration.options.stateless_worker.is_none());
         // A send fails only if the activation has just gone; its successor, found by routing
         // again, already holds every call that was sent to the old one, so order is kept.
         let mut envelope = envelope;
         loop {
-            let handle = self
-                .catalog
-                .activation_for(&envelope.target, self, registration);
+            let may_create = || gate.is_none_or(|c| c.hosted.contains_key(&envelope.target));
+            let Some(handle) =
+                self.catalog
+                    .activation_for(&envelope.target, self, registration, &may_create)
+            else {
+                return Err(Routed::Cluster(envelope));
+            };
             if handle.queue_depth() >= self.config.max_queued_calls {
-                return Err(CallError::rejected(
+                return Err(Routed::Failed(CallError::rejected(
                     RejectCode::Overloaded,
                     format!(
                         "{} has {} calls queued (limit {})",
@@ -231,7 +310,7 @@ impl SiloInner {
                         handle.queue_depth(),
                         self.config.max_queued_calls
                     ),
-                ));
+                )));
             }
             let limit = self.config.max_message_bytes;
             let inline = registration
@@ -275,6 +354,28 @@ impl SiloInner {
             ));
         }
         Ok(registration)
+    }
+}
+
+/// Why the local part of routing did not take a call.
+pub(crate) enum Routed {
+    /// The grain is not hosted here (any more): the cluster path takes the envelope.
+    Cluster(Envelope),
+    /// Refused.
+    Failed(CallError),
+}
+
+/// The wait for an answer, whichever way it comes.
+async fn answered_future(answer: Answered) -> Result<Payload, CallError> {
+    match answer {
+        Answered::Ready(result) => result,
+        Answered::Running(running) => running.await,
+        Answered::Waiting(answer) => match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::SiloUnavailable(
+                "the activation ended without answering".into(),
+            )),
+        },
     }
 }
 

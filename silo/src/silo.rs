@@ -9,6 +9,8 @@ use silica_grains::{
     CallError, DeactivationReason, Grain, GrainFactory, GrainReference, GrainType,
 };
 
+use crate::cluster::MembershipSnapshot;
+use crate::cluster_node::{ClusterConfig, ClusterNode};
 use crate::config::SiloConfig;
 use crate::error::SiloError;
 use crate::gpu::{
@@ -25,6 +27,7 @@ pub struct SiloBuilder {
     config: SiloConfig,
     registrations: Vec<(GrainType, Registration)>,
     network: NetworkOptions,
+    cluster: Option<ClusterConfig>,
 }
 
 impl SiloBuilder {
@@ -101,6 +104,16 @@ impl SiloBuilder {
         self
     }
 
+    /// Makes the silo a member of a cluster: on start it joins the membership table (its
+    /// address is the [`listen`](Self::listen) endpoint plus its generation), runs failure
+    /// detection, keeps its share of the grain directory, and routes calls to grains that are
+    /// not active here to the silo that hosts them (placing new activations with each type's
+    /// placement director). Needs `listen`. See [`Silo::joined`].
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Replaces the configuration.
     pub fn config(mut self, config: SiloConfig) -> Self {
         self.config = config;
@@ -112,8 +125,14 @@ impl SiloBuilder {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(SiloError::NoRuntime);
         };
+        if self.cluster.is_some() && self.network.listen.is_none() {
+            return Err(SiloError::ClusterWithoutListen);
+        }
         let mut registry = Registry::default();
         for (grain_type, registration) in self.registrations {
+            if grain_type.as_str() == crate::cluster_node::SYSTEM_GRAIN_TYPE {
+                return Err(SiloError::DuplicateGrainType(grain_type.to_string()));
+            }
             if registry.contains_key(&grain_type) {
                 return Err(SiloError::DuplicateGrainType(grain_type.to_string()));
             }
@@ -130,6 +149,13 @@ impl SiloBuilder {
                 }
             },
         };
+        if let (Some(config), Some(network)) = (self.cluster, &network)
+            && let Some(me) = network.address()
+        {
+            let node = ClusterNode::new(&inner, network.clone(), me, config);
+            let _ = inner.cluster.set(node.clone());
+            crate::cluster_node::start(&node, &inner);
+        }
         start_gpu_variants(&inner);
         crate::collector::start(&inner);
         Ok(Silo { inner, network })
@@ -222,6 +248,61 @@ impl Silo {
         self.network.as_ref()
     }
 
+    /// Waits until this silo is an active member of its cluster (joined the table, took in a
+    /// view, owns its directory partition). Fails with why its membership ended (the table
+    /// could not be reached, it was declared dead, it left). `Ok` at once for a silo that is
+    /// not clustered.
+    pub async fn joined(&self) -> Result<(), SiloError> {
+        match self.inner.cluster.get() {
+            None => Ok(()),
+            Some(node) => node.wait_active().await.map_err(SiloError::Cluster),
+        }
+    }
+
+    /// Resolves when this silo's cluster membership has ended: it left, or the cluster declared
+    /// it dead (then it refuses new calls and its host should call [`Silo::shutdown`] and exit).
+    /// Never resolves for a silo that is not clustered.
+    pub async fn cluster_ended(&self) -> String {
+        match self.inner.cluster.get() {
+            None => std::future::pending().await,
+            Some(node) => {
+                node.stop.cancelled().await;
+                match node.phase() {
+                    crate::cluster_node::Phase::Ended(why) => why,
+                    other => format!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    /// The membership view this silo routes with: every silo's row and the table version
+    /// (`None` for a silo that is not clustered).
+    pub fn membership(&self) -> Option<Arc<MembershipSnapshot>> {
+        self.inner.cluster.get().map(|node| node.view())
+    }
+
+    /// Stops the silo the way a crash would, for tests of failure handling: no leave, no
+    /// deactivation hooks, no table writes; its connections drop and its membership task stops,
+    /// so the other silos must detect the failure.
+    #[doc(hidden)]
+    pub async fn crash(&self) {
+        let inner = &self.inner;
+        inner.set_lifecycle(Lifecycle::Stopped);
+        inner.stopping.cancel();
+        if let Some(node) = inner.cluster.get() {
+            node.crash().await;
+        }
+        if let Some(network) = &self.network {
+            network.stop().await;
+        }
+        inner.catalog.for_each(|handle| {
+            if let Some(task) = handle.abort.get() {
+                task.abort();
+            }
+        });
+        inner.release_factory();
+    }
+
     /// Whether `shutdown` has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.lifecycle() != Lifecycle::Running
@@ -238,6 +319,12 @@ impl Silo {
         }
         inner.set_lifecycle(Lifecycle::ShuttingDown);
         inner.stopping.cancel();
+        // A cluster member leaves first: no silo places new activations here, and the
+        // directory partition moves; callers whose calls are refused route them again.
+        let cluster = inner.cluster.get().cloned();
+        if let Some(node) = &cluster {
+            node.begin_leave().await;
+        }
         let drained = async {
             loop {
                 let changed = inner.catalog.changed();
@@ -266,6 +353,10 @@ impl Silo {
         // GPU activations save their state; their rings finish what is queued, then stop.
         let gpu_variants = inner.registry.values().filter_map(|r| r.gpu.as_ref());
         futures_util::future::join_all(gpu_variants.map(|gpu| gpu.shutdown())).await;
+        // The entries of the deactivated grains are gone from the directory; the row says Dead.
+        if let Some(node) = &cluster {
+            node.finish_leave().await;
+        }
         inner.set_lifecycle(Lifecycle::Stopped);
         // Connections end now: callers elsewhere see their links go down, not a hang.
         if let Some(network) = &self.network {

@@ -30,6 +30,8 @@ impl LinkHandler for SiloHandler {
             // forged chain could otherwise fake a cycle or join a running turn.
             envelope.chain = CallChain::EMPTY;
         }
-        PendingCall::waiting(silo.receive(envelope))
+        // A silo sent it here on purpose (the directory or placement chose this silo).
+        let from_silo = !peer.is_client();
+        PendingCall::waiting(silo.receive_from(envelope, from_silo))
     }
 }

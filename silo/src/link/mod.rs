@@ -123,6 +123,11 @@ impl SiloNetwork {
         self.address
     }
 
+    /// The link options (cluster id, frame size, timeouts) of this silo's links.
+    pub(crate) fn link_options(&self) -> &LinkOptions {
+        &self.options
+    }
+
     /// The gateway's endpoint, if the silo serves one.
     pub fn gateway_address(&self) -> Option<SocketAddr> {
         self.gateway

@@ -1,0 +1,212 @@
+//! Three clustered silos in one process on 127.0.0.1 over the in-memory table: single
+//! activation under racing first calls, calls from any silo reaching the one activation, a
+//! graceful leave that loses no call, and a crashed silo's grains re-activating elsewhere.
+//! (Each test uses its own range of grain keys: they share the record of live activations.)
+
+mod cluster_support;
+
+use std::time::{Duration, Instant};
+
+use cluster_support::{TrackedRef, live_on, three, within};
+use silica_grains::CallError;
+
+// Pins single activation: every silo calls the same 24 fresh grains at once, 4 calls each, and
+// every grain ends with exactly one activation, on one silo, that counted all 12 calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_first_calls_from_all_silos_make_one_activation() {
+    let silos = three("race").await;
+    let keys: Vec<i64> = (1_000..1_024).collect();
+    let calls = silos.iter().flat_map(|silo| {
+        let factory = silo.grain_factory();
+        keys.iter().flat_map(move |&key| {
+            let grain: TrackedRef = factory.get(key);
+            (0..4).map(move |_| {
+                let grain = grain.clone();
+                async move { (key, grain.hit().await) }
+            })
+        })
+    });
+    let results = within("racing calls", futures_util::future::join_all(calls)).await;
+    for &key in &keys {
+        let mut answers: Vec<(usize, u64)> = results
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, r)| r.clone().expect("call answered"))
+            .collect();
+        answers.sort_unstable_by_key(|a| a.1);
+        let host = answers[0].0;
+        assert!(
+            answers.iter().all(|a| a.0 == host),
+            "key {key}: {answers:?}"
+        );
+        let counts: Vec<u64> = answers.iter().map(|a| a.1).collect();
+        assert_eq!(counts, (1..=12).collect::<Vec<_>>(), "key {key}");
+        assert_eq!(live_on(&key.to_string(), &[]), [host], "key {key}");
+    }
+    let hosts: std::collections::BTreeSet<usize> = keys
+        .iter()
+        .map(|k| live_on(&k.to_string(), &[])[0])
+        .collect();
+    assert!(
+        hosts.len() >= 2,
+        "random placement spread 24 grains over {hosts:?}"
+    );
+    for silo in &silos {
+        silo.shutdown().await;
+    }
+}
+
+// Pins that calls from every silo (and through every gateway) reach the same activation,
+// in order: one counter incremented round-robin from the three silos counts 1..=30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_any_silo_reach_the_one_activation() {
+    let silos = three("any").await;
+    let gateways: Vec<std::net::SocketAddr> = silos
+        .iter()
+        .map(|s| s.network().unwrap().gateway_address().unwrap())
+        .collect();
+    let options = silica_client::ClientOptions {
+        link: silica_client::link::LinkOptions {
+            cluster_id: "any".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let client = within(
+        "connect",
+        silica_client::Client::connect_with(&gateways, options),
+    )
+    .await
+    .expect("client connects");
+    let mut host = None;
+    for i in 0..30u64 {
+        let grain: TrackedRef = match i % 4 {
+            3 => client.get(2_000i64),
+            n => silos[n as usize].grain_factory().get(2_000i64),
+        };
+        let (on, count) = within("hit", grain.hit()).await.expect("answered");
+        assert_eq!(count, i + 1);
+        assert_eq!(*host.get_or_insert(on), on, "the activation stayed put");
+    }
+    assert_eq!(live_on("2000", &[]).len(), 1);
+    for silo in &silos {
+        silo.shutdown().await;
+    }
+}
+
+// Pins a graceful leave: while two silos keep calling 20 grains, the third (hosting some of
+// them) shuts down; not one call fails, and its grains are active on the others afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_loses_no_call() {
+    let [a, b, leaving] = three("leave").await;
+    let keys: Vec<i64> = (3_000..3_020).collect();
+    for &key in &keys {
+        let grain: TrackedRef = leaving.grain_factory().get(key);
+        within("warm up", grain.hit()).await.expect("answered");
+    }
+    let on_leaving: Vec<i64> = keys
+        .iter()
+        .copied()
+        .filter(|k| live_on(&k.to_string(), &[]) == [2])
+        .collect();
+    assert!(!on_leaving.is_empty(), "the leaving silo hosts some grains");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = |silo: silica_silo::Silo, offset: usize| {
+        let keys = keys.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut calls = 0;
+            let mut i = offset;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let grain: TrackedRef = silo.grain_factory().get(keys[i % keys.len()]);
+                i += 1;
+                calls += 1;
+                if let Err(e) = grain.slow_hit(2).await {
+                    failures.push(e);
+                }
+            }
+            (calls, failures)
+        })
+    };
+    let loads = [load(a.clone(), 0), load(b.clone(), 7)];
+    within("leave", leaving.shutdown()).await;
+    // Keep calling a little after the leave, then stop.
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_millis(300) {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for load in loads {
+        let (calls, failures) = within("load", load).await.unwrap();
+        assert!(calls > 10, "only {calls} calls");
+        assert!(
+            failures.is_empty(),
+            "{} of {calls} calls failed: {failures:?}",
+            failures.len()
+        );
+    }
+    for key in on_leaving {
+        let grain: TrackedRef = a.grain_factory().get(key);
+        let (on, _) = within("after leave", grain.hit()).await.expect("answered");
+        assert_ne!(on, 2, "key {key} moved off the silo that left");
+        assert_eq!(live_on(&key.to_string(), &[]), [on], "key {key}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+// Pins failure handling: a silo that crashes (no leave, connections dropped) is declared dead,
+// and calls to the grains it hosted activate them on the survivors, with one activation each;
+// calls before that end with a typed error, never hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_silos_grains_reactivate_elsewhere() {
+    let [a, b, doomed] = three("crash").await;
+    let keys: Vec<i64> = (4_000..4_020).collect();
+    for &key in &keys {
+        let grain: TrackedRef = doomed.grain_factory().get(key);
+        within("warm up", grain.hit()).await.expect("answered");
+    }
+    let lost: Vec<i64> = keys
+        .iter()
+        .copied()
+        .filter(|k| live_on(&k.to_string(), &[]) == [2])
+        .collect();
+    assert!(!lost.is_empty(), "the crashing silo hosts some grains");
+    let killed = Instant::now();
+    doomed.crash().await;
+    for (i, &key) in lost.iter().enumerate() {
+        let caller = if i % 2 == 0 { &a } else { &b };
+        let grain: TrackedRef = caller.grain_factory().get(key);
+        let on = within("re-activation", async {
+            loop {
+                match grain.hit().await {
+                    Ok((on, count)) => {
+                        assert_eq!(count, 1, "a fresh activation");
+                        return on;
+                    }
+                    Err(CallError::SiloUnavailable(_) | CallError::Timeout(_)) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(other) => panic!("unexpected error {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert_ne!(on, 2);
+        assert_eq!(live_on(&key.to_string(), &[2]), [on], "key {key}");
+    }
+    println!(
+        "crash: all lost grains answered again {:?} after the crash",
+        killed.elapsed()
+    );
+    let view = a.membership().unwrap();
+    assert_eq!(
+        view.active_silos().len(),
+        2,
+        "the crashed silo is out of the view"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
