@@ -7,7 +7,7 @@ mod cluster_support;
 
 use std::time::{Duration, Instant};
 
-use cluster_support::{TrackedRef, live_on, three, within};
+use cluster_support::{LocalRef, TrackedRef, live_on, three, within};
 use silica_grains::CallError;
 
 // Pins single activation: every silo calls the same 24 fresh grains at once, 4 calls each, and
@@ -89,6 +89,22 @@ async fn calls_from_any_silo_reach_the_one_activation() {
         assert_eq!(*host.get_or_insert(on), on, "the activation stayed put");
     }
     assert_eq!(live_on("2000", &[]).len(), 1);
+    for silo in &silos {
+        silo.shutdown().await;
+    }
+}
+
+// Pins that stateless workers stay local: the same worker key called from each silo runs on
+// that silo (no directory entry, no forwarding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_workers_run_on_the_calling_silo() {
+    let silos = three("local").await;
+    for (i, silo) in silos.iter().enumerate() {
+        let worker: LocalRef = silo.grain_factory().get(0i64);
+        for _ in 0..3 {
+            assert_eq!(within("worker", worker.where_am_i()).await, Ok(i));
+        }
+    }
     for silo in &silos {
         silo.shutdown().await;
     }

@@ -213,8 +213,8 @@ pub(crate) fn decode_response(payload: &[u8]) -> Result<SystemResponse, CallErro
 mod tests {
     use super::*;
 
-    // Pins that a directory request survives the trip through an envelope and a response
-    // its encoding.
+    // Pins that a directory request survives its trip through an envelope, and a refusal its
+    // encoding as a response.
     #[test]
     fn requests_and_responses_round_trip() {
         let silo = SiloAddress::new(([127, 0, 0, 1], 7).into(), 3);

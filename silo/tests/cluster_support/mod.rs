@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use silica_client::link::LinkOptions;
-use silica_grains::{DeactivationReason, Grain, GrainContext, GrainError, GrainReference, grain};
+use silica_grains::{
+    DeactivationReason, Grain, GrainContext, GrainError, GrainOptions, GrainReference, grain,
+};
 use silica_silo::cluster::{InMemoryMembershipTable, MembershipConfig};
 use silica_silo::{ClusterConfig, ClusterTable, NetworkOptions, Silo};
 
@@ -86,6 +88,34 @@ impl<const N: usize> Tracked for TrackedGrain<N> {
     }
 }
 
+#[grain]
+pub trait Local {
+    /// The index of the silo that ran the call.
+    async fn where_am_i(&self) -> usize;
+}
+
+/// Silo `N`'s stateless worker: a local pool on every silo, no directory entry.
+pub struct LocalGrain<const N: usize>;
+
+impl<const N: usize> Grain for LocalGrain<N> {
+    type Interface = LocalRef;
+    fn create(_: &GrainContext) -> Self {
+        Self
+    }
+    fn options() -> GrainOptions {
+        GrainOptions {
+            stateless_worker: Some(2),
+            ..GrainOptions::DEFAULT
+        }
+    }
+}
+
+impl<const N: usize> Local for LocalGrain<N> {
+    async fn where_am_i(&self) -> usize {
+        N
+    }
+}
+
 /// Fast failure detection for tests: probes every 100 ms, suspect after 3 misses.
 pub fn fast_membership() -> MembershipConfig {
     let mut config = MembershipConfig::default().with_missed_probes_limit(3);
@@ -101,6 +131,7 @@ pub fn silo<const N: usize>(table: &InMemoryMembershipTable, cluster_id: &str) -
         .with_refresh_period(Duration::from_millis(100));
     Silo::builder()
         .register_as::<TrackedGrain<N>>(<TrackedRef as GrainReference>::grain_type())
+        .register_as::<LocalGrain<N>>(<LocalRef as GrainReference>::grain_type())
         .network(NetworkOptions {
             listen: Some(([127, 0, 0, 1], 0).into()),
             gateway: Some(([127, 0, 0, 1], 0).into()),
