@@ -132,7 +132,13 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
         out: Vec::new(),
         outcomes: Vec::new(),
     };
+    let mut last_sweep = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if last_sweep.elapsed() >= Duration::from_micros(100) {
+            // The fallback for staged batches nobody flushed (see `stage.rs`).
+            shared.sweep_staged();
+            last_sweep = Instant::now();
+        }
         let head = shared.queue.ready();
         let mut end = head;
         while end - head < max && shared.queue.h2k_ready(end) {
@@ -143,7 +149,11 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
                 std::hint::spin_loop();
             } else {
                 shared.park_consumer(
-                    || shared.queue.h2k_ready(head) || stop.load(Ordering::SeqCst),
+                    || {
+                        shared.queue.h2k_ready(head)
+                            || stop.load(Ordering::SeqCst)
+                            || shared.has_staged()
+                    },
                     Duration::from_millis(5),
                 );
             }
@@ -153,6 +163,7 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
             shared.fault(FaultKind::BackendError, detail);
         } else {
             shared.queue.release(end);
+            shared.room_for_staged();
         }
         idle_since = Instant::now();
     }

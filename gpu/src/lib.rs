@@ -14,6 +14,7 @@
 //! - `backend`: the [`RingBackend`] trait every backend implements.
 //! - `queue`: the lock-free H2K/K2H ring in host memory; `wire`: its entry encoding.
 //! - `reply`: reply cells, spin-then-wake.
+//! - `stage`: coalesced submission ([`Ring::stage`]): one run of entries per thread's burst.
 //! - `slots`: the state-slot table.
 //! - `dispatch`: the batch driver of the batch backends.
 //! - `cpu`: the CPU reference backend (always on).
@@ -61,6 +62,7 @@ mod reply;
 mod ring;
 pub mod samples;
 mod slots;
+mod stage;
 #[cfg(feature = "wgpu")]
 mod wgpu_backend;
 mod wire;
@@ -74,3 +76,4 @@ pub use ring::{
     BackendChoice, BackendKind, BatchFuture, ReplyFuture, Ring, RingConfig, RingHealth,
 };
 pub use slots::{SlotId, SlotStatus};
+pub use stage::StagedReply;

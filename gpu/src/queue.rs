@@ -241,6 +241,19 @@ impl<R: GpuType> SubmitRing<R> {
         let _ = t;
     }
 
+    /// The HLC stamp of complete K2H entry `t` (words 2 and 3 of its data).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn k2h_hlc(&self, t: u64) -> u64 {
+        // SAFETY: words 2 and 3 are inside the entry and 8-byte aligned; the caller checked
+        // that every word of the entry carries this lap's tag.
+        unsafe {
+            let e = self.k2h_entry(t);
+            let lo = (*e.add(16).cast::<AtomicU64>()).load(Ordering::Relaxed) as u32;
+            let hi = (*e.add(24).cast::<AtomicU64>()).load(Ordering::Relaxed) as u32;
+            u64::from(lo) | (u64::from(hi) << 32)
+        }
+    }
+
     /// Whether K2H entry `t`'s last word is written (a cheap check before parking).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn k2h_ready(&self, t: u64) -> bool {
@@ -324,7 +337,7 @@ impl<R: GpuType> SubmitRing<R> {
                     let next = self.take_cell(t);
                     debug_assert_eq!(next, cell);
                 }
-                ReplyCell::finish(cell, n);
+                ReplyCell::finish(cell, n, false);
             }
         }
     }

@@ -5,12 +5,19 @@
 //! its entries, left in the K2H ring for the caller to decode (persistent ring): the completion
 //! thread then only checks that those entries are whole and counts them, and the caller marks
 //! the cell consumed once it has read them, which lets the ring reuse their positions.
+//!
+//! A staged batch (`stage.rs`) is one cell awaited by one future per entry: each registers its
+//! own waker under its entry index and reads its own entry. The persistent ring's completion
+//! thread then wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`); the
+//! first future polled after completion wakes the rest from its own (runtime) thread, where
+//! waking is cheap, and the completion thread wakes them itself if nobody did within a sweep
+//! ([`ReplyCell::fan_out_if_stale`]).
 
 use crate::clock::HlcStamp;
 use crate::error::RingError;
 use crate::slots::SlotId;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -49,7 +56,14 @@ pub(crate) struct ReplyCell<R> {
     in_k2h: AtomicUsize,
     /// The caller has read the K2H entries, or will never read them (dropped).
     consumed: AtomicBool,
-    waker: Mutex<Option<Waker>>,
+    /// Waiting futures by entry index (one entry, index 0, for a single future's cell).
+    wakers: Mutex<Vec<(u32, Waker)>>,
+    /// Completed with `lead_only`: the other waiting futures still need their wake-up.
+    fan_out: AtomicBool,
+    /// The completion thread saw `fan_out` pending at its last sweep.
+    fan_out_seen: AtomicBool,
+    /// Highest HLC among the cell's K2H entries (0 when not recorded).
+    high: AtomicU64,
 }
 
 // SAFETY: each result is written once by the single consumer that owns its ring entry, before
@@ -68,7 +82,10 @@ impl<R> ReplyCell<R> {
             done: AtomicBool::new(false),
             in_k2h: AtomicUsize::new(0),
             consumed: AtomicBool::new(false),
-            waker: Mutex::new(None),
+            wakers: Mutex::new(Vec::new()),
+            fan_out: AtomicBool::new(false),
+            fan_out_seen: AtomicBool::new(false),
+            high: AtomicU64::new(0),
         }
     }
 
@@ -117,28 +134,129 @@ impl<R> ReplyCell<R> {
         self.consumed.load(Ordering::Acquire)
     }
 
-    /// Counts `n` entries finished; the last one marks the cell done, wakes its caller and
+    /// Raises the highest HLC recorded for the cell's K2H entries.
+    ///
+    /// # Safety
+    /// Called only by the thread that completes the cell's entries, before it counts them.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) unsafe fn raise_high(&self, hlc: u64) {
+        if hlc > self.high.load(Ordering::Relaxed) {
+            self.high.store(hlc, Ordering::Relaxed);
+        }
+    }
+
+    /// Highest HLC among the cell's K2H entries, 0 if not recorded; read after `is_done`.
+    pub(crate) fn high(&self) -> u64 {
+        self.high.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` entries finished; the last one marks the cell done, wakes its waiting
+    /// futures (with `lead_only`, one of them, which wakes the rest: see the module docs) and
     /// drops the ring's reference.
     ///
     /// # Safety
     /// `this` came from `Arc::into_raw` (the ring's one reference to the cell), and across all
     /// calls the counts add up to the cell's length exactly.
-    pub(crate) unsafe fn finish(this: *const Self, n: usize) {
+    pub(crate) unsafe fn finish(this: *const Self, n: usize, lead_only: bool) {
         // SAFETY: the ring's reference keeps the cell alive until the count reaches zero.
         let cell = unsafe { &*this };
         if cell.remaining.fetch_sub(n, Ordering::AcqRel) == n {
-            cell.done.store(true, Ordering::Release);
-            let waker = cell.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(waker) = waker {
-                waker.wake();
+            cell.done.store(true, Ordering::SeqCst);
+            let mut list = cell.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if lead_only && list.len() > 1 {
+                let lead = list.pop().map(|(_, w)| w);
+                cell.fan_out.store(true, Ordering::SeqCst);
+                drop(list);
+                lead.into_iter().for_each(Waker::wake);
+            } else {
+                let all = std::mem::take(&mut *list);
+                drop(list);
+                all.into_iter().for_each(|(_, w)| w.wake());
             }
             // SAFETY: the count reached zero exactly once, here; this is the ring's reference.
             drop(unsafe { Arc::from_raw(this) });
         }
     }
 
-    fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
+    }
+
+    /// Wakes every future still registered if a lead-only completion left them waiting.
+    pub(crate) fn fan_out(&self) {
+        if self.fan_out.load(Ordering::Relaxed) && self.fan_out.swap(false, Ordering::SeqCst) {
+            let all = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+            all.into_iter().for_each(|(_, w)| w.wake());
+        }
+    }
+
+    /// Completion-thread fallback: fans out a lead-only completion that was already pending at
+    /// the previous sweep (its lead's task has not polled it since).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) fn fan_out_if_stale(&self) {
+        if self.fan_out.load(Ordering::Relaxed) && self.fan_out_seen.swap(true, Ordering::Relaxed) {
+            self.fan_out();
+        }
+    }
+
+    /// Registers (or replaces) the waker of the future reading entry `index`; returns whether
+    /// the cell is done (checked after registering, so a completion is never missed).
+    pub(crate) fn register(&self, index: u32, waker: &Waker) -> bool {
+        {
+            let mut list = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            match list.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, w)) => w.clone_from(waker),
+                None => list.push((index, waker.clone())),
+            }
+        }
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Takes over the wakers of futures that waited before the cell existed.
+    pub(crate) fn adopt(&self, wakers: Vec<(u32, Waker)>) {
+        if !wakers.is_empty() {
+            self.wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(wakers);
+        }
+    }
+
+    /// Forgets the waker of entry `index` (its future is gone); if the cell is done, wakes the
+    /// others when a lead-only completion picked this one.
+    pub(crate) fn unregister(&self, index: u32) {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != index);
+        if self.done.load(Ordering::SeqCst) {
+            self.fan_out();
+        }
+    }
+
+    /// The outcome of entry `index`, once done: decoded from K2H (`decode(t)`) if the entry
+    /// is K2H-resident, else the stored one. Each entry is taken by its one future, once.
+    pub(crate) fn take_one(
+        &self,
+        index: usize,
+        decode: impl FnOnce(u64) -> Option<Outcome<R>>,
+    ) -> Outcome<R> {
+        if index < self.in_k2h.load(Ordering::Relaxed) {
+            return decode(self.first + index as u64).unwrap_or(Err(RingError::ShutDown));
+        }
+        // SAFETY: `done` was observed with acquire, so the writer has finished with this
+        // entry; only the future that owns entry `index` reads it, once.
+        let stored = unsafe { &mut *self.results[index].get() };
+        match std::mem::replace(stored, Stored::Empty) {
+            Stored::Ok(reply) => Ok(reply),
+            Stored::NotActive(slot) => Err(RingError::SlotNotActive(slot)),
+            Stored::Failed | Stored::Empty => Err(self
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or(RingError::ShutDown)),
+        }
     }
 
     /// Takes every outcome (`decode(t)` reads K2H entry `t`), then marks the cell consumed;
@@ -185,8 +303,7 @@ impl<R> ReplyCell<R> {
                 }
             }
         }
-        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-        self.is_done()
+        self.register(0, cx.waker())
     }
 }
 

@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 
 /// Most entries one busy poll takes before completing them.
 const RUN: u64 = 4096;
+/// Whether a finished run wakes only one of its futures (the rest woken by it): measured
+/// slower on the H100 than waking all from this thread (see docs/gpu.md), so off.
+const LEAD_ONLY: bool = false;
+/// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`).
+const SWEEP: Duration = Duration::from_micros(100);
 
 /// The completion thread's state: K2H polling, watchdog, restarts.
 pub(super) struct Watcher<K: Kernel> {
@@ -71,7 +76,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
                     // drops the ring's reference.
                     unsafe {
                         (*ptr).set(t, outcome);
-                        ReplyCell::finish(ptr, 1);
+                        ReplyCell::finish(ptr, 1, false);
                     }
                     self.current_end = t + 1;
                     t += 1;
@@ -95,8 +100,10 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             // before counting them.
             unsafe {
                 let first = (*self.current).first;
+                let high = (t..stop).map(|e| q.k2h_hlc(e)).max().unwrap_or(0);
+                (*self.current).raise_high(high);
                 (*self.current).set_in_k2h((stop - first) as usize);
-                ReplyCell::finish(self.current, (stop - t) as usize);
+                ReplyCell::finish(self.current, (stop - t) as usize, LEAD_ONLY);
             }
             t = stop;
         }
@@ -141,9 +148,16 @@ impl<K: Kernel> Watcher<K> {
         let mut last_check = Instant::now();
         let mut beat = (self.ctrl.heartbeat(), Instant::now());
         let mut stop_deadline: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
         loop {
             // Find the run of whole entries (every word tagged), then count it into its cells.
             let t0 = Instant::now();
+            if t0 - last_sweep >= SWEEP {
+                // Fallbacks: staged batches nobody flushed, lead-only wake-ups nobody fanned out.
+                last_sweep = t0;
+                self.shared.sweep_staged();
+                open.cells.iter().for_each(|c| c.fan_out_if_stale());
+            }
             let mut end = ready;
             while end - ready < RUN && q.k2h_complete(end) {
                 if prefetch > 0 {
@@ -172,6 +186,7 @@ impl<K: Kernel> Watcher<K> {
             if h != head {
                 head = h;
                 q.set_head(head);
+                self.shared.room_for_staged();
             }
             if found {
                 continue;
@@ -228,7 +243,7 @@ impl<K: Kernel> Watcher<K> {
                 std::hint::spin_loop();
             } else {
                 self.shared.park_consumer(
-                    || q.k2h_ready(ready) || open.front_consumed(),
+                    || q.k2h_ready(ready) || open.front_consumed() || self.shared.has_staged(),
                     Duration::from_millis(1),
                 );
             }

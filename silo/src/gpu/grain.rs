@@ -2,13 +2,13 @@
 //! kernel), [`GpuStateStore`] (where activations start and where their final state goes), and
 //! [`GpuActivation`], the handle whose [`GpuActivation::call`] sends one message to the ring.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use silica_gpu::{BackendKind, HlcStamp, Kernel, ReplyFuture, RingError};
+use silica_gpu::{BackendKind, HlcStamp, Kernel, RingError, StagedReply};
 use silica_grains::{DeactivationReason, GrainId, GrainOptions, GrainReference, InterfaceDispatch};
 use silica_placement::DeviceId;
 
@@ -86,16 +86,21 @@ pub struct GpuActivation<K: Kernel> {
 impl<K: Kernel> GpuActivation<K> {
     /// Sends `request` to this activation's state on the device; resolves with the response.
     ///
-    /// The message is queued on the ring when this future is first polled, so messages are
+    /// The message is queued for the ring when this future is first polled, so messages are
     /// handled in the order their futures are first polled. If the device fails, the future
     /// never resolves: the silo ends the whole call with `CallError::GpuFault` instead.
+    ///
+    /// Messages a thread issues close together reach the ring as one run (see
+    /// `silica_gpu::Ring::stage`): while the silo issues a call (the method's first poll), the
+    /// message is staged; it goes out when the call is awaited, when the thread's batch is full,
+    /// or at the latest at the ring's next sweeps. Any later poll sends it at once.
     pub fn call(&self, request: K::Request) -> GpuCall<K> {
         GpuCall {
-            reply: self
-                .entry
-                .ring
-                .ring
-                .submit(self.entry.slot, request, self.stamp),
+            state: CallState::Unsent {
+                entry: self.entry.clone(),
+                request,
+                stamp: self.stamp,
+            },
         }
     }
 
@@ -119,18 +124,69 @@ impl<K: Kernel> GpuActivation<K> {
 /// The future of one message to a GPU activation: see [`GpuActivation::call`].
 #[must_use = "the message is sent when the future is first polled"]
 pub struct GpuCall<K: Kernel> {
-    reply: ReplyFuture<K>,
+    state: CallState<K>,
 }
+
+enum CallState<K: Kernel> {
+    Unsent {
+        entry: Arc<Slotted<K>>,
+        request: K::Request,
+        stamp: HlcStamp,
+    },
+    Sent(StagedReply<K>),
+    /// The persistent ring takes each message on its own: staging measured slower there
+    /// (H100, 2026-11-23: G2 1.6 M/s staged against 4.9 M/s direct; cause not found yet).
+    Direct(silica_gpu::ReplyFuture<K>),
+    Taken,
+}
+
+impl<K: Kernel> Unpin for GpuCall<K> {}
 
 impl<K: Kernel> Future for GpuCall<K> {
     type Output = K::Response;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<K::Response> {
-        match Pin::new(&mut self.reply).poll(cx) {
+        if matches!(self.state, CallState::Unsent { .. }) {
+            let CallState::Unsent {
+                entry,
+                request,
+                stamp,
+            } = std::mem::replace(&mut self.state, CallState::Taken)
+            else {
+                unreachable!("checked above")
+            };
+            let ring = &entry.ring.ring;
+            if entry.ring.backend == BackendKind::CudaPersistent {
+                self.state = CallState::Direct(ring.submit(entry.slot, request, stamp));
+                return self.poll(cx);
+            }
+            // A pool of stateless workers promises no order between calls.
+            let staged = if entry.worker.is_some() {
+                ring.stage_unordered(entry.slot, request, stamp)
+            } else {
+                ring.stage(entry.slot, request, stamp)
+            };
+            self.state = CallState::Sent(staged);
+            if ISSUING.get() {
+                // The silo is issuing the call: leave the message staged with this thread's
+                // others; it goes out when the call is awaited (or sooner, see `call`).
+                return Poll::Pending;
+            }
+        }
+        let polled = match &mut self.state {
+            CallState::Sent(reply) => Pin::new(&mut *reply)
+                .poll(cx)
+                .map(|r| r.map(|r| (reply.run_high_stamp(), r))),
+            CallState::Direct(reply) => Pin::new(reply).poll(cx).map(|r| r.map(|r| (None, r))),
+            _ => panic!("GpuCall polled after completion"),
+        };
+        match polled {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(reply)) => {
-                TURN.with_borrow_mut(|t| t.latest_stamp = t.latest_stamp.max(reply.stamp));
-                Poll::Ready(reply.response)
+            Poll::Ready(Ok((high, r))) => {
+                // The run's highest stamp: merged once, the other calls of the run skip it.
+                let high = high.unwrap_or(r.stamp).max(r.stamp);
+                TURN.with_borrow_mut(|t| t.latest_stamp = t.latest_stamp.max(high));
+                Poll::Ready(r.response)
             }
             Poll::Ready(Err(error)) => {
                 TURN.with_borrow_mut(|t| {
@@ -154,4 +210,7 @@ pub(crate) struct TurnRecord {
 
 thread_local! {
     pub(crate) static TURN: RefCell<TurnRecord> = RefCell::new(TurnRecord::default());
+    /// Set while the silo issues a GPU call (the turn's first poll, `GpuTurn::start`): its
+    /// messages are staged rather than sent, so one thread's burst of calls goes as one run.
+    pub(crate) static ISSUING: Cell<bool> = const { Cell::new(false) };
 }

@@ -19,7 +19,7 @@ use silica_grains::grain::OwnedTurn;
 use silica_grains::{CallError, Payload};
 
 use super::activation::Slotted;
-use super::grain::{TURN, TurnRecord};
+use super::grain::{ISSUING, TURN, TurnRecord};
 use crate::activation::Answered;
 
 /// A GPU call in progress. Dropping it (timeout, caller gone) drops the method's future; the
@@ -43,10 +43,14 @@ impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
         }
     }
 
-    /// Polls once without spinning and answers now if the method already finished.
+    /// Polls once without spinning (its messages are staged, see `grain::ISSUING`) and answers
+    /// now if the method already finished.
     pub(crate) fn start(mut self) -> Answered {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.poll_turn(&mut cx) {
+        let outer = ISSUING.replace(true);
+        let polled = self.poll_turn(&mut cx);
+        ISSUING.set(outer);
+        match polled {
             Poll::Ready(result) => Answered::Ready(result),
             Poll::Pending => Answered::Running(Box::pin(self)),
         }
@@ -94,12 +98,22 @@ impl<G: Send + 'static, K: Kernel> Future for GpuTurn<G, K> {
     type Output = Result<Payload, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if this.spun {
+        // Awaited (also from inside another turn's issue poll): messages go out at once.
+        let outer = ISSUING.replace(false);
+        let polled = self.poll_awaited(cx);
+        ISSUING.set(outer);
+        polled
+    }
+}
+
+impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
+    fn poll_awaited(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, CallError>> {
+        let this = self;
+        let spin = this.slotted.ring.settings.reply_spin;
+        if this.spun || spin.is_zero() {
             return this.poll_turn(cx);
         }
         this.spun = true;
-        let spin = this.slotted.ring.settings.reply_spin;
         let start = Instant::now();
         loop {
             if let Poll::Ready(result) = this.poll_turn(cx) {
