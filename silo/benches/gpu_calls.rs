@@ -8,6 +8,7 @@
 //! - `SILICA_BENCH_ONLY`: `g1`, `g2` or `g4` (default all).
 //! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
 //! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
+//! - `SILICA_BENCH_CAPACITY`: ring entries (default `RingConfig`'s).
 //!
 //! Prints one line per figure; docs/BENCHMARKS.md records them.
 #![allow(missing_docs)]
@@ -88,13 +89,19 @@ fn backends() -> Vec<(&'static str, BackendKind)> {
 }
 
 fn silo(kind: BackendKind, slots: u32, reply_spin: Duration) -> Silo {
+    let mut gpu = GpuConfig {
+        devices: GpuDevices::Exact(vec![BackendChoice::Exact { kind, device: 0 }]),
+        slots_per_device: slots,
+        reply_spin,
+        ..GpuConfig::default()
+    };
+    if let Some(capacity) = env("SILICA_BENCH_CAPACITY") {
+        gpu.ring.capacity = capacity
+            .parse()
+            .expect("SILICA_BENCH_CAPACITY: ring entries");
+    }
     let config = SiloConfig {
-        gpu: GpuConfig {
-            devices: GpuDevices::Exact(vec![BackendChoice::Exact { kind, device: 0 }]),
-            slots_per_device: slots,
-            reply_spin,
-            ..GpuConfig::default()
-        },
+        gpu,
         ..SiloConfig::default()
     };
     let silo = Silo::builder()
@@ -179,8 +186,10 @@ async fn g2(name: &str, kind: BackendKind, callers: usize, window: usize, spin: 
         total += t.await.unwrap();
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let capacity = env("SILICA_BENCH_CAPACITY").unwrap_or_else(|| "default".into());
     println!(
-        "G2 {name}: {callers} callers x {window} in flight, spin {:?}: {:.2} M calls/s ({total} calls)",
+        "G2 {name}: {callers} callers x {window} in flight, spin {:?}, ring capacity {capacity}: \
+         {:.2} M calls/s ({total} calls)",
         spin,
         total as f64 / elapsed / 1e6
     );
