@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use silica::CallError;
 use silica::client::link::LinkOptions;
 use silica::client::{Client, ClientOptions};
 use silica::prelude::*;
@@ -92,14 +93,13 @@ fn start_silo(etcd: &str, cluster: &str) -> SiloProcess {
     }
 }
 
-// Pins C2 and the failure semantics across processes: SIGKILL one of three silos while four
-// callers keep calling 30 grains through the gateways; every call ends (value or typed error),
-// no grain has two activations at once, and the killed silo's grains answer again within 5 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_load_reactivates_within_five_seconds() {
-    let etcd = harness::Etcd::start().await;
-    let cluster = "processes";
-    let mut silos: Vec<SiloProcess> = (0..3)
+/// Three silo processes, a client on their gateways, and 30 grains spread over all three
+/// (key -> hosting silo).
+async fn spread_cluster(
+    etcd: &harness::Etcd,
+    cluster: &str,
+) -> (Vec<SiloProcess>, Client, BTreeMap<String, String>) {
+    let silos: Vec<SiloProcess> = (0..3)
         .map(|_| start_silo(&etcd.endpoint, cluster))
         .collect();
     let gateways: Vec<String> = silos.iter().map(|s| s.gateway.clone()).collect();
@@ -132,20 +132,21 @@ async fn sigkill_under_load_reactivates_within_five_seconds() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let victim = silos.remove(0);
-    let lost: Vec<String> = keys
-        .iter()
-        .filter(|k| hosts[*k] == victim.address)
-        .cloned()
-        .collect();
-    assert!(!lost.is_empty());
+    (silos, client, hosts)
+}
 
-    // Bounded load: four callers, one call at a time each, over all keys.
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..4)
+type CallResults = Vec<(String, Result<Served, CallError>)>;
+
+/// Four callers, one call at a time each, over every key until `stop`.
+fn start_load(
+    client: &Client,
+    keys: &[String],
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<CallResults>> {
+    (0..4)
         .map(|c| {
             let client = client.clone();
-            let keys = keys.clone();
+            let keys = keys.to_vec();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut results = Vec::new();
@@ -159,10 +160,76 @@ async fn sigkill_under_load_reactivates_within_five_seconds() {
                 results
             })
         })
+        .collect()
+}
+
+/// Stops the load and gathers its results: every caller must end within 10 s (no call hangs).
+async fn finish_load(
+    callers: Vec<tokio::task::JoinHandle<CallResults>>,
+    stop: &AtomicBool,
+) -> CallResults {
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::new();
+    for caller in callers {
+        let done = tokio::time::timeout(Duration::from_secs(10), caller).await;
+        results.extend(done.expect("every caller's calls end").expect("caller"));
+    }
+    results
+}
+
+/// Errors by kind, and asserts no grain had two activations: at most one on the silo that
+/// went away (`gone`) and one on the others.
+fn check(results: &CallResults, gone: &str) -> BTreeMap<String, usize> {
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    let mut activations: BTreeMap<&str, BTreeSet<(&str, u64)>> = BTreeMap::new();
+    for (key, result) in results {
+        match result {
+            Ok(served) => {
+                activations
+                    .entry(key.as_str())
+                    .or_default()
+                    .insert((served.silo.as_str(), served.activation));
+            }
+            Err(e) => {
+                if std::env::var_os("SILICA_SHOW_ERRORS").is_some() {
+                    println!("{key}: {e}");
+                }
+                let kind = format!("{e:?}");
+                let kind = kind.split(['(', ' ', '{']).next().unwrap_or("").to_owned();
+                *errors.entry(kind).or_default() += 1;
+            }
+        }
+    }
+    for (key, seen) in &activations {
+        let others: Vec<_> = seen.iter().filter(|(s, _)| *s != gone).collect();
+        assert!(others.len() <= 1, "{key} had two activations: {seen:?}");
+        assert!(seen.len() - others.len() <= 1, "{key}: {seen:?}");
+    }
+    println!(
+        "{} calls under load; errors by kind: {errors:?}",
+        results.len()
+    );
+    errors
+}
+
+// Pins C2 and the failure semantics across processes: SIGKILL one of three silos while four
+// callers keep calling 30 grains through the gateways; every call ends (value or typed error),
+// no grain has two activations at once, and the killed silo's grains answer again within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_reactivates_within_five_seconds() {
+    let etcd = harness::Etcd::start().await;
+    let (mut silos, client, hosts) = spread_cluster(&etcd, "sigkill").await;
+    let keys: Vec<String> = hosts.keys().cloned().collect();
+    let mut victim = silos.remove(0);
+    let lost: Vec<String> = keys
+        .iter()
+        .filter(|k| hosts[*k] == victim.address)
+        .cloned()
         .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers = start_load(&client, &keys, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut victim = victim;
     let killed = Instant::now();
     victim.child.kill().expect("SIGKILL");
     let _ = victim.child.wait();
@@ -194,45 +261,57 @@ async fn sigkill_under_load_reactivates_within_five_seconds() {
         all.as_secs_f64() * 1e3
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut results = Vec::new();
-    for caller in callers {
-        let done = tokio::time::timeout(Duration::from_secs(10), caller).await;
-        results.extend(done.expect("every caller's calls end").expect("caller"));
-    }
-
-    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    let mut activations: BTreeMap<&str, BTreeSet<(&str, u64)>> = BTreeMap::new();
-    for (key, result) in &results {
-        match result {
-            Ok(served) => {
-                activations
-                    .entry(key.as_str())
-                    .or_default()
-                    .insert((served.silo.as_str(), served.activation));
-            }
-            Err(e) => {
-                let kind = format!("{e:?}");
-                *errors
-                    .entry(kind.split('(').next().unwrap_or("").to_owned())
-                    .or_default() += 1;
-            }
-        }
-    }
-    println!(
-        "{} calls under load; errors by kind: {errors:?}",
-        results.len()
-    );
+    let results = finish_load(callers, &stop).await;
+    let errors = check(&results, &victim.address);
     assert!(
         errors
             .keys()
             .all(|k| k == "SiloUnavailable" || k == "Timeout"),
         "only the killed silo's calls may fail: {errors:?}"
     );
-    for (key, seen) in &activations {
-        let survivors: Vec<_> = seen.iter().filter(|(s, _)| *s != victim.address).collect();
-        assert!(survivors.len() <= 1, "{key} had two activations: {seen:?}");
-        assert!(seen.len() - survivors.len() <= 1, "{key}: {seen:?}");
-    }
     assert!(all <= Duration::from_secs(5), "C2 over 5 s: {all:?}");
+}
+
+// Pins a graceful leave across processes: SIGTERM makes a silo leave while four callers keep
+// calling 30 grains through all three gateways; not one call fails, and its grains answer from
+// the other silos afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_without_a_failed_call() {
+    let etcd = harness::Etcd::start().await;
+    let (mut silos, client, hosts) = spread_cluster(&etcd, "sigterm").await;
+    let keys: Vec<String> = hosts.keys().cloned().collect();
+    let mut leaving = silos.remove(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers = start_load(&client, &keys, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &leaving.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let left = Instant::now();
+    let exit = loop {
+        if let Some(exit) = leaving.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(15),
+            "the silo never left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(exit.success(), "the leaving silo exits cleanly: {exit}");
+    println!("left in {:?}", left.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let results = finish_load(callers, &stop).await;
+    let errors = check(&results, &leaving.address);
+    assert!(
+        errors.is_empty(),
+        "calls failed during a graceful leave: {errors:?}"
+    );
+    for key in hosts.keys().filter(|k| hosts[*k] == leaving.address) {
+        let grain: DemoCounterRef = client.get(key.as_str());
+        let served = grain.add(0).await.expect("answers after the leave");
+        assert_ne!(served.silo, leaving.address);
+    }
 }

@@ -29,7 +29,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use silica_clocks::{ClockConfig, HybridClock, NodeId};
@@ -115,6 +115,8 @@ impl Client {
         }
         first_up(&links).await?;
         let gateways = Arc::new(Gateways {
+            draining_until_ms: links.iter().map(|_| AtomicU64::new(0)).collect(),
+            started: std::time::Instant::now(),
             links,
             next: AtomicUsize::new(0),
             default_timeout: options.default_call_timeout,
@@ -153,19 +155,45 @@ impl std::ops::Deref for Client {
     }
 }
 
+/// How long a gateway whose silo refused a call as shutting down is passed over: its silo is
+/// leaving the cluster, and calls sent there would only be refused (or, once it closes, lost).
+const DRAINING: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 struct Gateways {
     links: Vec<Link>,
     next: AtomicUsize,
     default_timeout: Duration,
+    /// Per gateway: until when (ms since `started`) it is passed over as draining.
+    draining_until_ms: Vec<AtomicU64>,
+    started: std::time::Instant,
 }
 
 impl Gateways {
-    /// The next gateway that is up, round robin, other than `not` (the index of one that just
-    /// refused); else one still connecting; else none. Returns its index too.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Gateway `index` refused a call as shutting down: pass it over for a while.
+    fn draining(&self, index: usize) {
+        let until = self.now_ms() + DRAINING.as_millis() as u64;
+        self.draining_until_ms[index].fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// The next gateway that is up and not draining, round robin, other than `not` (the index
+    /// of one that just refused); else one that is up though draining; else one still
+    /// connecting; else none. Returns its index too.
     fn pick(&self, not: Option<usize>) -> Result<(usize, &Link), CallError> {
+        let now = self.now_ms();
+        let draining = |i: usize| self.draining_until_ms[i].load(Ordering::Relaxed) > now;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let count = self.links.len();
+        let up = (0..count)
+            .map(|i| (start + i) % count)
+            .find(|&i| Some(i) != not && !draining(i) && self.links[i].is_up());
+        if let Some(index) = up {
+            return Ok((index, &self.links[index]));
+        }
         let in_order = (0..count)
             .map(|i| (start + i) % count)
             .filter(|&i| Some(i) != not)
@@ -237,10 +265,13 @@ impl Invoker for GatewayInvoker {
         let gateways = self.0.clone();
         PendingCall::waiting(async move {
             match first.await {
-                Err(CallError::ShuttingDown) => match gateways.pick(Some(index)) {
-                    Ok((_, other)) => other.call(again).await,
-                    Err(_) => Err(CallError::ShuttingDown),
-                },
+                Err(CallError::ShuttingDown) => {
+                    gateways.draining(index);
+                    match gateways.pick(Some(index)) {
+                        Ok((_, other)) => other.call(again).await,
+                        Err(_) => Err(CallError::ShuttingDown),
+                    }
+                }
                 answer => answer,
             }
         })

@@ -7,7 +7,7 @@ mod cluster_support;
 
 use std::time::{Duration, Instant};
 
-use cluster_support::{LocalRef, TrackedRef, live_on, three, within};
+use cluster_support::{LocalRef, NearRef, TrackedRef, live_on, three, within};
 use silica_grains::CallError;
 
 // Pins single activation: every silo calls the same 24 fresh grains at once, 4 calls each, and
@@ -110,6 +110,24 @@ async fn stateless_workers_run_on_the_calling_silo() {
     }
 }
 
+// Pins that new activations are placed by the type's director: a prefer-local type's fresh
+// grains activate on the silo that called first, and stay there when others call them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_follows_the_types_director() {
+    let silos = three("placement").await;
+    for (i, silo) in silos.iter().enumerate() {
+        for k in 0..5i64 {
+            let grain: NearRef = silo.grain_factory().get(i as i64 * 100 + k);
+            assert_eq!(within("first call", grain.host()).await, Ok(i));
+        }
+    }
+    let grain: NearRef = silos[2].grain_factory().get(3i64);
+    assert_eq!(within("from another silo", grain.host()).await, Ok(0));
+    for silo in &silos {
+        silo.shutdown().await;
+    }
+}
+
 // Pins a graceful leave: while two silos keep calling 20 grains, the third (hosting some of
 // them) shuts down; not one call fails, and its grains are active on the others afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +143,11 @@ async fn graceful_leave_loses_no_call() {
         .copied()
         .filter(|k| live_on(&k.to_string(), &[]) == [2])
         .collect();
-    assert!(!on_leaving.is_empty(), "the leaving silo hosts some grains");
+    let placed: Vec<Vec<usize>> = keys.iter().map(|k| live_on(&k.to_string(), &[])).collect();
+    assert!(
+        !on_leaving.is_empty(),
+        "the leaving silo hosts no grain: {placed:?}"
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = |silo: silica_silo::Silo, offset: usize| {
         let keys = keys.clone();
@@ -189,7 +211,11 @@ async fn crashed_silos_grains_reactivate_elsewhere() {
         .copied()
         .filter(|k| live_on(&k.to_string(), &[]) == [2])
         .collect();
-    assert!(!lost.is_empty(), "the crashing silo hosts some grains");
+    let placed: Vec<Vec<usize>> = keys.iter().map(|k| live_on(&k.to_string(), &[])).collect();
+    assert!(
+        !lost.is_empty(),
+        "the crashing silo hosts no grain: {placed:?}"
+    );
     let killed = Instant::now();
     doomed.crash().await;
     for (i, &key) in lost.iter().enumerate() {

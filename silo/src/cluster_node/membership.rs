@@ -218,7 +218,10 @@ impl ClusterNode {
             if view.status(silo) != Some(SiloStatus::Active) {
                 load.remove_silo(silo);
             }
-            if view.is_dead(silo) && !old.is_dead(silo) && *silo != self.me {
+            // A silo voted dead may never answer: its waiting calls fail now. One that left
+            // gracefully answers everything sent to it before it stops, so its link stays.
+            let left = old.status(silo) == Some(SiloStatus::ShuttingDown);
+            if view.is_dead(silo) && !old.is_dead(silo) && !left && *silo != self.me {
                 self.network.close_link(*silo);
             }
         }
@@ -337,6 +340,12 @@ impl ClusterNode {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        if joined {
+            // Keep the links up (refusing calls with `ShuttingDown`) until the others have
+            // read the new view and dropped their cached entries here, so no call finds a
+            // closed link to this silo.
+            tokio::time::sleep(self.config.refresh_period * 2).await;
+        }
     }
 
     /// Stops the membership task without telling anyone (a crash, for tests).

@@ -81,6 +81,8 @@ pub(crate) struct ClusterNode {
     resolving: DashMap<GrainId, Arc<tokio::sync::Mutex<()>>, foldhash::fast::RandomState>,
     /// Stops the membership task: after a leave, a death, or a simulated crash.
     pub(crate) stop: CancellationToken,
+    /// This node, for tasks spawned from `&self`.
+    this: Weak<ClusterNode>,
     /// The membership task and everything it spawns (probes, hand-offs, unregisters).
     pub(crate) tasks: TaskTracker,
     /// The failure detector and view; the membership task and a graceful leave take turns.
@@ -104,7 +106,8 @@ impl ClusterNode {
     ) -> Arc<Self> {
         let capacity = config.directory_cache_capacity;
         let max_age = (config.load_report_period * 5).as_millis() as u64;
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             me,
             network,
             silo: Arc::downgrade(silo),
@@ -288,6 +291,10 @@ impl ClusterNode {
                     Err(e) => SystemResponse::Refused(e.into()),
                 }
             }
+            SystemRequest::Deactivate { grain, address } => {
+                self.drop_losers(std::iter::once((&grain, address)));
+                SystemResponse::Done
+            }
             SystemRequest::Load(report) => {
                 let now = silica_clocks::wall_clock_ms();
                 let view = self.view();
@@ -314,6 +321,18 @@ impl ClusterNode {
         };
         for (grain, loser) in losers {
             if loser.silo != self.me {
+                // Another silo's activation escaped the directory: tell it (best effort; if
+                // the message is lost, that activation gets no calls and is collected idle).
+                let Some(node) = self.this.upgrade() else {
+                    continue;
+                };
+                let request = SystemRequest::Deactivate {
+                    grain: grain.clone(),
+                    address: loser,
+                };
+                self.tasks.spawn(async move {
+                    let _ = node.ask(loser.silo, request).await;
+                });
                 continue;
             }
             if self.hosted.remove_if(grain, |_, a| *a == loser).is_some() {

@@ -45,6 +45,11 @@ pub(crate) enum SystemRequest {
         entries: Vec<(GrainId, ActivationAddress)>,
     },
     Load(SiloLoadReport),
+    /// The activation lost a merge of directory entries: deactivate it.
+    Deactivate {
+        grain: GrainId,
+        address: ActivationAddress,
+    },
 }
 
 /// The answer of a silo's cluster service.

@@ -9,14 +9,16 @@
 //! activation of its own (first wins), and forwards to the winner when it loses.
 //!
 //! Each attempt is bounded by the call's deadline, and every path ends in a value or a typed
-//! error. A forward refused with `ShuttingDown` (the silo is leaving and ran nothing) is routed
-//! again; one that fails with `SiloUnavailable` is returned (the call may have run: at most once)
-//! and its cached address is dropped, so the next call asks the directory again.
+//! error. A forward refused with `ShuttingDown` (the silo is leaving and ran nothing), or not sent
+//! because the link to that silo is down, is routed again; one that fails with `SiloUnavailable`
+//! is returned (the call may have run: at most once) and its cached address is dropped, so the
+//! next call asks the directory again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use silica_client::Envelope;
+use silica_client::link::LinkStatus;
 use silica_grains::placement::SiloAddress;
 use silica_grains::{CallError, GrainId, Payload};
 use tokio::time::Instant;
@@ -103,6 +105,17 @@ impl ClusterNode {
                 Located::At(address) => address.silo,
                 Located::PlaceOn(to) => to,
             };
+            if matches!(
+                self.network.link_status(to),
+                Some(LinkStatus::Down(_) | LinkStatus::Closed)
+            ) {
+                // Not sent (so at most once still holds): the silo is unreachable, maybe dead or
+                // gone; route again once the view or the link changes.
+                self.forget_silo_for(&grain, to);
+                self.refresh_soon();
+                self.pause().await;
+                continue;
+            }
             match self.forward(to, envelope.clone(), deadline).await {
                 Err(CallError::ShuttingDown) => {
                     // It ran nothing: route again, without that silo.

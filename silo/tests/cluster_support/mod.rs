@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use silica_client::link::LinkOptions;
 use silica_grains::{
-    DeactivationReason, Grain, GrainContext, GrainError, GrainOptions, GrainReference, grain,
+    DeactivationReason, Grain, GrainContext, GrainError, GrainOptions, GrainReference,
+    PlacementStrategy, grain,
 };
 use silica_silo::cluster::{InMemoryMembershipTable, MembershipConfig};
 use silica_silo::{ClusterConfig, ClusterTable, NetworkOptions, Silo};
@@ -116,6 +117,34 @@ impl<const N: usize> Local for LocalGrain<N> {
     }
 }
 
+#[grain]
+pub trait Near {
+    /// The index of the silo hosting the activation.
+    async fn host(&self) -> usize;
+}
+
+/// Silo `N`'s implementation of `Near`, placed with `PlacementStrategy::PreferLocal`.
+pub struct NearGrain<const N: usize>;
+
+impl<const N: usize> Grain for NearGrain<N> {
+    type Interface = NearRef;
+    fn create(_: &GrainContext) -> Self {
+        Self
+    }
+    fn options() -> GrainOptions {
+        GrainOptions {
+            placement: PlacementStrategy::PreferLocal,
+            ..GrainOptions::DEFAULT
+        }
+    }
+}
+
+impl<const N: usize> Near for NearGrain<N> {
+    async fn host(&self) -> usize {
+        N
+    }
+}
+
 /// Fast failure detection for tests: probes every 100 ms, suspect after 3 misses.
 pub fn fast_membership() -> MembershipConfig {
     let mut config = MembershipConfig::default().with_missed_probes_limit(3);
@@ -132,6 +161,7 @@ pub fn silo<const N: usize>(table: &InMemoryMembershipTable, cluster_id: &str) -
     Silo::builder()
         .register_as::<TrackedGrain<N>>(<TrackedRef as GrainReference>::grain_type())
         .register_as::<LocalGrain<N>>(<LocalRef as GrainReference>::grain_type())
+        .register_as::<NearGrain<N>>(<NearRef as GrainReference>::grain_type())
         .network(NetworkOptions {
             listen: Some(([127, 0, 0, 1], 0).into()),
             gateway: Some(([127, 0, 0, 1], 0).into()),
