@@ -128,6 +128,31 @@ async fn placement_follows_the_types_director() {
     }
 }
 
+// Pins that a deactivated grain leaves the directory: after its activation ends, a call from
+// another silo activates it afresh (count 1), with one activation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivated_grains_activate_afresh_from_any_silo() {
+    let silos = three("retire").await;
+    for key in 5_000..5_006i64 {
+        let grain: TrackedRef = silos[0].grain_factory().get(key);
+        within("hit", grain.hit()).await.expect("answered");
+        within("retire", grain.retire()).await.expect("answered");
+        within("deactivation", async {
+            while !live_on(&key.to_string(), &[]).is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let again: TrackedRef = silos[(key % 3) as usize].grain_factory().get(key);
+        let (on, count) = within("hit again", again.hit()).await.expect("answered");
+        assert_eq!(count, 1, "key {key}: a fresh activation");
+        assert_eq!(live_on(&key.to_string(), &[]), [on], "key {key}");
+    }
+    for silo in &silos {
+        silo.shutdown().await;
+    }
+}
+
 // Pins a graceful leave: while two silos keep calling 20 grains, the third (hosting some of
 // them) shuts down; not one call fails, and its grains are active on the others afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

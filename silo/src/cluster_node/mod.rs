@@ -14,6 +14,52 @@
 //! - `load` — this silo's load report and the reports of the others.
 //!
 //! See `docs/cluster.md`, "The running cluster".
+//!
+//! # Example
+//!
+//! Two silos of one process over the in-memory table (across processes, use
+//! `ClusterTable::etcd`; the `cluster_silo` binary of the `silica` crate is a runnable host):
+//!
+//! ```
+//! use silica_grains::{grain, Grain, GrainContext};
+//! use silica_silo::cluster::InMemoryMembershipTable;
+//! use silica_silo::{ClusterConfig, ClusterTable, Silo};
+//!
+//! #[grain]
+//! pub trait Greeter {
+//!     async fn greet(&mut self, name: String) -> String;
+//! }
+//!
+//! struct Hello;
+//! impl Grain for Hello {
+//!     type Interface = GreeterRef;
+//!     fn create(_: &GrainContext) -> Self { Hello }
+//! }
+//! impl Greeter for Hello {
+//!     async fn greet(&mut self, name: String) -> String { format!("hello, {name}") }
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let table = InMemoryMembershipTable::new();
+//! let start = || {
+//!     Silo::builder()
+//!         .register::<Hello>()
+//!         .listen(([127, 0, 0, 1], 0).into())
+//!         .cluster(ClusterConfig::new(ClusterTable::new(table.clone())))
+//!         .start()
+//!         .unwrap()
+//! };
+//! let (a, b) = (start(), start());
+//! a.joined().await.unwrap();
+//! b.joined().await.unwrap();
+//! // Wherever its activation was placed, both silos reach it.
+//! let greeter: GreeterRef = b.grain_factory().get("en");
+//! assert_eq!(greeter.greet("ada".into()).await.unwrap(), "hello, ada");
+//! b.shutdown().await; // a graceful leave
+//! a.shutdown().await;
+//! # }
+//! ```
 
 pub mod config;
 mod load;

@@ -25,6 +25,8 @@ pub trait Tracked {
     async fn hit(&mut self) -> (usize, u64);
     /// Sleeps, then counts like `hit`.
     async fn slow_hit(&mut self, millis: u64) -> (usize, u64);
+    /// Deactivates this activation once the turn ends.
+    async fn retire(&mut self);
 }
 
 /// Grain key -> silo indices with a live activation of it (pushed by `on_activate`, removed by
@@ -51,6 +53,7 @@ pub fn live_on(key: &str, crashed: &[usize]) -> Vec<usize> {
 pub struct TrackedGrain<const N: usize> {
     key: String,
     count: u64,
+    ctx: GrainContext,
 }
 
 impl<const N: usize> Grain for TrackedGrain<N> {
@@ -59,6 +62,7 @@ impl<const N: usize> Grain for TrackedGrain<N> {
         Self {
             key: ctx.id().key.to_string(),
             count: 0,
+            ctx: ctx.clone(),
         }
     }
     async fn on_activate(&mut self) -> Result<(), GrainError> {
@@ -86,6 +90,9 @@ impl<const N: usize> Tracked for TrackedGrain<N> {
     async fn slow_hit(&mut self, millis: u64) -> (usize, u64) {
         tokio::time::sleep(Duration::from_millis(millis)).await;
         self.hit().await
+    }
+    async fn retire(&mut self) {
+        self.ctx.deactivate_on_idle();
     }
 }
 
