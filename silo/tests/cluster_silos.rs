@@ -7,8 +7,9 @@ mod cluster_support;
 
 use std::time::{Duration, Instant};
 
-use cluster_support::{LocalRef, NearRef, TrackedRef, live_on, three, within};
+use cluster_support::{LocalRef, NearRef, TrackedRef, live_on, silo, three, within};
 use silica_grains::CallError;
+use silica_silo::cluster::InMemoryMembershipTable;
 
 // Pins single activation: every silo calls the same 24 fresh grains at once, 4 calls each, and
 // every grain ends with exactly one activation, on one silo, that counted all 12 calls.
@@ -149,6 +150,69 @@ async fn deactivated_grains_activate_afresh_from_any_silo() {
         assert_eq!(live_on(&key.to_string(), &[]), [on], "key {key}");
     }
     for silo in &silos {
+        silo.shutdown().await;
+    }
+}
+
+// Pins hand-offs on a join: while two silos keep calling 20 grains, a third joins (part of the
+// directory moves to it); no call fails and every grain still has one activation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_under_load_moves_entries_without_failures() {
+    let table = InMemoryMembershipTable::new();
+    let (a, b) = (silo::<0>(&table, "join"), silo::<1>(&table, "join"));
+    within("join", a.joined()).await.unwrap();
+    within("join", b.joined()).await.unwrap();
+    let keys: Vec<i64> = (6_000..6_020).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = |silo: silica_silo::Silo, offset: usize| {
+        let keys = keys.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut calls, mut failures) = (0, Vec::new());
+            let mut i = offset;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let grain: TrackedRef = silo.grain_factory().get(keys[i % keys.len()]);
+                i += 1;
+                calls += 1;
+                if let Err(e) = grain.hit().await {
+                    failures.push(e);
+                }
+            }
+            (calls, failures)
+        })
+    };
+    let loads = [load(a.clone(), 0), load(b.clone(), 5)];
+    let c = silo::<2>(&table, "join");
+    within("third joins", c.joined()).await.unwrap();
+    within("everyone sees three", async {
+        while [&a, &b, &c]
+            .iter()
+            .any(|s| s.membership().is_none_or(|v| v.active_silos().len() < 3))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for load in loads {
+        let (calls, failures) = within("load", load).await.unwrap();
+        assert!(calls > 10, "only {calls} calls");
+        assert!(
+            failures.is_empty(),
+            "{} of {calls} calls failed: {failures:?}",
+            failures.len()
+        );
+    }
+    for &key in &keys {
+        assert_eq!(live_on(&key.to_string(), &[]).len(), 1, "key {key}");
+        let grain: TrackedRef = c.grain_factory().get(key);
+        let (on, _) = within("from the new silo", grain.hit())
+            .await
+            .expect("answered");
+        assert_eq!(live_on(&key.to_string(), &[]), [on], "key {key}");
+    }
+    for silo in [&a, &b, &c] {
         silo.shutdown().await;
     }
 }
