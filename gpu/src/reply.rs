@@ -16,6 +16,7 @@
 use crate::clock::HlcStamp;
 use crate::error::RingError;
 use crate::slots::SlotId;
+use smallvec::SmallVec;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,9 @@ pub(crate) struct ReplyCell<R> {
     /// The caller has read the K2H entries, or will never read them (dropped).
     consumed: AtomicBool,
     /// Waiting futures by entry index (one entry, index 0, for a single future's cell).
-    wakers: Mutex<Vec<(u32, Waker)>>,
+    /// Inline for one: a heap list allocated by the caller and freed by the completion thread
+    /// put a cross-thread `free` on every single-message completion.
+    wakers: Mutex<SmallVec<[(u32, Waker); 1]>>,
     /// Completed with `lead_only`: the other waiting futures still need their wake-up.
     fan_out: AtomicBool,
     /// The completion thread saw `fan_out` pending at its last sweep.
@@ -82,7 +85,7 @@ impl<R> ReplyCell<R> {
             done: AtomicBool::new(false),
             in_k2h: AtomicUsize::new(0),
             consumed: AtomicBool::new(false),
-            wakers: Mutex::new(Vec::new()),
+            wakers: Mutex::new(SmallVec::new()),
             fan_out: AtomicBool::new(false),
             fan_out_seen: AtomicBool::new(false),
             high: AtomicU64::new(0),
