@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -137,17 +137,20 @@ async fn spread_cluster(
 
 type CallResults = Vec<(String, Result<Served, CallError>)>;
 
-/// Four callers, one call at a time each, over every key until `stop`.
+/// Four callers, one call at a time each, over every key until `stop`; `calls` counts the
+/// calls that ended.
 fn start_load(
     client: &Client,
     keys: &[String],
     stop: &Arc<AtomicBool>,
+    calls: &Arc<AtomicUsize>,
 ) -> Vec<tokio::task::JoinHandle<CallResults>> {
     (0..4)
         .map(|c| {
             let client = client.clone();
             let keys = keys.to_vec();
             let stop = stop.clone();
+            let calls = calls.clone();
             tokio::spawn(async move {
                 let mut results = Vec::new();
                 let mut i = c * 7;
@@ -156,11 +159,22 @@ fn start_load(
                     i += 1;
                     let grain: DemoCounterRef = client.get(key.as_str());
                     results.push((key, grain.add(1).await));
+                    calls.fetch_add(1, Ordering::Relaxed);
                 }
                 results
             })
         })
         .collect()
+}
+
+/// Waits (at most 10 s) until `n` more calls of the load have ended.
+async fn calls_pass(calls: &AtomicUsize, n: usize) {
+    let target = calls.load(Ordering::Relaxed) + n;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::Relaxed) < target {
+        assert!(Instant::now() < deadline, "the load made no progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Stops the load and gathers its results: every caller must end within 10 s (no call hangs).
@@ -227,8 +241,9 @@ async fn sigkill_under_load_reactivates_within_five_seconds() {
         .cloned()
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let callers = start_load(&client, &keys, &stop);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let callers = start_load(&client, &keys, &stop, &calls);
+    calls_pass(&calls, 100).await;
 
     let killed = Instant::now();
     victim.child.kill().expect("SIGKILL");
@@ -260,7 +275,7 @@ async fn sigkill_under_load_reactivates_within_five_seconds() {
         lost.len(),
         all.as_secs_f64() * 1e3
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    calls_pass(&calls, 100).await;
     let results = finish_load(callers, &stop).await;
     let errors = check(&results, &victim.address);
     assert!(
@@ -282,8 +297,9 @@ async fn sigterm_leaves_without_a_failed_call() {
     let keys: Vec<String> = hosts.keys().cloned().collect();
     let mut leaving = silos.remove(0);
     let stop = Arc::new(AtomicBool::new(false));
-    let callers = start_load(&client, &keys, &stop);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let callers = start_load(&client, &keys, &stop, &calls);
+    calls_pass(&calls, 100).await;
     let status = Command::new("kill")
         .args(["-TERM", &leaving.child.id().to_string()])
         .status()
@@ -302,7 +318,7 @@ async fn sigterm_leaves_without_a_failed_call() {
     };
     assert!(exit.success(), "the leaving silo exits cleanly: {exit}");
     println!("left in {:?}", left.elapsed());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    calls_pass(&calls, 100).await;
     let results = finish_load(callers, &stop).await;
     let errors = check(&results, &leaving.address);
     assert!(

@@ -7,7 +7,7 @@ mod cluster_support;
 
 use std::time::{Duration, Instant};
 
-use cluster_support::{LocalRef, NearRef, TrackedRef, live_on, silo, three, within};
+use cluster_support::{Load, LocalRef, NearRef, TrackedRef, live_on, silo, three, within};
 use silica_grains::CallError;
 use silica_silo::cluster::InMemoryMembershipTable;
 
@@ -163,25 +163,7 @@ async fn a_join_under_load_moves_entries_without_failures() {
     within("join", a.joined()).await.unwrap();
     within("join", b.joined()).await.unwrap();
     let keys: Vec<i64> = (6_000..6_020).collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = |silo: silica_silo::Silo, offset: usize| {
-        let keys = keys.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut calls, mut failures) = (0, Vec::new());
-            let mut i = offset;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let grain: TrackedRef = silo.grain_factory().get(keys[i % keys.len()]);
-                i += 1;
-                calls += 1;
-                if let Err(e) = grain.hit().await {
-                    failures.push(e);
-                }
-            }
-            (calls, failures)
-        })
-    };
-    let loads = [load(a.clone(), 0), load(b.clone(), 5)];
+    let load = Load::start(&[a.clone(), b.clone()], &keys, 0);
     let c = silo::<2>(&table, "join");
     within("third joins", c.joined()).await.unwrap();
     within("everyone sees three", async {
@@ -193,17 +175,13 @@ async fn a_join_under_load_moves_entries_without_failures() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for load in loads {
-        let (calls, failures) = within("load", load).await.unwrap();
-        assert!(calls > 10, "only {calls} calls");
-        assert!(
-            failures.is_empty(),
-            "{} of {calls} calls failed: {failures:?}",
-            failures.len()
-        );
-    }
+    load.calls_pass(100).await;
+    let (calls, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
     for &key in &keys {
         assert_eq!(live_on(&key.to_string(), &[]).len(), 1, "key {key}");
         let grain: TrackedRef = c.grain_factory().get(key);
@@ -237,43 +215,17 @@ async fn graceful_leave_loses_no_call() {
         !on_leaving.is_empty(),
         "the leaving silo hosts no grain: {placed:?}"
     );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = |silo: silica_silo::Silo, offset: usize| {
-        let keys = keys.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            let mut calls = 0;
-            let mut i = offset;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let grain: TrackedRef = silo.grain_factory().get(keys[i % keys.len()]);
-                i += 1;
-                calls += 1;
-                if let Err(e) = grain.slow_hit(2).await {
-                    failures.push(e);
-                }
-            }
-            (calls, failures)
-        })
-    };
-    let loads = [load(a.clone(), 0), load(b.clone(), 7)];
+    let load = Load::start(&[a.clone(), b.clone()], &keys, 2);
+    load.calls_pass(20).await;
     within("leave", leaving.shutdown()).await;
-    // Keep calling a little after the leave, then stop.
-    let after = Instant::now();
-    while after.elapsed() < Duration::from_millis(300) {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for load in loads {
-        let (calls, failures) = within("load", load).await.unwrap();
-        assert!(calls > 10, "only {calls} calls");
-        assert!(
-            failures.is_empty(),
-            "{} of {calls} calls failed: {failures:?}",
-            failures.len()
-        );
-    }
+    // Keep calling after the leave: the grains that moved answer from their new silos.
+    load.calls_pass(100).await;
+    let (calls, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
     for key in on_leaving {
         let grain: TrackedRef = a.grain_factory().get(key);
         let (on, _) = within("after leave", grain.hit()).await.expect("answered");

@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use silica_client::link::LinkOptions;
 use silica_grains::{
-    DeactivationReason, Grain, GrainContext, GrainError, GrainOptions, GrainReference,
+    CallError, DeactivationReason, Grain, GrainContext, GrainError, GrainOptions, GrainReference,
     PlacementStrategy, grain,
 };
 use silica_silo::cluster::{InMemoryMembershipTable, MembershipConfig};
@@ -211,6 +212,65 @@ pub async fn three(cluster_id: &str) -> [Silo; 3] {
     })
     .await;
     silos
+}
+
+/// Callers that keep calling `Tracked` grains, one call at a time each, until finished.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<CallError>>>,
+}
+
+impl Load {
+    /// One caller per silo in `silos`, each going round `keys` (calls sleep `slow_ms` inside
+    /// the grain, so turns overlap the membership changes under test).
+    pub fn start(silos: &[Silo], keys: &[i64], slow_ms: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks = silos
+            .iter()
+            .enumerate()
+            .map(|(n, silo)| {
+                let (silo, keys) = (silo.clone(), keys.to_vec());
+                let (stop, calls) = (stop.clone(), calls.clone());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    let mut i = n * 7;
+                    while !stop.load(Ordering::Relaxed) {
+                        let grain: TrackedRef = silo.grain_factory().get(keys[i % keys.len()]);
+                        i += 1;
+                        if let Err(e) = grain.slow_hit(slow_ms).await {
+                            failures.push(e);
+                        }
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, calls, tasks }
+    }
+
+    /// Waits until `n` more calls have completed.
+    pub async fn calls_pass(&self, n: usize) {
+        let target = self.calls.load(Ordering::Relaxed) + n;
+        within("load progress", async {
+            while self.calls.load(Ordering::Relaxed) < target {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Stops the callers: (calls made, the failed ones' errors).
+    pub async fn finish(self) -> (usize, Vec<CallError>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(within("callers end", task).await.expect("caller"));
+        }
+        (self.calls.load(Ordering::Relaxed), failures)
+    }
 }
 
 /// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
