@@ -102,20 +102,7 @@ async fn spread_cluster(
     let silos: Vec<SiloProcess> = (0..3)
         .map(|_| start_silo(&etcd.endpoint, cluster))
         .collect();
-    let gateways: Vec<String> = silos.iter().map(|s| s.gateway.clone()).collect();
-    let options = ClientOptions {
-        link: LinkOptions {
-            cluster_id: cluster.into(),
-            backoff_min: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(200),
-            ..LinkOptions::default()
-        },
-        default_call_timeout: Duration::from_secs(3),
-        ..ClientOptions::default()
-    };
-    let client = Client::connect_with(&gateways, options)
-        .await
-        .expect("client connects");
+    let client = connect(silos.iter().map(|s| s.gateway.clone()), cluster).await;
     let keys: Vec<String> = (0..30).map(|k| format!("g{k}")).collect();
     // Every silo must see the others before placement spreads the grains over all three.
     let mut hosts: BTreeMap<String, String> = BTreeMap::new();
@@ -133,6 +120,23 @@ async fn spread_cluster(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (silos, client, hosts)
+}
+
+/// A client of `gateways` whose calls time out after 3 s.
+async fn connect(gateways: impl IntoIterator<Item = String>, cluster: &str) -> Client {
+    let options = ClientOptions {
+        link: LinkOptions {
+            cluster_id: cluster.into(),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            ..LinkOptions::default()
+        },
+        default_call_timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    Client::connect_with(gateways, options)
+        .await
+        .expect("client connects")
 }
 
 type CallResults = Vec<(String, Result<Served, CallError>)>;
@@ -330,4 +334,88 @@ async fn sigterm_leaves_without_a_failed_call() {
         let served = grain.add(0).await.expect("answers after the leave");
         assert_ne!(served.silo, leaving.address);
     }
+}
+
+// Pins failure detection of a silo that hangs instead of dying (SIGSTOP: its connections stay
+// open, probes time out, its etcd lease lapses): its grains answer again within 5 s, no grain
+// has two activations, and once it runs again (SIGCONT) it finds itself declared dead and
+// stops serving: its process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_silo_is_declared_dead_and_stops_when_it_wakes() {
+    let etcd = harness::Etcd::start().await;
+    let (mut silos, _, hosts) = spread_cluster(&etcd, "sigstop").await;
+    let keys: Vec<String> = hosts.keys().cloned().collect();
+    let mut frozen = silos.remove(0);
+    // Through the other silos' gateways only: a client cannot tell a frozen gateway from a slow
+    // one except by its calls timing out, which would measure the client, not the cluster.
+    let client = connect(silos.iter().map(|s| s.gateway.clone()), "sigstop").await;
+    let lost: Vec<String> = keys
+        .iter()
+        .filter(|k| hosts[*k] == frozen.address)
+        .cloned()
+        .collect();
+    let signal = |name: &str, pid: u32| {
+        let status = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {name}");
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let callers = start_load(&client, &keys, &stop, &calls);
+    calls_pass(&calls, 100).await;
+    let stopped = Instant::now();
+    signal("-STOP", frozen.child.id());
+    let mut back = BTreeSet::new();
+    while back.len() < lost.len() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(15),
+            "grains not back: {back:?}"
+        );
+        for key in &lost {
+            if back.contains(key) {
+                continue;
+            }
+            let grain: DemoCounterRef = client.get(key.as_str());
+            if let Ok(served) = grain.add(0).await
+                && served.silo != frozen.address
+            {
+                back.insert(key.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all = stopped.elapsed();
+    println!(
+        "frozen silo: all {} of its grains answered elsewhere {:.0} ms after SIGSTOP",
+        lost.len(),
+        all.as_secs_f64() * 1e3
+    );
+    calls_pass(&calls, 100).await;
+    signal("-CONT", frozen.child.id());
+    let woke = Instant::now();
+    let exit = loop {
+        if let Some(exit) = frozen.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            woke.elapsed() < Duration::from_secs(15),
+            "the silo declared dead kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!(
+        "woken silo exited {:?} after SIGCONT ({exit})",
+        woke.elapsed()
+    );
+    let results = finish_load(callers, &stop).await;
+    let errors = check(&results, &frozen.address);
+    assert!(
+        errors
+            .keys()
+            .all(|k| k == "SiloUnavailable" || k == "Timeout" || k == "ShuttingDown"),
+        "only the frozen silo's calls may fail: {errors:?}"
+    );
+    assert!(all <= Duration::from_secs(5), "over 5 s: {all:?}");
 }

@@ -154,16 +154,34 @@ async fn run_silo(args: &Args) -> Result<(), String> {
         "listening {address} gateway {}",
         network.gateway_address().expect("a gateway")
     );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => println!("leaving the cluster"),
-        _ = terminate.recv() => println!("leaving the cluster"),
+        _ = shutdown_signal() => println!("leaving the cluster"),
         why = silo.cluster_ended() => println!("membership ended: {why}"),
     }
     silo.shutdown().await;
     println!("stopped");
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn call(args: &Args) -> Result<(), String> {
