@@ -263,7 +263,10 @@ async fn connect(shared: &Shared) -> Result<Connected, LinkError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", shared.endpoint))
         .map_err(|e| transport(&e))?
         .connect_timeout(options.connect_timeout)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(options.keep_alive_interval)
+        .keep_alive_timeout(options.keep_alive_interval * 2)
+        .keep_alive_while_idle(true);
     let channel = endpoint.connect().await.map_err(|e| transport(&e))?;
     let mut client = SiloLinkClient::new(channel)
         .max_decoding_message_size(options.max_frame_bytes)

@@ -58,6 +58,11 @@ pub struct LinkOptions {
     pub backoff_min: Duration,
     /// Longest wait between reconnection attempts.
     pub backoff_max: Duration,
+    /// The caller pings the peer (HTTP/2 PING) this often and takes it as gone when a ping
+    /// is not answered within twice this: a peer that hangs (frozen process, lost network)
+    /// ends the link, so its waiting calls fail with `SiloUnavailable` and callers move on,
+    /// instead of each waiting for its own timeout.
+    pub keep_alive_interval: Duration,
 }
 
 impl Default for LinkOptions {
@@ -69,6 +74,7 @@ impl Default for LinkOptions {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            keep_alive_interval: Duration::from_secs(1),
         }
     }
 }
