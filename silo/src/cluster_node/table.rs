@@ -121,7 +121,7 @@ mod etcd {
 }
 
 /// The membership table of a clustered silo: any [`MembershipTable`], shared by clones. Built
-/// with [`ClusterTable::new`], or [`ClusterTable::etcd`] (feature `etcd`), which also gives
+/// with [`ClusterTable::new`], or `ClusterTable::etcd` (feature `etcd`), which also gives
 /// the silo an etcd lease as a second death signal.
 #[derive(Clone)]
 pub struct ClusterTable(Arc<dyn ErasedTable>);
