@@ -84,18 +84,29 @@ impl ClusterNode {
             if self.hosted.contains_key(&grain) {
                 return silo.route_here(envelope).await;
             }
-            let located = {
-                // Racing first calls on this silo wait for one resolution and share it.
-                let gate = self.resolving.entry(grain.clone()).or_default().clone();
-                let _turn = gate.lock().await;
-                if self.hosted.contains_key(&grain) {
-                    Located::Here
-                } else {
-                    self.locate(&silo, &grain, from_silo).await?
+            // The common case, a cached activation elsewhere, takes no gate.
+            let cached = (!from_silo)
+                .then(|| lock(&self.cache).get(&grain))
+                .flatten()
+                .filter(|a| a.silo != self.me);
+            let located = match cached {
+                Some(address) => Located::At(address),
+                None => {
+                    // Racing first calls on this silo wait for one resolution and share it.
+                    let gate = self.resolving.entry(grain.clone()).or_default().clone();
+                    let turn = gate.lock().await;
+                    let located = if self.hosted.contains_key(&grain) {
+                        Ok(Located::Here)
+                    } else {
+                        self.locate(&silo, &grain, from_silo).await
+                    };
+                    drop(turn);
+                    drop(gate);
+                    self.resolving
+                        .remove_if(&grain, |_, g| Arc::strong_count(g) == 1);
+                    located?
                 }
             };
-            self.resolving
-                .remove_if(&grain, |_, g| Arc::strong_count(g) == 1);
             let to = match located {
                 Located::Here => return silo.route_here(envelope).await,
                 Located::Retry => {
