@@ -2,13 +2,15 @@
 //! GPU; run on the GPU machine with `--include-ignored`). The device-lost test lives in
 //! `gpu_cuda_device_lost.rs`: a sticky CUDA error poisons the whole process.
 
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
+
 mod gpu_support;
 
 use gpu_support::*;
 use silica_gpu::{BackendChoice, BackendKind};
 use silica_silo::Silo;
 
-#[allow(dead_code)]
+/// Exactly one ring of `kind`, on device 0.
 fn on(kind: BackendKind) -> Vec<BackendChoice> {
     vec![BackendChoice::Exact { kind, device: 0 }]
 }
