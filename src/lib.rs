@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`grains`] — the programming model (`Grain`, ids, references, errors, `#[grain]`).
 //! - [`silo`] — the runtime (`Silo`, `SiloBuilder`, `SiloConfig`).
-//! - [`client`] — envelopes and call chains.
+//! - [`client`] — the external cluster client ([`Client`]), the wire protocol and links,
+//!   envelopes and call chains.
 //! - [`clocks`] — hybrid logical clocks and vector clocks.
 //! - [`placement`] — placement directors.
 //! - [`gpu`] — GPU ring kernels (`Kernel`, `Ring`, backends, devices).
@@ -20,7 +21,7 @@
 //! Both on by default, so GPU grains run on whatever the machine has:
 //! - `cuda`: CUDA devices (libcuda and NVRTC are loaded at run time: the build needs no CUDA,
 //!   and a machine without a driver falls back to the next backend).
-//! - `wgpu`: wgpu adapters (Vulkan or GL; Mesa lavapipe works).
+//! - `wgpu`: wgpu adapters (Vulkan; GL with `WGPU_BACKEND=gl`; Mesa lavapipe works).
 //! - `etcd` (off by default): the etcd membership table
 //!   (`silica_silo::cluster::EtcdMembershipTable`); its build needs `protoc` and the well-known
 //!   protos (Debian `protobuf-compiler libprotobuf-dev`).
@@ -60,6 +61,7 @@ pub use silica_grains as grains;
 pub use silica_placement as placement;
 pub use silica_silo as silo;
 
+pub use silica_client::{Client, ClientError, ClientOptions};
 pub use silica_gpu::Kernel;
 pub use silica_grains::GpuType;
 pub use silica_grains::{
