@@ -38,9 +38,32 @@ trait ErasedTable: Send + Sync {
     ) -> BoxFuture<'_, TableResult<Option<Box<dyn ErasedLease>>>>;
 }
 
-struct Plain<T>(T);
+/// How a table's silos get store leases: [`NoLeases`] for tables without them, or etcd's.
+trait LeaseSource<T>: Send + Sync + 'static {
+    fn grant(
+        table: &T,
+        silo: SiloAddress,
+        ttl: Duration,
+    ) -> BoxFuture<'_, TableResult<Option<Box<dyn ErasedLease>>>>;
+}
 
-impl<T: MembershipTable + Send + Sync> ErasedTable for Plain<T> {
+/// Tables without leases: probes and votes are the only death signal.
+struct NoLeases;
+
+impl<T: Sync> LeaseSource<T> for NoLeases {
+    fn grant(
+        _: &T,
+        _: SiloAddress,
+        _: Duration,
+    ) -> BoxFuture<'_, TableResult<Option<Box<dyn ErasedLease>>>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A table with its type erased, granting leases through `L`.
+struct Erased<T, L>(T, std::marker::PhantomData<fn() -> L>);
+
+impl<T: MembershipTable + Send + Sync, L: LeaseSource<T>> ErasedTable for Erased<T, L> {
     fn read_all(&self) -> BoxFuture<'_, TableResult<MembershipSnapshot>> {
         Box::pin(self.0.read_all())
     }
@@ -63,10 +86,10 @@ impl<T: MembershipTable + Send + Sync> ErasedTable for Plain<T> {
     }
     fn grant_lease(
         &self,
-        _: SiloAddress,
-        _: Duration,
+        silo: SiloAddress,
+        ttl: Duration,
     ) -> BoxFuture<'_, TableResult<Option<Box<dyn ErasedLease>>>> {
-        Box::pin(async { Ok(None) })
+        L::grant(&self.0, silo, ttl)
     }
 }
 
@@ -75,7 +98,8 @@ mod etcd {
     use super::*;
     use crate::cluster::{EtcdMembershipTable, SiloLease};
 
-    pub(super) struct Etcd(pub(super) EtcdMembershipTable);
+    /// etcd's leases, one per silo.
+    pub(super) struct EtcdLeases;
 
     impl ErasedLease for SiloLease {
         fn keep_alive(&mut self) -> BoxFuture<'_, TableResult<Duration>> {
@@ -86,34 +110,14 @@ mod etcd {
         }
     }
 
-    impl ErasedTable for Etcd {
-        fn read_all(&self) -> BoxFuture<'_, TableResult<MembershipSnapshot>> {
-            Box::pin(self.0.read_all())
-        }
-        fn insert_row(
-            &self,
-            e: MembershipEntry,
-            v: TableVersion,
-        ) -> BoxFuture<'_, TableResult<TableVersion>> {
-            Box::pin(self.0.insert_row(e, v))
-        }
-        fn update_row(
-            &self,
-            e: MembershipEntry,
-            v: TableVersion,
-        ) -> BoxFuture<'_, TableResult<TableVersion>> {
-            Box::pin(self.0.update_row(e, v))
-        }
-        fn update_i_am_alive(&self, s: SiloAddress, now_ms: u64) -> BoxFuture<'_, TableResult<()>> {
-            Box::pin(self.0.update_i_am_alive(s, now_ms))
-        }
-        fn grant_lease(
-            &self,
+    impl LeaseSource<EtcdMembershipTable> for EtcdLeases {
+        fn grant(
+            table: &EtcdMembershipTable,
             silo: SiloAddress,
             ttl: Duration,
         ) -> BoxFuture<'_, TableResult<Option<Box<dyn ErasedLease>>>> {
             Box::pin(async move {
-                let lease = self.0.grant_lease(silo, ttl).await?;
+                let lease = table.grant_lease(silo, ttl).await?;
                 Ok(Some(Box::new(lease) as Box<dyn ErasedLease>))
             })
         }
@@ -131,14 +135,20 @@ impl ClusterTable {
     /// [`InMemoryMembershipTable`](crate::cluster::InMemoryMembershipTable) shared by silos of
     /// one process).
     pub fn new(table: impl MembershipTable + Send + Sync + 'static) -> Self {
-        Self(Arc::new(Plain(table)))
+        Self(Arc::new(Erased::<_, NoLeases>(
+            table,
+            std::marker::PhantomData,
+        )))
     }
 
     /// A cluster on etcd: the table, plus a lease per silo that the membership task keeps
     /// alive; a silo that stops renewing it is voted dead after about one TTL.
     #[cfg(feature = "etcd")]
     pub fn etcd(table: crate::cluster::EtcdMembershipTable) -> Self {
-        Self(Arc::new(etcd::Etcd(table)))
+        Self(Arc::new(Erased::<_, etcd::EtcdLeases>(
+            table,
+            std::marker::PhantomData,
+        )))
     }
 
     pub(crate) async fn grant_lease(

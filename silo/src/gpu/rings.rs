@@ -110,8 +110,8 @@ impl<K: Kernel> DeviceRing<K> {
     }
 
     /// Expected wait of one more message, in seconds, for stateless calls: cheap (no lock).
-    pub(crate) fn expected_wait_s(&self, rate_per_s: f64) -> f64 {
-        (self.ring.queue_depth() + 1) as f64 / rate_per_s.max(1.0)
+    pub(crate) fn expected_wait_s(&self) -> f64 {
+        (self.ring.queue_depth() + 1) as f64 / self.rate_per_s().max(1.0)
     }
 
     /// This ring as a device in a load report (samples the service rate).
@@ -245,7 +245,7 @@ impl<K: Kernel> RingSet<K> {
         (0..self.rings.len())
             .filter(|&i| self.rings[i].is_usable())
             .min_by(|&a, &b| {
-                let wait = |i: usize| self.rings[i].expected_wait_s(self.rings[i].rate_per_s());
+                let wait = |i: usize| self.rings[i].expected_wait_s();
                 wait(a).total_cmp(&wait(b))
             })
     }
