@@ -4,7 +4,8 @@
 //! `SILICA_BENCH_ONLY=rt` runs only the round trips, `=tp` only throughput;
 //! `SILICA_BENCH_PRODUCERS=N` throughput with N producers x batches of 1024 only;
 //! `SILICA_BENCH_WARPS=W` worker warps (default: the config's, 7; before 2026-11-23 (night) the
-//! throughput rows used 16); `SILICA_BENCH_WINDOW=G` groups of 32 a
+//! throughput rows used 16); `SILICA_BENCH_LOADERS=L` loader warps (default: the config's);
+//! `SILICA_BENCH_WINDOW=G` groups of 32 a
 //! worker examines per pass and `SILICA_BENCH_PREFETCH=D` the completion thread's K2H
 //! prefetch distance (persistent ring knobs, see `silica_gpu::cuda::Tuning`).
 
@@ -69,6 +70,7 @@ fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
     let base = config(kind);
     let cfg = RingConfig {
         worker_warps: env_u32("SILICA_BENCH_WARPS").unwrap_or(base.worker_warps),
+        loader_warps: env_u32("SILICA_BENCH_LOADERS").unwrap_or(base.loader_warps),
         reply_spin: if park {
             Duration::ZERO
         } else {
@@ -123,8 +125,10 @@ fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
 
 fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
     let warps = env_u32("SILICA_BENCH_WARPS").unwrap_or(RingConfig::default().worker_warps);
+    let loaders = env_u32("SILICA_BENCH_LOADERS").unwrap_or(RingConfig::default().loader_warps);
     let ring = match Ring::<VectorAdd>::start(RingConfig {
         worker_warps: warps,
+        loader_warps: loaders,
         ..config(kind)
     }) {
         Ok(ring) => ring,

@@ -69,6 +69,10 @@ pub struct RingConfig {
     /// Worker warps of the persistent kernel (besides the polling warp). Up to 7 the polling
     /// warp keeps twice the loads in flight (see docs/gpu.md).
     pub worker_warps: u32,
+    /// Warps of the persistent kernel that read H2K while the ring is busy, the polling warp
+    /// included (1 to 8). Only the polling warp probes an idle ring; the others join it for
+    /// rounds of loads once it finds messages, multiplying the bytes in flight over PCIe.
+    pub loader_warps: u32,
 }
 
 impl Default for RingConfig {
@@ -87,6 +91,7 @@ impl Default for RingConfig {
             stall_timeout: Duration::from_secs(2),
             // 1 + 7 warps leave the polling warp 255 registers: 32 loads in flight, not 16.
             worker_warps: 7,
+            loader_warps: 1,
         }
     }
 }

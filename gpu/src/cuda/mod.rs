@@ -59,7 +59,8 @@ pub(crate) fn start<K: Kernel>(
     persistent: Option<bool>,
 ) -> Result<Box<dyn RingBackend<K>>, RingError> {
     let info = driver::device_info(ordinal)?;
-    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, shared.config.worker_warps)?;
+    let shape = source::Shape::new(shared.config.loader_warps, shared.config.worker_warps);
+    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, shape)?;
     let usable = info.can_map_host_memory && !info.kernel_timeout;
     let why = "the device cannot map host memory or has a kernel execution timeout";
     match persistent {
@@ -79,13 +80,13 @@ pub(crate) fn start<K: Kernel>(
     }
 }
 
-/// PTX of kernel `K` for a ring of `workers` worker warps (clamped as the launch clamps it).
+/// PTX of kernel `K` for a ring kernel of `shape`.
 fn kernel_ptx<K: Kernel>(
     ordinal: usize,
     cc: (i32, i32),
-    workers: u32,
+    shape: source::Shape,
 ) -> Result<Arc<std::ffi::CString>, RingError> {
-    let (src, _) = source::generate_for::<K>(workers.clamp(1, 31));
+    let (src, _) = source::generate_for::<K>(shape);
     compile::ptx(K::NAME, &src, ordinal, cc)
 }
 
@@ -98,7 +99,7 @@ pub fn generated_source<K: Kernel>() -> (String, usize) {
 /// generated source's line numbers.
 pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
     let info = driver::device_info(ordinal)?;
-    kernel_ptx::<K>(ordinal, info.compute_capability, source::DEFAULT_WORKERS).map(|_| ())
+    kernel_ptx::<K>(ordinal, info.compute_capability, source::Shape::new(1, source::DEFAULT_WORKERS)).map(|_| ())
 }
 
 /// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one CAS
@@ -109,7 +110,7 @@ pub fn bench_hlc_stamp<K: Kernel>(
     iters: u32,
 ) -> Result<f64, RingError> {
     let info = driver::device_info(ordinal)?;
-    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, source::DEFAULT_WORKERS)?;
+    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, source::Shape::new(1, source::DEFAULT_WORKERS))?;
     let ctx = driver::Context::new(ordinal)?;
     ctx.bind()?;
     let module = driver::Module::load(&ptx)?;

@@ -119,7 +119,8 @@ pub(crate) fn launch_run<K: Kernel>(
     let hlc = DeviceBuffer::zeroed(16)?;
     hlc.write(0, &shared.clock.last().to_le_bytes(), copy)?;
     let clock_offset_ns = calibrate(&module, copy)?;
-    let workers = shared.config.worker_warps.clamp(1, 31);
+    let shape = super::source::Shape::new(shared.config.loader_warps, shared.config.worker_warps);
+    let workers = shape.workers;
     let mut params = RingParams {
         h2k,
         k2h,
@@ -142,7 +143,7 @@ pub(crate) fn launch_run<K: Kernel>(
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid
     // while the kernel runs (device buffers live in `ctx`, host memory outlives the run).
-    unsafe { launch(module.ring, 1, 32 * (1 + workers), stream, &mut args)? };
+    unsafe { launch(module.ring, 1, 32 * shape.warps(), stream, &mut args)? };
     Ok(Run {
         stream,
         copy,

@@ -1,6 +1,6 @@
 //! The generated CUDA C: intrinsics, the kernel's types and handler, the persistent ring loop
-//! (one polling warp, worker warps sharded by slot), the launch-per-batch kernel, the clock
-//! probe and the HLC benchmark kernel.
+//! (one polling warp, loader warps that join it while the ring is busy, worker warps sharded by
+//! slot), the launch-per-batch kernel, the clock probe and the HLC benchmark kernel.
 
 use crate::kernel::{Kernel, type_decls};
 use crate::wire::{h2k_data_stride, k2h_data_stride};
@@ -10,6 +10,31 @@ pub(crate) const MAX_WINDOW: u32 = 16;
 
 /// Worker warps the source is generated for when no ring config says (`generated_source`).
 pub(crate) const DEFAULT_WORKERS: u32 = 8;
+
+/// Most loader warps (the polling warp included) a ring kernel may have.
+pub(crate) const MAX_LOADERS: u32 = 8;
+
+/// The warps of a ring kernel's block: `loaders` read H2K (the first of them is the one polling
+/// warp), `workers` run handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) loaders: u32,
+    pub(crate) workers: u32,
+}
+
+impl Shape {
+    /// Clamped to what the kernel supports: 1 to 31 workers, 1 to [`MAX_LOADERS`] loaders,
+    /// 32 warps in all.
+    pub(crate) fn new(loaders: u32, workers: u32) -> Self {
+        let workers = workers.clamp(1, 31);
+        let loaders = loaders.clamp(1, MAX_LOADERS).min(32 - workers);
+        Self { loaders, workers }
+    }
+
+    pub(crate) fn warps(self) -> u32 {
+        self.loaders + self.workers
+    }
+}
 
 /// 16-byte loads per lane the polling warp keeps in flight, by the registers a thread of a
 /// block of `warps` may use: an SM's 64 Ki registers sit in 4 partitions of 16 Ki, each serving
@@ -25,32 +50,33 @@ fn poll_depth(warps: u32) -> usize {
 /// Compile-time shape of the wire entries (see `wire`) and of the block: every 16-byte chunk of
 /// the wire holds two tagged words; the poller maps whole H2K entries onto lanes and keeps
 /// `DEPTH` loads per lane in flight (bounded so the block's registers fit the SM).
-fn wire_defines(h2k_data: usize, k2h_data: usize, workers: u32) -> String {
+fn wire_defines(h2k_data: usize, k2h_data: usize, shape: Shape) -> String {
     let chunks = h2k_data / 8; // wire bytes = 2 * data, 16 per chunk
     let lpe = chunks.min(32);
     let cpl = chunks.div_ceil(32);
-    let threads = 32 * (1 + workers);
-    let depth = (poll_depth(1 + workers) / cpl).max(1);
+    let threads = 32 * shape.warps();
+    let depth = (poll_depth(shape.warps()) / cpl).max(1);
+    let loaders = shape.loaders;
     format!(
         "#define SILICA_H2K_DATA {h2k_data}u\n#define SILICA_H2K_CHUNKS {chunks}u\n\
          #define SILICA_LPE {lpe}u\n#define SILICA_EPL {}u\n#define SILICA_CPL {cpl}u\n\
          #define SILICA_DEPTH {depth}u\n#define SILICA_K2H_DATA {k2h_data}u\n\
          #define SILICA_K2H_CHUNKS {}u\n#define SILICA_WIN {MAX_WINDOW}u\n\
-         #define SILICA_THREADS {threads}\n",
+         #define SILICA_THREADS {threads}\n#define SILICA_LOADERS {loaders}u\n",
         32 / lpe,
         k2h_data / 8,
     )
 }
 
-/// CUDA source of kernel `K` for [`DEFAULT_WORKERS`] worker warps, and the line where the
-/// user's handler starts.
+/// CUDA source of kernel `K` for [`DEFAULT_WORKERS`] worker warps and one loader, and the line
+/// where the user's handler starts.
 pub(crate) fn generate<K: Kernel>() -> (String, usize) {
-    generate_for::<K>(DEFAULT_WORKERS)
+    generate_for::<K>(Shape::new(1, DEFAULT_WORKERS))
 }
 
-/// CUDA source of kernel `K` for a ring kernel of `workers` worker warps (the poll depth and
-/// launch bounds follow the block size), and the line where the user's handler starts.
-pub(crate) fn generate_for<K: Kernel>(workers: u32) -> (String, usize) {
+/// CUDA source of kernel `K` for a ring kernel of `shape` (the poll depth and launch bounds
+/// follow the block size), and the line where the user's handler starts.
+pub(crate) fn generate_for<K: Kernel>(shape: Shape) -> (String, usize) {
     let decls = type_decls::<K>();
     let mut src = String::from(PRELUDE);
     src.push_str("\n// ---- kernel types ----\n");
@@ -69,7 +95,7 @@ pub(crate) fn generate_for<K: Kernel>(workers: u32) -> (String, usize) {
     src.push_str(&wire_defines(
         h2k_data_stride(size_of::<K::Request>()),
         k2h_data_stride(size_of::<K::Response>()),
-        workers,
+        shape,
     ));
     src.push_str(RING);
     (src, handler_line)
@@ -279,14 +305,75 @@ __device__ __forceinline__ unsigned int silica_worker_lag(const SilicaRing& p, u
     return lag;
 }
 
+// Loader rounds (busy ring only): the polling warp hands each loader warp one region of
+// SILICA_DEPTH groups past its own, and all of them load, check and stage their regions at
+// once, so a round keeps SILICA_LOADERS times the polling warp's bytes in flight. Only the
+// polling warp ever probes an idle ring (DESIGN §3 rule 3); loaders sleep in shared memory.
+#define SILICA_REGION (SILICA_DEPTH * SILICA_EPL)
+__shared__ volatile unsigned long long silica_round_base;
+__shared__ volatile unsigned int silica_round_seq;
+__shared__ volatile unsigned int silica_round_regions;
+__shared__ volatile unsigned int silica_round_count[SILICA_LOADERS];
+
+// The loader warps' own barrier (named barrier 1; the workers never wait on it).
+__device__ __forceinline__ void silica_loader_barrier() {
+    asm volatile("bar.sync 1, %0;" :: "r"(SILICA_LOADERS * 32) : "memory");
+}
+
+// One loader round of `regions` regions from `base`, run by the polling warp: returns how many
+// entries from `base` on are staged without a gap. Entries a later region staged past a gap are
+// staged again, identically, by a later round; workers never read them before they are published.
+__device__ unsigned int silica_loaded_round(const SilicaRing& p, unsigned long long base,
+                                            unsigned int regions, unsigned int& seq) {
+    const unsigned int lane = threadIdx.x & 31;
+    if (lane == 0) {
+        silica_round_base = base;
+        silica_round_regions = regions;
+        __threadfence_block();
+        silica_round_seq = ++seq;
+    }
+    __syncwarp();
+    unsigned int n = silica_poll_round<SILICA_DEPTH>(p, base);
+    if (lane == 0) silica_round_count[0] = n;
+    silica_loader_barrier();
+    unsigned int total = 0;
+    for (unsigned int k = 0; k < regions; ++k) {
+        unsigned int c = silica_round_count[k];
+        total += c;
+        if (c < SILICA_REGION) break;
+    }
+    return total;
+}
+
+// Loader warp `k` (1..SILICA_LOADERS-1): waits in shared memory for a round, loads its region.
+__device__ void silica_loader(const SilicaRing& p, unsigned int k) {
+    const unsigned int lane = threadIdx.x & 31;
+    unsigned int seen = 0;
+    while (true) {
+        unsigned int s = silica_round_seq;
+        if (s == seen) {
+            if (silica_stop) break;
+            __nanosleep(20);
+            continue;
+        }
+        seen = s;
+        __threadfence_block();
+        unsigned long long base = silica_round_base;
+        unsigned int regions = silica_round_regions;
+        unsigned int n = k < regions ? silica_poll_round<SILICA_DEPTH>(p, base + (unsigned long long)k * SILICA_REGION) : 0u;
+        if (lane == 0) silica_round_count[k] = n;
+        silica_loader_barrier();
+    }
+}
+
 __device__ void silica_poller(const SilicaRing& p) {
     const unsigned int lane = threadIdx.x & 31;
     unsigned long long idx = p.start;
-    unsigned int idle = 0, busy = 0;
+    unsigned int idle = 0, busy = 0, seq = 0;
     unsigned long long last_sum = ~0ull, publishes = 0, busy_ns = 0, lag_sum = 0;
     // Entries below `safe` may be staged (every worker is past `e - cap`); refreshed only when
     // an iteration could reach it, so the idle probe's path stays short.
-    const unsigned long long reach = (unsigned long long)p.lookahead * SILICA_DEPTH * SILICA_EPL;
+    const unsigned long long reach = (unsigned long long)p.lookahead * SILICA_LOADERS * SILICA_REGION;
     unsigned long long safe = p.start + p.cap;
     while (true) {
         if (idx + reach > safe) safe = idx - silica_worker_lag(p, idx) + p.cap;
@@ -302,10 +389,15 @@ __device__ void silica_poller(const SilicaRing& p) {
             }
         } else {
             for (unsigned int r = 0; r < p.lookahead; ++r) {
-                if (idx + count + SILICA_DEPTH * SILICA_EPL > safe) break;
-                unsigned int n = silica_poll_round<SILICA_DEPTH>(p, idx + count);
+                unsigned long long base = idx + count;
+                unsigned long long room = safe > base ? (safe - base) / SILICA_REGION : 0ull;
+                unsigned int regions = room < SILICA_LOADERS ? (unsigned int)room : SILICA_LOADERS;
+                if (regions == 0) break;
+                unsigned int n = SILICA_LOADERS > 1 && regions > 1
+                    ? silica_loaded_round(p, base, regions, seq)
+                    : silica_poll_round<SILICA_DEPTH>(p, base);
                 count += n;
-                if (n < SILICA_DEPTH * SILICA_EPL) break;
+                if (n < regions * SILICA_REGION) break;
             }
         }
         if (count > 0) {
@@ -423,14 +515,16 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
     }
 }
 
-// Launch bounds: the block (1 + workers warps) must fit the SM's registers; ptxas caps the
+// Launch bounds: the block (loaders + workers warps) must fit the SM's registers; ptxas caps the
 // registers a thread uses accordingly (the ring is launched with exactly SILICA_THREADS).
 extern "C" __global__ void __launch_bounds__(SILICA_THREADS, 1) silica_ring(SilicaRing p) {
-    if (threadIdx.x == 0) { silica_published = p.start; silica_stop = 0; }
+    if (threadIdx.x == 0) { silica_published = p.start; silica_stop = 0; silica_round_seq = 0; }
     if (threadIdx.x < 32) silica_done[threadIdx.x] = p.start;
     __syncthreads();
     unsigned int warp = threadIdx.x / 32;
-    if (warp == 0) silica_poller(p); else silica_worker(p, warp - 1);
+    if (warp == 0) silica_poller(p);
+    else if (warp < SILICA_LOADERS) silica_loader(p, warp);
+    else silica_worker(p, warp - SILICA_LOADERS);
     __syncthreads();
     if (threadIdx.x == 0) { *(volatile unsigned int*)(p.ctrl + 192) = 1u; __threadfence_system(); }
 }
