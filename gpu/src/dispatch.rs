@@ -145,6 +145,8 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
             end += 1;
         }
         if end == head {
+            // Nothing in flight: batches whose futures waited on a busy ring go out now.
+            shared.flush_if_quiet();
             if idle_since.elapsed() < shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {
@@ -164,6 +166,8 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
         } else {
             shared.queue.release(end);
             shared.room_for_staged();
+            // Nagle's "ack": batches staged while this one ran go out now (see `stage.rs`).
+            shared.flush_after_completion();
         }
         idle_since = Instant::now();
     }

@@ -215,13 +215,16 @@ impl<R> ReplyCell<R> {
         self.done.load(Ordering::SeqCst)
     }
 
-    /// Takes over the wakers of futures that waited before the cell existed.
+    /// Takes over the wakers of futures that waited before the cell existed (a new cell has
+    /// none yet: the list is taken over without copying).
     pub(crate) fn adopt(&self, wakers: Vec<(u32, Waker)>) {
         if !wakers.is_empty() {
-            self.wakers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(wakers);
+            let mut list = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if list.is_empty() {
+                *list = SmallVec::from_vec(wakers);
+            } else {
+                list.extend(wakers);
+            }
         }
     }
 

@@ -340,11 +340,14 @@ impl<K: Kernel> Ring<K> {
     /// Stages `request` for `slot` in the calling thread's batch and resolves with the
     /// response and its HLC stamp, like [`Ring::submit`]; messages one thread stages close
     /// together reach the ring as one run (one claim, one reply cell, one wake-up), each
-    /// caller decoding its own response. The batch is submitted when any of its futures is
-    /// polled, when it is full, when the ring's consumer finds it staged at two sweeps in a
-    /// row (about 100 us apart while busy, at most a few ms when idle), or by [`Ring::drain`],
-    /// [`Ring::deactivate`] and [`Ring::shutdown`]. Messages to one slot keep their staging
-    /// order (across threads too). A slot that is not active is refused at once.
+    /// caller decoding its own response. The batch is submitted when one of its futures is
+    /// polled while the ring is quiet (nothing submitted is unfinished), when it is full, when
+    /// the ring's consumer finishes a pass of entries or goes idle, when the consumer finds it
+    /// staged at two sweeps in a row (about 100 us apart while busy, at most a few ms when
+    /// idle), or by [`Ring::drain`], [`Ring::deactivate`] and [`Ring::shutdown`]: on a busy
+    /// ring, an awaited message waits for the next completion pass and gathers company (Nagle's
+    /// algorithm; see the `stage` module). Messages to one slot keep their staging order
+    /// (across threads too). A slot that is not active is refused at once.
     pub fn stage(&self, slot: SlotId, request: K::Request, stamp: HlcStamp) -> StagedReply<K> {
         StagedReply::new(self.shared.stage(slot, request, stamp.hlc, true), slot)
     }
@@ -438,10 +441,13 @@ impl<K: Kernel> Ring<K> {
         }
     }
 
-    /// Diagnostic counters of the backend (name, value), for benchmarks; unstable.
+    /// Diagnostic counters of the backend and of staged submission (name, value), for
+    /// benchmarks; unstable. `stage_messages / stage_batches` is the mean staged batch size.
     #[doc(hidden)]
     pub fn backend_stats(&self) -> Vec<(&'static str, u64)> {
-        self.backend.stats()
+        let mut stats = self.backend.stats();
+        stats.extend(self.shared.staging_stats());
+        stats
     }
 
     /// Test hook: makes the backend misbehave; returns whether it supports the injection.

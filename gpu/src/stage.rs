@@ -5,17 +5,30 @@
 //!
 //! Each thread stages into one of [`SHARDS`] shards of the ring (a thread keeps its shard for
 //! life). A shard's open batch is submitted, under the shard's lock, when
-//! - a future of the batch is polled (the batch's first awaited message flushes it),
+//! - a future of the batch is awaited while the ring is quiet (nothing submitted is unfinished,
+//!   nothing waits for room, see "Flush policy"),
 //! - it is full (`SILICA_GPU_STAGE_MAX`, default 64 messages),
 //! - a message for a slot whose previous message sits in another shard's open batch is staged
 //!   (that batch is submitted first; see "Order"),
-//! - the ring's consumer thread sweeps it: a batch found open at two sweeps in a row (~100 us
-//!   apart while the consumer spins, up to its park timeout when it sleeps) is submitted, so a
-//!   caller that awaits something else never leaves its message staged for long,
+//! - the ring's consumer thread finishes a pass of entries, or finds the ring quiet while idle
+//!   ([`RingShared::flush_after_completion`], [`RingShared::flush_if_quiet`]),
+//! - the consumer's fallback sweep finds it open at two sweeps in a row (~100 us apart while
+//!   the consumer spins, up to its park timeout when it sleeps),
 //! - or `drain`, `deactivate` or `shutdown` run.
 //!
-//! A lone call costs no waiting: its future flushes a batch of one when awaited, and a batch
-//! of one is an ordinary single-message cell (decoded by the completion thread).
+//! # Flush policy (Nagle)
+//! Flushing a batch on its first awaited future made every batch hold one message under load
+//! (a caller that keeps N calls in flight issues one call per completion and awaits it at
+//! once). So, as TCP's Nagle algorithm holds small segments while data is unacknowledged, an
+//! awaited future flushes its open batch at once only when the ring is quiet: then a lone call
+//! costs no waiting. On a busy ring it registers its waker on the batch and leaves the batch
+//! open to collect more messages; the consumer submits every open batch right after each
+//! completion pass (the "ack"), with `try_lock` so that it never waits behind a stager (a
+//! batch it skips goes at its next pass, or when it finds the ring quiet). Waiters of an open
+//! or waiting batch move to its reply cell when it is published, so none is lost.
+//! `SILICA_GPU_STAGE_FLUSH=await` restores flushing on the first await (for comparisons).
+//!
+//! A batch of one is an ordinary single-message cell (decoded by the completion thread).
 //!
 //! # Order
 //! Messages to one slot keep their staging order. Per slot, `marks` holds the id of the batch
@@ -24,7 +37,12 @@
 //! a concurrent stager: the own batch is submitted at once). So every earlier message of the
 //! slot is on the ring, or in the batch that takes the new one, or in the `pending` queue,
 //! which keeps submission order when the ring is full: once one batch waits there for room,
-//! every later batch queues behind it.
+//! every later batch queues behind it. Who submits a batch (a future, the consumer, a sweep)
+//! does not change this.
+//!
+//! # Statistics
+//! [`RingShared::staging_stats`] counts submitted batches, their messages and what submitted
+//! them (shown by `Ring::backend_stats`), so a benchmark shows how well calls coalesce.
 
 use crate::clock::HlcStamp;
 use crate::error::RingError;
@@ -41,7 +59,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-/// Staging shards per ring; threads are spread over them round-robin.
+/// Staging shards per ring; threads are spread over them round-robin. At most 64: one bit
+/// each in [`Stager::open_mask`].
 pub(crate) const SHARDS: usize = 64;
 
 const OPEN: u8 = 0;
@@ -65,7 +84,49 @@ struct Shard<K: Kernel> {
 struct ShardCell<K: Kernel> {
     /// Id of the open batch, 0 when none (read by the sweeper without the lock).
     open: AtomicU64,
+    /// Id of the latest batch a future waits on while it is open (see `flush_if_quiet`).
+    awaited: AtomicU64,
     shard: Mutex<Shard<K>>,
+}
+
+/// What submitted a batch (counted in [`StageStats`]).
+#[derive(Clone, Copy)]
+enum Flush {
+    /// A future was awaited while the ring was quiet (or `SILICA_GPU_STAGE_FLUSH=await`).
+    Await,
+    /// The batch reached its maximum size.
+    Full,
+    /// A message for a slot whose previous message was in this batch was staged elsewhere.
+    Order,
+    /// The consumer, after a completion pass.
+    Completion,
+    /// The consumer, finding the ring quiet while idle.
+    Idle,
+    /// The consumer's fallback sweep (open at two sweeps in a row).
+    Sweep,
+    /// `drain`, `deactivate` or `shutdown`.
+    Drain,
+}
+
+const FLUSH_NAMES: [&str; 7] = [
+    "stage_flush_await",
+    "stage_flush_full",
+    "stage_flush_order",
+    "stage_flush_completion",
+    "stage_flush_idle",
+    "stage_flush_sweep",
+    "stage_flush_drain",
+];
+
+/// Counters of staged submissions, on their own cache line: updated once per batch.
+#[repr(align(128))]
+#[derive(Default)]
+struct StageStats {
+    /// Batches published on the ring, and their messages.
+    batches: AtomicU64,
+    messages: AtomicU64,
+    /// Batches taken out of their shard, by [`Flush`] cause.
+    flushes: [AtomicU64; 7],
 }
 
 /// A ring's staging area.
@@ -75,8 +136,11 @@ pub(crate) struct Stager<K: Kernel> {
     seen: Box<[AtomicU64]>,
     /// Per slot: id of the batch that took its latest staged message (0: none yet).
     marks: Box<[AtomicU64]>,
-    /// Open batches, for cheap checks.
-    open: AtomicUsize,
+    /// Bit `i` set while shard `i` has an open batch: the consumer's one-load check.
+    open_mask: AtomicU64,
+    /// Nagle flushing (see the module docs); off: a batch goes on its first awaited future.
+    nagle: bool,
+    stats: StageStats,
     /// Submitted batches that found the ring full, in submission order.
     pending: Mutex<VecDeque<Arc<Batch<K>>>>,
     pending_len: AtomicUsize,
@@ -92,10 +156,12 @@ impl<K: Kernel> Stager<K> {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(64)
             .clamp(1, (capacity / 4).max(1) as usize);
+        let nagle = std::env::var("SILICA_GPU_STAGE_FLUSH").map_or(true, |v| v != "await");
         Self {
             shards: (0..SHARDS)
                 .map(|_| ShardCell {
                     open: AtomicU64::new(0),
+                    awaited: AtomicU64::new(0),
                     shard: Mutex::new(Shard {
                         items: Vec::with_capacity(max),
                         batch: None,
@@ -105,7 +171,9 @@ impl<K: Kernel> Stager<K> {
                 .collect(),
             seen: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             marks: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            open: AtomicUsize::new(0),
+            open_mask: AtomicU64::new(0),
+            nagle,
+            stats: StageStats::default(),
             pending: Mutex::new(VecDeque::new()),
             pending_len: AtomicUsize::new(0),
             room_woken: AtomicBool::new(false),
@@ -119,6 +187,19 @@ impl<K: Kernel> Stager<K> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The shard's lock if nobody holds it (the consumer never waits behind a stager).
+    fn try_lock(&self, shard: usize) -> Option<MutexGuard<'_, Shard<K>>> {
+        match self.shards[shard].shard.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn count(&self, cause: Flush) {
+        self.stats.flushes[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One staged run of messages, shared by the futures of its messages.
@@ -131,8 +212,9 @@ pub(crate) struct Batch<K: Kernel> {
     error: OnceLock<RingError>,
     /// The messages of a batch waiting in `pending` for ring room.
     waiting: Mutex<Vec<Item<K::Request>>>,
-    /// Futures of a pending batch, by entry index; moved to the reply cell when it is
-    /// published (so a published batch costs no extra wake-up), woken if it fails.
+    /// Futures waiting on an open or pending batch, by entry index; moved to the reply cell
+    /// when it is published (so a published batch costs no extra wake-up), woken if it fails.
+    /// `state` leaves `OPEN`/`PENDING` only under this lock.
     waiters: Mutex<Vec<(u32, Waker)>>,
     /// Futures that have not read (or dropped) their outcome yet.
     readers: AtomicUsize,
@@ -149,11 +231,11 @@ impl<K: Kernel> Batch<K> {
         waiters.into_iter().for_each(|(_, w)| w.wake());
     }
 
-    /// Registers the waker of entry `index` while the batch waits for room; `false` if it
-    /// left `PENDING` meanwhile.
-    fn wait_pending(&self, index: u32, waker: &Waker) -> bool {
+    /// Registers the waker of entry `index` while the batch is open or waits for room;
+    /// `false` if it was submitted (or failed) meanwhile.
+    fn wait_unsubmitted(&self, index: u32, waker: &Waker) -> bool {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if self.state.load(Ordering::SeqCst) != PENDING {
+        if !matches!(self.state.load(Ordering::SeqCst), OPEN | PENDING) {
             return false;
         }
         match w.iter_mut().find(|(i, _)| *i == index) {
@@ -161,6 +243,21 @@ impl<K: Kernel> Batch<K> {
             None => w.push((index, waker.clone())),
         }
         true
+    }
+
+    /// Forgets the waker of entry `index` (its future is gone), wherever it waits now.
+    fn forget_waiter(&self, index: u32) {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        match self.state.load(Ordering::SeqCst) {
+            OPEN | PENDING => w.retain(|(i, _)| *i != index),
+            SUBMITTED => {
+                drop(w);
+                if let Some(cell) = self.cell.get() {
+                    cell.unregister(index);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// One future is done with its entry; the last one lets the ring reuse the positions.
@@ -209,7 +306,7 @@ impl<K: Kernel> RingShared<K> {
         let mark_at = ordered.then(|| &st.marks[slot.0 as usize]);
         let mark = mark_at.map_or(0, |m| m.load(Ordering::Acquire));
         if mark != 0 && (mark as usize) % SHARDS != home {
-            self.flush_shard((mark as usize) % SHARDS, Some(mark));
+            self.flush_shard((mark as usize) % SHARDS, Some(mark), Flush::Order);
         }
         let mut shard = st.lock(home);
         let batch = match &shard.batch {
@@ -229,7 +326,9 @@ impl<K: Kernel> RingShared<K> {
                     readers: AtomicUsize::new(0),
                 });
                 st.shards[home].open.store(id, Ordering::Relaxed);
-                st.open.fetch_add(1, Ordering::Relaxed);
+                // SeqCst: a future that then finds the ring busy relies on the consumer seeing
+                // this bit after it moves `ready` (see `ring_quiet`).
+                st.open_mask.fetch_or(1 << home, Ordering::SeqCst);
                 shard.batch = Some(b.clone());
                 b
             }
@@ -242,67 +341,149 @@ impl<K: Kernel> RingShared<K> {
                 && m.compare_exchange(mark, batch.id, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
         });
-        if raced || shard.items.len() >= st.max {
-            self.submit_locked(home, &mut shard);
+        if raced {
+            self.submit_locked(home, &mut shard, Flush::Order);
+        } else if shard.items.len() >= st.max {
+            self.submit_locked(home, &mut shard, Flush::Full);
         }
         Ok((batch, index))
     }
 
     /// Submits shard `home`'s open batch (only if its id is `only`, when given).
-    pub(crate) fn flush_shard(&self, home: usize, only: Option<u64>) {
+    fn flush_shard(&self, home: usize, only: Option<u64>, cause: Flush) {
         let mut shard = self.stager.lock(home);
         if shard
             .batch
             .as_ref()
             .is_some_and(|b| only.is_none_or(|id| b.id == id))
         {
-            self.submit_locked(home, &mut shard);
+            self.submit_locked(home, &mut shard, cause);
         }
     }
 
     /// Submits every open batch and whatever waits for room (drain, deactivate, shutdown).
     pub(crate) fn flush_all(&self) {
-        if self.stager.open.load(Ordering::SeqCst) != 0 {
-            for home in 0..SHARDS {
-                if self.stager.shards[home].open.load(Ordering::Relaxed) != 0 {
-                    self.flush_shard(home, None);
-                }
-            }
+        let mut mask = self.stager.open_mask.load(Ordering::SeqCst);
+        while mask != 0 {
+            let home = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            self.flush_shard(home, None, Flush::Drain);
         }
         self.drain_pending();
     }
 
     /// Whether staged messages wait for a flush or for ring room.
     pub(crate) fn has_staged(&self) -> bool {
-        self.stager.open.load(Ordering::SeqCst) != 0
+        self.stager.open_mask.load(Ordering::SeqCst) != 0
             || self.stager.pending_len.load(Ordering::SeqCst) != 0
+    }
+
+    /// Whether an awaited future should submit its open batch now: the ring is quiet (every
+    /// submitted entry finished, no batch waits for room) or closed, or Nagle is off.
+    ///
+    /// A future that finds the ring busy waits on its batch: the entry it saw unfinished
+    /// finishes later, and the consumer's `flush_after_completion` after that pass (SeqCst:
+    /// it moved `ready` after this read, so it sees the batch's `open_mask` bit) or its idle
+    /// `flush_if_quiet` submits the batch.
+    fn flush_now(&self) -> bool {
+        let st = &self.stager;
+        !st.nagle
+            || (st.pending_len.load(Ordering::SeqCst) == 0
+                && self.queue.tail() == self.queue.ready())
+            || self.queue.is_closed()
+    }
+
+    /// The consumer finished a pass of entries (Nagle's "ack"): submits every open batch whose
+    /// shard it can lock without waiting. Costs one load when no batch is open.
+    pub(crate) fn flush_after_completion(&self) {
+        if self.stager.nagle {
+            self.flush_unlocked(Flush::Completion, false);
+        }
+    }
+
+    /// The consumer is idle: if nothing submitted is unfinished, submits the open batches that
+    /// futures wait on (they found the ring busy, and it went quiet before a completion pass
+    /// could take their batch). Batches nobody awaits yet stay open to gather their thread's
+    /// burst: flushing those whenever a fast consumer idles would send every message alone.
+    pub(crate) fn flush_if_quiet(&self) {
+        if self.stager.nagle
+            && self.stager.open_mask.load(Ordering::Relaxed) != 0
+            && self.queue.tail() == self.queue.ready()
+        {
+            self.flush_unlocked(Flush::Idle, true);
+        }
+    }
+
+    fn flush_unlocked(&self, cause: Flush, awaited_only: bool) {
+        let st = &self.stager;
+        let mut mask = st.open_mask.load(Ordering::SeqCst);
+        while mask != 0 {
+            let home = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let cell = &st.shards[home];
+            if awaited_only
+                && cell.awaited.load(Ordering::SeqCst) != cell.open.load(Ordering::SeqCst)
+            {
+                continue;
+            }
+            if let Some(mut shard) = st.try_lock(home) {
+                self.submit_locked(home, &mut shard, cause);
+            }
+        }
+    }
+
+    /// A future waits on open batch `id` of shard `home`.
+    fn mark_awaited(&self, home: usize, id: u64) {
+        let awaited = &self.stager.shards[home].awaited;
+        if awaited.load(Ordering::Relaxed) != id {
+            awaited.store(id, Ordering::SeqCst);
+        }
     }
 
     /// The consumer thread's fallback: submits batches found open at the previous sweep too,
     /// and moves waiting batches onto the ring if it has room.
     pub(crate) fn sweep_staged(&self) {
         let st = &self.stager;
-        if st.open.load(Ordering::Relaxed) != 0 {
-            for home in 0..SHARDS {
-                let id = st.shards[home].open.load(Ordering::Relaxed);
-                let seen = st.seen[home].load(Ordering::Relaxed);
-                if id != 0 && id == seen {
-                    self.flush_shard(home, Some(id));
-                } else if id != seen {
-                    st.seen[home].store(id, Ordering::Relaxed);
-                }
+        // Batch ids never repeat within a shard, so a stale `seen` never matches a new batch.
+        let mut mask = st.open_mask.load(Ordering::Relaxed);
+        while mask != 0 {
+            let home = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let id = st.shards[home].open.load(Ordering::Relaxed);
+            let seen = st.seen[home].load(Ordering::Relaxed);
+            if id != 0 && id == seen {
+                self.flush_shard(home, Some(id), Flush::Sweep);
+            } else if id != seen {
+                st.seen[home].store(id, Ordering::Relaxed);
             }
         }
         self.drain_pending();
     }
 
-    fn submit_locked(&self, home: usize, shard: &mut Shard<K>) {
+    /// Staging counters (name, value), for `Ring::backend_stats`.
+    pub(crate) fn staging_stats(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stager.stats;
+        let mut out = vec![
+            ("stage_batches", s.batches.load(Ordering::Relaxed)),
+            ("stage_messages", s.messages.load(Ordering::Relaxed)),
+        ];
+        out.extend(
+            FLUSH_NAMES
+                .iter()
+                .zip(&s.flushes)
+                .map(|(name, n)| (*name, n.load(Ordering::Relaxed))),
+        );
+        out
+    }
+
+    fn submit_locked(&self, home: usize, shard: &mut Shard<K>, cause: Flush) {
         let Some(batch) = shard.batch.take() else {
             return;
         };
         let st = &self.stager;
+        st.count(cause);
         st.shards[home].open.store(0, Ordering::Relaxed);
-        st.open.fetch_sub(1, Ordering::SeqCst);
+        st.open_mask.fetch_and(!(1 << home), Ordering::SeqCst);
         if st.pending_len.load(Ordering::SeqCst) == 0 {
             match self.queue.claim(shard.items.len() as u64) {
                 Ok(Some(first)) => {
@@ -375,8 +556,13 @@ impl<K: Kernel> RingShared<K> {
     }
 
     fn publish_batch(&self, batch: &Batch<K>, first: u64, items: &[Item<K::Request>]) {
+        let stats = &self.stager.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .messages
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
         let cell = Arc::new(ReplyCell::new(first, items.len()));
-        // Futures that waited for room wait on the cell from now on, without a wake-up. They
+        // Futures that waited (open or for room) wait on the cell from now on, no wake-up. They
         // move before any entry is published (the cell may complete at once), and the lock is
         // held until the batch is `SUBMITTED`, so no future registers on the batch in between.
         let mut waiters = batch.waiters.lock().unwrap_or_else(|e| e.into_inner());
@@ -466,13 +652,29 @@ impl<K: Kernel> StagedReply<K> {
             } => (batch, index, slot, registered, high),
         };
         let shared = &batch.shared;
+        // `registered` holds the waker this future left on the batch or its cell: a batch
+        // moves its waiters to the cell when published, so the registration carries over.
         loop {
             match batch.state.load(Ordering::Acquire) {
-                OPEN => shared.flush_shard(batch.home, Some(batch.id)),
+                OPEN if shared.flush_now() => {
+                    shared.flush_shard(batch.home, Some(batch.id), Flush::Await)
+                }
+                OPEN => {
+                    // Busy ring: the batch stays open to collect more (see "Flush policy").
+                    if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        return Poll::Pending;
+                    }
+                    if batch.wait_unsubmitted(*index, cx.waker()) {
+                        shared.mark_awaited(batch.home, batch.id);
+                        *registered = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
                 PENDING => {
+                    // Woken for new ring room (or polled again): move waiting batches first.
                     shared.drain_pending();
-                    if batch.wait_pending(*index, cx.waker()) {
-                        *registered = None;
+                    if batch.wait_unsubmitted(*index, cx.waker()) {
+                        *registered = Some(cx.waker().clone());
                         return Poll::Pending;
                     }
                 }
@@ -539,11 +741,8 @@ impl<K: Kernel> Drop for StagedReply<K> {
             ..
         } = &self.inner
         {
-            if batch.state.load(Ordering::Acquire) == SUBMITTED
-                && let Some(cell) = batch.cell.get()
-            {
-                cell.unregister(*index);
-            }
+            // Its message still goes (or went) to the ring; only the future is gone.
+            batch.forget_waiter(*index);
             batch.release_reader();
         }
     }

@@ -146,6 +146,7 @@ async fn g1(name: &str, kind: BackendKind) {
             percentile(&samples, 0.5).as_secs_f64() * 1e6,
             percentile(&samples, 0.99).as_secs_f64() * 1e6,
         );
+        println!("   {}", staging_summary(&silo));
         silo.shutdown().await;
     }
 }
@@ -193,7 +194,25 @@ async fn g2(name: &str, kind: BackendKind, callers: usize, window: usize, spin: 
         spin,
         total as f64 / elapsed / 1e6
     );
+    println!("   {}", staging_summary(&silo));
     silo.shutdown().await;
+}
+
+/// How the ring took the calls: mean messages per submitted staged batch, and what submitted
+/// the batches (the ring's `stage_*` counters).
+fn staging_summary(silo: &Silo) -> String {
+    let stats = &silo.gpu_status()[0].devices[0].ring_stats;
+    let get = |name: &str| stats.iter().find(|(n, _)| *n == name).map_or(0, |s| s.1);
+    let (batches, messages) = (get("stage_batches"), get("stage_messages"));
+    let causes: Vec<String> = stats
+        .iter()
+        .filter_map(|(n, v)| Some(format!("{}={v}", n.strip_prefix("stage_flush_")?)))
+        .collect();
+    format!(
+        "staged batches: {batches}, mean {:.1} messages each; flushed by {}",
+        messages as f64 / batches.max(1) as f64,
+        causes.join(" ")
+    )
 }
 
 fn rss_mib() -> f64 {

@@ -26,7 +26,8 @@ const RUN: u64 = 4096;
 /// Whether a finished run wakes only one of its futures (the rest woken by it): measured
 /// slower on the H100 than waking all from this thread (see docs/gpu.md), so off.
 const LEAD_ONLY: bool = false;
-/// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`).
+/// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`); staged
+/// batches normally go right after a completion pass or when the ring is quiet.
 const SWEEP: Duration = Duration::from_micros(100);
 
 /// The completion thread's state: K2H polling, watchdog, restarts.
@@ -172,6 +173,8 @@ impl<K: Kernel> Watcher<K> {
                 let n = end - ready;
                 ready = end;
                 q.set_ready(ready);
+                // Nagle's "ack": batches staged while these ran go out now (see `stage.rs`).
+                self.shared.flush_after_completion();
                 let t2 = Instant::now();
                 let ns = |d: Duration| d.as_nanos() as u64;
                 self.stats.scan_ns.fetch_add(ns(t1 - t0), Ordering::Relaxed);
@@ -239,6 +242,8 @@ impl<K: Kernel> Watcher<K> {
                 }
             }
             self.stats.idle.fetch_add(1, Ordering::Relaxed);
+            // Nothing in flight: batches whose futures waited on a busy ring go out now.
+            self.shared.flush_if_quiet();
             if idle_since.elapsed() < self.shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {

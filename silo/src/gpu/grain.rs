@@ -91,9 +91,10 @@ impl<K: Kernel> GpuActivation<K> {
     /// never resolves: the silo ends the whole call with `CallError::GpuFault` instead.
     ///
     /// Messages a thread issues close together reach the ring as one run (see
-    /// `silica_gpu::Ring::stage`): while the silo issues a call (the method's first poll), the
-    /// message is staged; it goes out when the call is awaited, when the thread's batch is full,
-    /// or at the latest at the ring's next sweeps. Any later poll sends it at once.
+    /// `silica_gpu::Ring::stage`), on every backend: while the silo issues a call (the
+    /// method's first poll), the message is staged. It goes out when the call is awaited and
+    /// the ring is quiet, when the thread's batch is full, or when the ring's consumer finishes
+    /// a pass or goes idle: on a busy ring, calls awaited close together share one run.
     pub fn call(&self, request: K::Request) -> GpuCall<K> {
         GpuCall {
             state: CallState::Unsent {
@@ -134,9 +135,6 @@ enum CallState<K: Kernel> {
         stamp: HlcStamp,
     },
     Sent(StagedReply<K>),
-    /// The persistent ring takes each message on its own: staging measured slower there
-    /// (H100, 2026-11-23: G2 1.6 M/s staged against 4.9 M/s direct; cause not found yet).
-    Direct(silica_gpu::ReplyFuture<K>),
     Taken,
 }
 
@@ -156,10 +154,6 @@ impl<K: Kernel> Future for GpuCall<K> {
                 unreachable!("checked above")
             };
             let ring = &entry.ring.ring;
-            if entry.ring.backend == BackendKind::CudaPersistent {
-                self.state = CallState::Direct(ring.submit(entry.slot, request, stamp));
-                return self.poll(cx);
-            }
             // A pool of stateless workers promises no order between calls.
             let staged = if entry.worker.is_some() {
                 ring.stage_unordered(entry.slot, request, stamp)
@@ -177,7 +171,6 @@ impl<K: Kernel> Future for GpuCall<K> {
             CallState::Sent(reply) => Pin::new(&mut *reply)
                 .poll(cx)
                 .map(|r| r.map(|r| (reply.run_high_stamp(), r))),
-            CallState::Direct(reply) => Pin::new(reply).poll(cx).map(|r| r.map(|r| (None, r))),
             _ => panic!("GpuCall polled after completion"),
         };
         match polled {

@@ -407,6 +407,7 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
                     activations: r.active(),
                     messages: r.ring.health().completed,
                     load,
+                    ring_stats: r.ring.backend_stats(),
                 })
                 .collect(),
             problems: rings.problems.clone(),

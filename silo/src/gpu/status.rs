@@ -69,4 +69,8 @@ pub struct GpuDeviceStatus {
     pub messages: u64,
     /// Its load as placement sees it (the same data a silo's load report carries).
     pub load: DeviceLoad,
+    /// The ring's diagnostic counters (`silica_gpu::Ring::backend_stats`: backend and staged
+    /// submission), for benchmarks; names and meaning may change.
+    #[doc(hidden)]
+    pub ring_stats: Vec<(&'static str, u64)>,
 }
