@@ -747,3 +747,7 @@ impl<K: Kernel> Drop for StagedReply<K> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;

@@ -1,14 +1,51 @@
 //! Coalesced submission (`Ring::stage`) on every backend: a burst staged on one thread goes as
 //! one run and every caller reads its own reply; order per slot holds across threads; a staged
 //! message nobody polls still runs (the consumer's sweep); dropped staged futures never wedge
-//! the ring; a full ring keeps staged batches in order.
+//! the ring; a full ring keeps staged batches in order. Under load (the Nagle flush policy:
+//! awaited messages wait in open batches while the ring is busy) every awaited future is
+//! woken, order per slot holds across many producers, nothing stays staged once the ring goes
+//! quiet, and futures dropped in open batches lose nothing else.
 
 mod common;
 use common::{block_on, config};
 use silica_gpu::samples::{Accumulator, Add, Totals};
 use silica_gpu::{BackendKind, HlcStamp, Ring, RingConfig};
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
+
+/// Wakes a parked thread and records that it did.
+struct Flag(std::thread::Thread, AtomicBool);
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.1.store(true, Ordering::SeqCst);
+        self.0.unpark();
+    }
+}
+
+/// Runs `f` to completion, re-polling only when its waker fires: a lost wake-up fails the
+/// test (after a 10 s bound) instead of being covered by a timed re-poll.
+fn block_on_woken<F: Future>(f: F) -> F::Output {
+    let flag = Arc::new(Flag(std::thread::current(), AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut f = std::pin::pin!(f);
+    loop {
+        flag.1.store(false, Ordering::SeqCst);
+        if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return v;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !flag.1.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "a pending staged future was never woken"
+            );
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    }
+}
 
 fn burst_then_await(cfg: RingConfig) {
     let ring = Ring::<Accumulator>::start(cfg).unwrap();
@@ -137,6 +174,160 @@ fn full_ring_keeps_order(cfg: RingConfig) {
     assert_eq!(block_on(ring.deactivate(slot)).unwrap().total, 1200);
 }
 
+/// Threads that keep a window of staged messages in flight to shared slots, awaiting the
+/// oldest (woken only by their wakers) before staging the next: the ring stays busy, so most
+/// awaited messages wait in open batches. Each thread's messages to a slot must run in order.
+fn many_producers_keep_slot_order(cfg: RingConfig) {
+    let ring = Arc::new(Ring::<Accumulator>::start(cfg).unwrap());
+    let slots: Vec<_> = (0..8)
+        .map(|_| ring.activate(&Totals::default()).unwrap())
+        .collect();
+    let (threads, per_thread, window) = (6, 600, 24);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ring, slots) = (ring.clone(), slots.clone());
+            std::thread::spawn(move || {
+                let mut last = vec![0u32; slots.len()];
+                let mut in_flight = std::collections::VecDeque::new();
+                for i in 0..per_thread + window {
+                    if i < per_thread {
+                        let s = (i * 7 + t) % slots.len();
+                        in_flight.push_back((
+                            s,
+                            ring.stage(slots[s], Add { amount: 1 }, HlcStamp::default()),
+                        ));
+                    }
+                    if in_flight.len() >= window || i >= per_thread {
+                        let Some((s, f)) = in_flight.pop_front() else {
+                            break;
+                        };
+                        let count = block_on_woken(f).unwrap().response.count;
+                        assert!(
+                            count > last[s],
+                            "a thread's messages to a slot ran out of order"
+                        );
+                        last[s] = count;
+                    }
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let mut total = 0;
+    for s in slots {
+        total += block_on(ring.deactivate(s)).unwrap().total;
+    }
+    assert_eq!(total, (threads * per_thread) as u64);
+    let stats = ring.backend_stats();
+    let get = |name: &str| stats.iter().find(|(n, _)| *n == name).map_or(0, |s| s.1);
+    println!("staging counters: {stats:?}");
+    assert_eq!(
+        get("stage_messages"),
+        (threads * per_thread) as u64,
+        "every message went once"
+    );
+}
+
+/// Threads stage bursts and await only each burst's last message (the others are never
+/// polled), while the ring is busy with the other threads' bursts; once they stop, every
+/// staged message still runs without `drain` (the consumer's passes, idle flush and sweep).
+fn nothing_stays_staged(cfg: RingConfig) {
+    let ring = Arc::new(Ring::<Accumulator>::start(cfg).unwrap());
+    let slots: Vec<_> = (0..4)
+        .map(|_| ring.activate(&Totals::default()).unwrap())
+        .collect();
+    let (threads, bursts, burst) = (4, 50, 9);
+    let kept: Vec<_> = (0..threads)
+        .map(|t| {
+            let (ring, slot) = (ring.clone(), slots[t]);
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                for _ in 0..bursts {
+                    let mut staged: Vec<_> = (0..burst)
+                        .map(|_| ring.stage(slot, Add { amount: 1 }, HlcStamp::default()))
+                        .collect();
+                    let last = staged.pop().unwrap();
+                    assert!(block_on_woken(last).is_ok());
+                    kept.extend(staged);
+                }
+                kept
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let sent = (threads * bursts * burst) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ring.completed() < sent {
+        assert!(
+            Instant::now() < deadline,
+            "staged messages stayed staged on a quiet ring"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(ring.queue_depth(), 0);
+    for f in kept {
+        assert!(block_on_woken(f).is_ok());
+    }
+    for s in slots {
+        assert_eq!(
+            block_on(ring.deactivate(s)).unwrap().count,
+            (bursts * burst) as u32
+        );
+    }
+}
+
+/// Futures waiting in open batches on a busy ring, half of them dropped before their batch
+/// goes: the others still get their own replies, and every message runs once.
+fn dropped_in_open_batches(cfg: RingConfig) {
+    let ring = Arc::new(Ring::<Accumulator>::start(cfg).unwrap());
+    let slots: Vec<_> = (0..4)
+        .map(|_| ring.activate(&Totals::default()).unwrap())
+        .collect();
+    let rounds = 200;
+    let handles: Vec<_> = slots
+        .iter()
+        .map(|&slot| {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                let noop = Waker::noop();
+                let mut cx = Context::from_waker(noop);
+                let mut last = 0;
+                for _ in 0..rounds {
+                    let mut staged: Vec<_> = (0..6)
+                        .map(|_| ring.stage(slot, Add { amount: 1 }, HlcStamp::default()))
+                        .collect();
+                    // Polled once (waiting in the open batch if the ring is busy), then every
+                    // other one dropped.
+                    let mut ready = Vec::new();
+                    for f in &mut staged {
+                        ready.push(std::pin::Pin::new(f).poll(&mut cx).is_ready());
+                    }
+                    for (i, f) in staged.into_iter().enumerate() {
+                        if i % 2 == 1 {
+                            continue;
+                        }
+                        let count = if ready[i] {
+                            // Already resolved on its first poll: nothing more to read.
+                            continue;
+                        } else {
+                            block_on_woken(f).unwrap().response.count
+                        };
+                        assert!(count > last, "replies out of order: another entry was read");
+                        last = count;
+                    }
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    block_on(ring.drain());
+    for s in slots {
+        assert_eq!(block_on(ring.deactivate(s)).unwrap().count, rounds * 6);
+    }
+}
+
 macro_rules! suite {
     ($modname:ident, $kind:expr $(, $ignore:meta)?) => {
         mod $modname {
@@ -151,6 +342,12 @@ macro_rules! suite {
             #[test] $(#[$ignore])? fn dropped() { if common::skip($kind) { return; } dropped_futures_free_the_ring(config($kind)) }
             // Pins: with the ring full, staged batches wait and keep each thread's order.
             #[test] $(#[$ignore])? fn full_ring() { if common::skip($kind) { return; } full_ring_keeps_order(config($kind)) }
+            // Pins: under load every awaited future is woken, and per-slot order holds.
+            #[test] $(#[$ignore])? fn many_producers() { if common::skip($kind) { return; } many_producers_keep_slot_order(config($kind)) }
+            // Pins: once the load stops, staged messages nobody awaits still run.
+            #[test] $(#[$ignore])? fn quiet_flush() { if common::skip($kind) { return; } nothing_stays_staged(config($kind)) }
+            // Pins: futures dropped while waiting in open batches lose nothing else.
+            #[test] $(#[$ignore])? fn dropped_open() { if common::skip($kind) { return; } dropped_in_open_batches(config($kind)) }
         }
     };
 }

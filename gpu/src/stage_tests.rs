@@ -1,0 +1,234 @@
+//! The Nagle flush policy of `stage.rs`, driven step by step: these tests play the ring's
+//! consumer themselves (a `RingShared` with no backend thread), so "busy" and "quiet" are
+//! exact rather than timed.
+
+use super::*;
+use crate::reply::Reply;
+use crate::ring::RingConfig;
+use crate::samples::{Accumulator, Add, Totals};
+use std::sync::atomic::AtomicUsize;
+use std::task::Wake;
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct Count(AtomicUsize);
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Polled {
+    count: Arc<Count>,
+    waker: Waker,
+}
+
+impl Polled {
+    fn new() -> Self {
+        let count = Arc::new(Count::default());
+        Self {
+            waker: Waker::from(count.clone()),
+            count,
+        }
+    }
+    fn poll(&self, f: &mut StagedReply<Accumulator>) -> Poll<Outcome<Totals>> {
+        Pin::new(f).poll(&mut Context::from_waker(&self.waker))
+    }
+    fn woken(&self) -> usize {
+        self.count.0.load(Ordering::SeqCst)
+    }
+}
+
+fn shared() -> (Arc<RingShared<Accumulator>>, SlotId) {
+    let shared = Arc::new(RingShared::<Accumulator>::new(RingConfig::default()));
+    let slot = shared.slots.allocate().unwrap();
+    shared.slots.set_active(slot);
+    (shared, slot)
+}
+
+fn stage(
+    shared: &Arc<RingShared<Accumulator>>,
+    slot: SlotId,
+    amount: u32,
+) -> StagedReply<Accumulator> {
+    StagedReply::new(shared.stage(slot, Add { amount }, 0, true), slot)
+}
+
+/// Plays the consumer: answers entries `ready..tail` (response `count` = the request's amount)
+/// and moves `ready` and `head` past them.
+fn complete_all(shared: &RingShared<Accumulator>) -> u64 {
+    let (from, to) = (shared.queue.ready(), shared.queue.tail());
+    shared.queue.complete_run(from, to, |t| {
+        let (_, hlc, req) = shared.queue.h2k_read::<Add>(t);
+        Ok(Reply {
+            response: Totals {
+                total: u64::from(req.amount),
+                count: req.amount,
+                pad: 0,
+            },
+            stamp: HlcStamp::new(hlc + 1, 0),
+        })
+    });
+    shared.queue.release(to);
+    to - from
+}
+
+fn stat(shared: &RingShared<Accumulator>, name: &str) -> u64 {
+    shared
+        .staging_stats()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| v)
+}
+
+fn count_of(out: Poll<Outcome<Totals>>) -> u32 {
+    match out {
+        Poll::Ready(Ok(reply)) => reply.response.count,
+        other => panic!(
+            "expected a reply, got {:?}",
+            other.map(|o| o.map(|r| r.response))
+        ),
+    }
+}
+
+// Pins the policy: on a quiet ring an awaited message goes at once (a batch of one); on a busy
+// ring awaited messages wait in their open batch, which the completion pass submits as one run,
+// and each waiting future is woken by the run's completion and reads its own reply.
+#[test]
+fn busy_ring_gathers_awaited_messages_into_one_run() {
+    let (shared, slot) = shared();
+    let p = Polled::new();
+    let mut first = stage(&shared, slot, 1);
+    assert!(
+        p.poll(&mut first).is_pending(),
+        "a quiet ring takes it at once"
+    );
+    assert_eq!(shared.queue.tail(), 1);
+    let mut later: Vec<_> = (2..=5).map(|a| stage(&shared, slot, a)).collect();
+    for f in &mut later {
+        assert!(p.poll(f).is_pending(), "a busy ring leaves the batch open");
+    }
+    assert_eq!(shared.queue.tail(), 1, "nothing more was submitted");
+    assert!(shared.has_staged());
+    // The consumer finishes entry 0, then sends what gathered meanwhile.
+    assert_eq!(complete_all(&shared), 1);
+    shared.flush_after_completion();
+    assert!(!shared.has_staged());
+    assert_eq!(
+        shared.queue.tail(),
+        5,
+        "the four waiting messages went as one run"
+    );
+    assert_eq!(count_of(p.poll(&mut first)), 1);
+    let before = p.woken();
+    assert_eq!(complete_all(&shared), 4);
+    assert!(
+        p.woken() > before,
+        "the run's completion woke its waiting futures"
+    );
+    for (f, amount) in later.iter_mut().zip(2..) {
+        assert_eq!(
+            count_of(p.poll(f)),
+            amount,
+            "each future reads its own entry"
+        );
+    }
+    assert_eq!(stat(&shared, "stage_batches"), 2);
+    assert_eq!(stat(&shared, "stage_messages"), 5);
+    assert_eq!(stat(&shared, "stage_flush_await"), 1);
+    assert_eq!(stat(&shared, "stage_flush_completion"), 1);
+}
+
+// Pins the idle fallback: a future that found the ring busy but whose batch the completion
+// pass missed (a stager held the shard) is submitted once the consumer finds the ring quiet;
+// a batch nobody awaits yet stays open to gather its thread's burst.
+#[test]
+fn quiet_ring_sends_awaited_batches_only() {
+    let (shared, slot) = shared();
+    let p = Polled::new();
+    let mut busy = stage(&shared, slot, 1);
+    assert!(p.poll(&mut busy).is_pending());
+    let mut awaited = stage(&shared, slot, 2);
+    assert!(p.poll(&mut awaited).is_pending());
+    complete_all(&shared);
+    // Another thread (shard) stages without awaiting.
+    let unawaited = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let other = shared.slots.allocate().unwrap();
+            shared.slots.set_active(other);
+            (stage(&shared, other, 3), other)
+        })
+        .join()
+        .unwrap()
+    };
+    shared.flush_if_quiet();
+    assert_eq!(shared.queue.tail(), 2, "only the awaited batch went");
+    assert_eq!(stat(&shared, "stage_flush_idle"), 1);
+    complete_all(&shared);
+    assert_eq!(count_of(p.poll(&mut awaited)), 2);
+    assert_eq!(count_of(p.poll(&mut busy)), 1);
+    // Awaited on the quiet ring, the other thread's message goes at once.
+    let (mut unawaited, _) = unawaited;
+    assert!(p.poll(&mut unawaited).is_pending());
+    assert_eq!(shared.queue.tail(), 3);
+    complete_all(&shared);
+    assert_eq!(count_of(p.poll(&mut unawaited)), 3);
+    assert!(!shared.has_staged());
+}
+
+// Pins that dropping a future whose batch is open loses nothing else: its message still runs,
+// the others of the batch are woken and read their own replies, and the ring gets the
+// positions back.
+#[test]
+fn dropped_future_in_open_batch() {
+    let (shared, slot) = shared();
+    let p = Polled::new();
+    let mut busy = stage(&shared, slot, 1);
+    assert!(p.poll(&mut busy).is_pending());
+    let mut batch: Vec<_> = (2..=4).map(|a| stage(&shared, slot, a)).collect();
+    for f in &mut batch {
+        assert!(p.poll(f).is_pending());
+    }
+    let dropped = batch.remove(1);
+    drop(dropped);
+    complete_all(&shared);
+    shared.flush_after_completion();
+    assert_eq!(
+        shared.queue.tail(),
+        4,
+        "the dropped future's message still went"
+    );
+    let before = p.woken();
+    complete_all(&shared);
+    assert!(p.woken() > before);
+    assert_eq!(count_of(p.poll(&mut batch[0])), 2);
+    assert_eq!(count_of(p.poll(&mut batch[1])), 4);
+    assert_eq!(count_of(p.poll(&mut busy)), 1);
+    assert_eq!(shared.queue.head(), 4);
+}
+
+// Pins that a batch that fails to submit (the ring shut down) wakes the futures waiting on it
+// while it was open, with the error.
+#[test]
+fn waiting_futures_learn_of_shutdown() {
+    let (shared, slot) = shared();
+    let p = Polled::new();
+    let mut busy = stage(&shared, slot, 1);
+    assert!(p.poll(&mut busy).is_pending());
+    let mut waiting = stage(&shared, slot, 2);
+    assert!(p.poll(&mut waiting).is_pending());
+    let before = p.woken();
+    shared.queue.close();
+    shared.flush_all();
+    shared.queue.fail_pending(&RingError::ShutDown);
+    assert!(p.woken() > before);
+    assert!(matches!(
+        p.poll(&mut waiting),
+        Poll::Ready(Err(RingError::ShutDown))
+    ));
+    assert!(matches!(
+        p.poll(&mut busy),
+        Poll::Ready(Err(RingError::ShutDown))
+    ));
+}
