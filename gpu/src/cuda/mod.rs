@@ -27,6 +27,9 @@ pub struct Tuning {
     pub worker_window: u32,
     /// K2H entries the completion thread prefetches ahead of its scan (0: none).
     pub k2h_prefetch: u32,
+    /// Under load, how long the polling warp pauses after a round that ended at the
+    /// producers' writing frontier (0: none; at most 100 us).
+    pub frontier_pause_ns: u32,
 }
 
 impl Default for Tuning {
@@ -34,6 +37,7 @@ impl Default for Tuning {
         Self {
             worker_window: 16,
             k2h_prefetch: 8,
+            frontier_pause_ns: 0,
         }
     }
 }
@@ -99,7 +103,12 @@ pub fn generated_source<K: Kernel>() -> (String, usize) {
 /// generated source's line numbers.
 pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
     let info = driver::device_info(ordinal)?;
-    kernel_ptx::<K>(ordinal, info.compute_capability, source::Shape::new(1, source::DEFAULT_WORKERS)).map(|_| ())
+    kernel_ptx::<K>(
+        ordinal,
+        info.compute_capability,
+        source::Shape::new(1, source::DEFAULT_WORKERS),
+    )
+    .map(|_| ())
 }
 
 /// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one CAS
@@ -110,7 +119,11 @@ pub fn bench_hlc_stamp<K: Kernel>(
     iters: u32,
 ) -> Result<f64, RingError> {
     let info = driver::device_info(ordinal)?;
-    let ptx = kernel_ptx::<K>(ordinal, info.compute_capability, source::Shape::new(1, source::DEFAULT_WORKERS))?;
+    let ptx = kernel_ptx::<K>(
+        ordinal,
+        info.compute_capability,
+        source::Shape::new(1, source::DEFAULT_WORKERS),
+    )?;
     let ctx = driver::Context::new(ordinal)?;
     ctx.bind()?;
     let module = driver::Module::load(&ptx)?;

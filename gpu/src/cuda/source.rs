@@ -124,7 +124,7 @@ struct SilicaRing {
     SilicaState* states; unsigned char* stage; unsigned long long* hlc_word;
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
-    unsigned int workers; unsigned int lookahead; unsigned int window;
+    unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int frontier_pause_ns;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -369,7 +369,7 @@ __device__ void silica_loader(const SilicaRing& p, unsigned int k) {
 __device__ void silica_poller(const SilicaRing& p) {
     const unsigned int lane = threadIdx.x & 31;
     unsigned long long idx = p.start;
-    unsigned int idle = 0, busy = 0, seq = 0;
+    unsigned int idle = 0, busy = 0, seq = 0, last = 0;
     unsigned long long last_sum = ~0ull, publishes = 0, busy_ns = 0, lag_sum = 0;
     // Entries below `safe` may be staged (every worker is past `e - cap`); refreshed only when
     // an iteration could reach it, so the idle probe's path stays short.
@@ -379,6 +379,7 @@ __device__ void silica_poller(const SilicaRing& p) {
         if (idx + reach > safe) safe = idx - silica_worker_lag(p, idx) + p.cap;
         unsigned long long t0 = idle == 0 ? silica_globaltimer() : 0ull;
         unsigned int count = 0;
+        bool pause = false;
         if (idle > 0) {
             // Idle: probe only the next entry (its lanes' 16-byte loads; the other lanes load
             // nothing), so an idle ring costs little PCIe and the probe returns sooner.
@@ -388,18 +389,29 @@ __device__ void silica_poller(const SilicaRing& p) {
                 count = silica_take_group(p, idx, v);
             }
         } else {
+            // Loaders join only under sustained load (the last iteration or this one already
+            // took a whole region): a lone message's round stays one warp's, so the round trip
+            // does not pay for loads nobody needs.
+            bool partial = false;
             for (unsigned int r = 0; r < p.lookahead; ++r) {
                 unsigned long long base = idx + count;
                 unsigned long long room = safe > base ? (safe - base) / SILICA_REGION : 0ull;
                 unsigned int regions = room < SILICA_LOADERS ? (unsigned int)room : SILICA_LOADERS;
                 if (regions == 0) break;
-                unsigned int n = SILICA_LOADERS > 1 && regions > 1
+                bool sustained = r > 0 || last >= SILICA_REGION;
+                if (!sustained) regions = 1;
+                unsigned int n = regions > 1
                     ? silica_loaded_round(p, base, regions, seq)
                     : silica_poll_round<SILICA_DEPTH>(p, base);
                 count += n;
-                if (n < regions * SILICA_REGION) break;
+                if (n < regions * SILICA_REGION) { partial = true; break; }
             }
+            // Under load the round ended at the producers' writing frontier: give them a moment
+            // before reading those lines again (each read of a line a producer is writing pulls
+            // it out of the producer's cache).
+            if (partial && count >= SILICA_REGION && p.frontier_pause_ns > 0) pause = true;
         }
+        last = count;
         if (count > 0) {
             bool was_busy = idle == 0;
             idle = 0;
@@ -417,6 +429,7 @@ __device__ void silica_poller(const SilicaRing& p) {
                 volatile unsigned long long* stats = (volatile unsigned long long*)(p.ctrl + 256);
                 stats[0] = ++publishes; stats[1] = idx - p.start; stats[2] = busy_ns; stats[3] = lag_sum;
             }
+            if (pause) __nanosleep(p.frontier_pause_ns);
         } else {
             ++idle;
             if (idle > 256) __nanosleep(idle > 4096 ? 1000 : 200);
