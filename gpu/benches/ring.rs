@@ -12,6 +12,7 @@
 
 use silica_gpu::samples::{Empty, VecPair, VectorAdd};
 use silica_gpu::{BackendChoice, BackendKind, HlcStamp, Ring, RingConfig};
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -130,6 +131,9 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
     let ring = match Ring::<VectorAdd>::start(RingConfig {
         worker_warps: warps,
         loader_warps: loaders,
+        // Producers poll their oldest batch in a loop (`spin_on`); a spinning poll would hold
+        // the first poll of every new batch until that batch is done.
+        reply_spin: Duration::ZERO,
         ..config(kind)
     }) {
         Ok(ring) => ring,
@@ -163,7 +167,15 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
                         })
                         .collect();
                     k += batch;
-                    inflight.push_back(ring.submit_batch(items, HlcStamp::default()));
+                    // Futures are lazy: poll once so the batch goes on the ring now and up to
+                    // 4 batches per producer are really in flight (until 2026-12-02 the bench
+                    // submitted each batch only when it waited on it: one in flight each).
+                    let mut f = ring.submit_batch(items, HlcStamp::default());
+                    let mut cx = Context::from_waker(Waker::noop());
+                    match std::pin::Pin::new(&mut f).poll(&mut cx) {
+                        Poll::Ready(out) => done += out.unwrap().len() as u64,
+                        Poll::Pending => inflight.push_back(f),
+                    }
                     if inflight.len() >= 4 {
                         done += spin_on(inflight.pop_front().unwrap()).unwrap().len() as u64;
                     }
