@@ -27,9 +27,6 @@ pub struct Tuning {
     pub worker_window: u32,
     /// K2H entries the completion thread prefetches ahead of its scan (0: none).
     pub k2h_prefetch: u32,
-    /// Under load, how long the polling warp pauses after a round that ended at the
-    /// producers' writing frontier (0: none; at most 100 us).
-    pub frontier_pause_ns: u32,
 }
 
 impl Default for Tuning {
@@ -37,7 +34,6 @@ impl Default for Tuning {
         Self {
             worker_window: 16,
             k2h_prefetch: 8,
-            frontier_pause_ns: 0,
         }
     }
 }

@@ -58,7 +58,6 @@ struct RingParams {
     workers: u32,
     lookahead: u32,
     window: u32,
-    frontier_pause_ns: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
@@ -140,7 +139,6 @@ pub(crate) fn launch_run<K: Kernel>(
         window: super::tuning()
             .worker_window
             .clamp(1, super::source::MAX_WINDOW),
-        frontier_pause_ns: super::tuning().frontier_pause_ns.min(100_000),
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid

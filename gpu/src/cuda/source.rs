@@ -124,7 +124,7 @@ struct SilicaRing {
     SilicaState* states; unsigned char* stage; unsigned long long* hlc_word;
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
-    unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int frontier_pause_ns;
+    unsigned int workers; unsigned int lookahead; unsigned int window;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -379,7 +379,6 @@ __device__ void silica_poller(const SilicaRing& p) {
         if (idx + reach > safe) safe = idx - silica_worker_lag(p, idx) + p.cap;
         unsigned long long t0 = idle == 0 ? silica_globaltimer() : 0ull;
         unsigned int count = 0;
-        bool pause = false;
         if (idle > 0) {
             // Idle: probe only the next entry (its lanes' 16-byte loads; the other lanes load
             // nothing), so an idle ring costs little PCIe and the probe returns sooner.
@@ -392,7 +391,6 @@ __device__ void silica_poller(const SilicaRing& p) {
             // Loaders join only under sustained load (the last iteration or this one already
             // took a whole region): a lone message's round stays one warp's, so the round trip
             // does not pay for loads nobody needs.
-            bool partial = false;
             for (unsigned int r = 0; r < p.lookahead; ++r) {
                 unsigned long long base = idx + count;
                 unsigned long long room = safe > base ? (safe - base) / SILICA_REGION : 0ull;
@@ -404,12 +402,8 @@ __device__ void silica_poller(const SilicaRing& p) {
                     ? silica_loaded_round(p, base, regions, seq)
                     : silica_poll_round<SILICA_DEPTH>(p, base);
                 count += n;
-                if (n < regions * SILICA_REGION) { partial = true; break; }
+                if (n < regions * SILICA_REGION) break;
             }
-            // Under load the round ended at the producers' writing frontier: give them a moment
-            // before reading those lines again (each read of a line a producer is writing pulls
-            // it out of the producer's cache).
-            if (partial && count >= SILICA_REGION && p.frontier_pause_ns > 0) pause = true;
         }
         last = count;
         if (count > 0) {
@@ -429,7 +423,6 @@ __device__ void silica_poller(const SilicaRing& p) {
                 volatile unsigned long long* stats = (volatile unsigned long long*)(p.ctrl + 256);
                 stats[0] = ++publishes; stats[1] = idx - p.start; stats[2] = busy_ns; stats[3] = lag_sum;
             }
-            if (pause) __nanosleep(p.frontier_pause_ns);
         } else {
             ++idle;
             if (idle > 256) __nanosleep(idle > 4096 ? 1000 : 200);
