@@ -133,6 +133,7 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
         outcomes: Vec::new(),
     };
     let mut last_sweep = Instant::now();
+    let mut flush_skipped = false;
     while !stop.load(Ordering::SeqCst) {
         if last_sweep.elapsed() >= Duration::from_micros(100) {
             // The fallback for staged batches nobody flushed (see `stage.rs`).
@@ -145,8 +146,10 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
             end += 1;
         }
         if end == head {
-            // Nothing in flight: batches whose futures waited on a busy ring go out now.
-            shared.flush_if_quiet();
+            if flush_skipped {
+                // A pass skipped a locked shard and no further pass comes: retry it here.
+                flush_skipped = shared.flush_awaited_when_idle();
+            }
             if idle_since.elapsed() < shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {
@@ -166,8 +169,8 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
         } else {
             shared.queue.release(end);
             shared.room_for_staged();
-            // Nagle's "ack": batches staged while this one ran go out now (see `stage.rs`).
-            shared.flush_after_completion();
+            // Nagle's "ack": batches awaited while this one ran go out now (see `stage.rs`).
+            flush_skipped = shared.flush_after_completion();
         }
         idle_since = Instant::now();
     }

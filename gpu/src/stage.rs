@@ -10,8 +10,8 @@
 //! - it is full (`SILICA_GPU_STAGE_MAX`, default 64 messages),
 //! - a message for a slot whose previous message sits in another shard's open batch is staged
 //!   (that batch is submitted first; see "Order"),
-//! - the ring's consumer thread finishes a pass of entries, or finds the ring quiet while idle
-//!   ([`RingShared::flush_after_completion`], [`RingShared::flush_if_quiet`]),
+//! - a future waits on it and the ring's consumer thread finishes a pass of entries
+//!   ([`RingShared::flush_after_completion`]),
 //! - the consumer's fallback sweep finds it open at two sweeps in a row (~100 us apart while
 //!   the consumer spins, up to its park timeout when it sleeps),
 //! - or `drain`, `deactivate` or `shutdown` run.
@@ -21,11 +21,15 @@
 //! (a caller that keeps N calls in flight issues one call per completion and awaits it at
 //! once). So, as TCP's Nagle algorithm holds small segments while data is unacknowledged, an
 //! awaited future flushes its open batch at once only when the ring is quiet: then a lone call
-//! costs no waiting. On a busy ring it registers its waker on the batch and leaves the batch
-//! open to collect more messages; the consumer submits every open batch right after each
-//! completion pass (the "ack"), with `try_lock` so that it never waits behind a stager (a
-//! batch it skips goes at its next pass, or when it finds the ring quiet). Waiters of an open
-//! or waiting batch move to its reply cell when it is published, so none is lost.
+//! costs no waiting. On a busy ring it registers its waker on the batch, marks the shard in
+//! `awaited_mask` and leaves the batch open to collect more messages; the consumer submits
+//! every marked shard's batch right after each completion pass (the "ack"), with `try_lock` so
+//! that it never waits behind a stager (a shard it skips goes at its next pass, or, if none
+//! comes, from its idle loop). Batches nobody awaits yet are left to gather their thread's
+//! burst; the fallback sweep covers those never awaited. The consumer reads only
+//! `awaited_mask`, which only a loaded ring writes: a lone caller's path stays as it was.
+//! Waiters of an open or waiting batch move to its reply cell when it is published, so none
+//! is lost (`RingShared::await_open` says why none is left open).
 //! `SILICA_GPU_STAGE_FLUSH=await` restores flushing on the first await (for comparisons).
 //!
 //! A batch of one is an ordinary single-message cell (decoded by the completion thread).
@@ -84,10 +88,11 @@ struct Shard<K: Kernel> {
 struct ShardCell<K: Kernel> {
     /// Id of the open batch, 0 when none (read by the sweeper without the lock).
     open: AtomicU64,
-    /// Id of the latest batch a future waits on while it is open (see `flush_if_quiet`).
-    awaited: AtomicU64,
     shard: Mutex<Shard<K>>,
 }
+
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// What submitted a batch (counted in [`StageStats`]).
 #[derive(Clone, Copy)]
@@ -136,8 +141,12 @@ pub(crate) struct Stager<K: Kernel> {
     seen: Box<[AtomicU64]>,
     /// Per slot: id of the batch that took its latest staged message (0: none yet).
     marks: Box<[AtomicU64]>,
-    /// Bit `i` set while shard `i` has an open batch: the consumer's one-load check.
+    /// Bit `i` set while shard `i` has an open batch.
     open_mask: AtomicU64,
+    /// Bit `i` set once a future waits on shard `i`'s open batch (the ring was busy): the
+    /// batches the consumer submits after a completion pass. Its own cache line, written only
+    /// under load, so a consumer checking it costs a lone caller nothing.
+    awaited_mask: Padded<AtomicU64>,
     /// Nagle flushing (see the module docs); off: a batch goes on its first awaited future.
     nagle: bool,
     stats: StageStats,
@@ -161,7 +170,6 @@ impl<K: Kernel> Stager<K> {
             shards: (0..SHARDS)
                 .map(|_| ShardCell {
                     open: AtomicU64::new(0),
-                    awaited: AtomicU64::new(0),
                     shard: Mutex::new(Shard {
                         items: Vec::with_capacity(max),
                         batch: None,
@@ -172,6 +180,7 @@ impl<K: Kernel> Stager<K> {
             seen: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             marks: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             open_mask: AtomicU64::new(0),
+            awaited_mask: Padded(AtomicU64::new(0)),
             nagle,
             stats: StageStats::default(),
             pending: Mutex::new(VecDeque::new()),
@@ -326,8 +335,6 @@ impl<K: Kernel> RingShared<K> {
                     readers: AtomicUsize::new(0),
                 });
                 st.shards[home].open.store(id, Ordering::Relaxed);
-                // SeqCst: a future that then finds the ring busy relies on the consumer seeing
-                // this bit after it moves `ready` (see `ring_quiet`).
                 st.open_mask.fetch_or(1 << home, Ordering::SeqCst);
                 shard.batch = Some(b.clone());
                 b
@@ -380,11 +387,6 @@ impl<K: Kernel> RingShared<K> {
 
     /// Whether an awaited future should submit its open batch now: the ring is quiet (every
     /// submitted entry finished, no batch waits for room) or closed, or Nagle is off.
-    ///
-    /// A future that finds the ring busy waits on its batch: the entry it saw unfinished
-    /// finishes later, and the consumer's `flush_after_completion` after that pass (SeqCst:
-    /// it moved `ready` after this read, so it sees the batch's `open_mask` bit) or its idle
-    /// `flush_if_quiet` submits the batch.
     fn flush_now(&self) -> bool {
         let st = &self.stager;
         !st.nagle
@@ -393,51 +395,53 @@ impl<K: Kernel> RingShared<K> {
             || self.queue.is_closed()
     }
 
-    /// The consumer finished a pass of entries (Nagle's "ack"): submits every open batch whose
-    /// shard it can lock without waiting. Costs one load when no batch is open.
-    pub(crate) fn flush_after_completion(&self) {
-        if self.stager.nagle {
-            self.flush_unlocked(Flush::Completion, false);
+    /// A future waits on its open batch in shard `home`: marks the shard for the consumer,
+    /// then checks again whether the ring went quiet meanwhile (`true`: flush it now).
+    ///
+    /// Why no batch is left behind: the future saw an entry unfinished. Either the consumer's
+    /// pass that finishes the last such entry moves `ready` after the mark (all SeqCst), and
+    /// so `flush_after_completion` sees the mark, or the check here sees that pass and finds
+    /// the ring quiet (or still busy with a later entry, whose pass then sees the mark).
+    fn await_open(&self, home: usize) -> bool {
+        let mask = &self.stager.awaited_mask.0;
+        if mask.load(Ordering::SeqCst) & (1 << home) == 0 {
+            mask.fetch_or(1 << home, Ordering::SeqCst);
         }
+        self.flush_now()
     }
 
-    /// The consumer is idle: if nothing submitted is unfinished, submits the open batches that
-    /// futures wait on (they found the ring busy, and it went quiet before a completion pass
-    /// could take their batch). Batches nobody awaits yet stay open to gather their thread's
-    /// burst: flushing those whenever a fast consumer idles would send every message alone.
-    pub(crate) fn flush_if_quiet(&self) {
-        if self.stager.nagle
-            && self.stager.open_mask.load(Ordering::Relaxed) != 0
-            && self.queue.tail() == self.queue.ready()
-        {
-            self.flush_unlocked(Flush::Idle, true);
-        }
+    /// The consumer finished a pass of entries (Nagle's "ack"): submits every open batch a
+    /// future waits on, if it can lock the batch's shard without waiting. Returns whether it
+    /// skipped one (the consumer then calls again when idle). One load when nobody waits.
+    pub(crate) fn flush_after_completion(&self) -> bool {
+        self.flush_awaited(Flush::Completion)
     }
 
-    fn flush_unlocked(&self, cause: Flush, awaited_only: bool) {
+    /// [`RingShared::flush_after_completion`] for a consumer that skipped a shard and found
+    /// no more entries to finish; returns whether it skipped one again.
+    pub(crate) fn flush_awaited_when_idle(&self) -> bool {
+        self.flush_awaited(Flush::Idle)
+    }
+
+    fn flush_awaited(&self, cause: Flush) -> bool {
         let st = &self.stager;
-        let mut mask = st.open_mask.load(Ordering::SeqCst);
+        let mut mask = st.awaited_mask.0.load(Ordering::SeqCst);
+        let mut skipped = false;
         while mask != 0 {
             let home = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            let cell = &st.shards[home];
-            if awaited_only
-                && cell.awaited.load(Ordering::SeqCst) != cell.open.load(Ordering::SeqCst)
-            {
-                continue;
-            }
-            if let Some(mut shard) = st.try_lock(home) {
-                self.submit_locked(home, &mut shard, cause);
+            match st.try_lock(home) {
+                Some(mut shard) if shard.batch.is_some() => {
+                    self.submit_locked(home, &mut shard, cause)
+                }
+                // A mark left by a future of a batch already submitted.
+                Some(_) => {
+                    st.awaited_mask.0.fetch_and(!(1 << home), Ordering::SeqCst);
+                }
+                None => skipped = true,
             }
         }
-    }
-
-    /// A future waits on open batch `id` of shard `home`.
-    fn mark_awaited(&self, home: usize, id: u64) {
-        let awaited = &self.stager.shards[home].awaited;
-        if awaited.load(Ordering::Relaxed) != id {
-            awaited.store(id, Ordering::SeqCst);
-        }
+        skipped
     }
 
     /// The consumer thread's fallback: submits batches found open at the previous sweep too,
@@ -484,6 +488,9 @@ impl<K: Kernel> RingShared<K> {
         st.count(cause);
         st.shards[home].open.store(0, Ordering::Relaxed);
         st.open_mask.fetch_and(!(1 << home), Ordering::SeqCst);
+        if st.awaited_mask.0.load(Ordering::Relaxed) & (1 << home) != 0 {
+            st.awaited_mask.0.fetch_and(!(1 << home), Ordering::SeqCst);
+        }
         if st.pending_len.load(Ordering::SeqCst) == 0 {
             match self.queue.claim(shard.items.len() as u64) {
                 Ok(Some(first)) => {
@@ -665,8 +672,12 @@ impl<K: Kernel> StagedReply<K> {
                         return Poll::Pending;
                     }
                     if batch.wait_unsubmitted(*index, cx.waker()) {
-                        shared.mark_awaited(batch.home, batch.id);
                         *registered = Some(cx.waker().clone());
+                        if shared.await_open(batch.home) {
+                            // Quiet after all: send it (its waker moves to the cell).
+                            shared.flush_shard(batch.home, Some(batch.id), Flush::Await);
+                            continue;
+                        }
                         return Poll::Pending;
                     }
                 }

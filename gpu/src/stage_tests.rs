@@ -139,20 +139,20 @@ fn busy_ring_gathers_awaited_messages_into_one_run() {
     assert_eq!(stat(&shared, "stage_flush_completion"), 1);
 }
 
-// Pins the idle fallback: a future that found the ring busy but whose batch the completion
-// pass missed (a stager held the shard) is submitted once the consumer finds the ring quiet;
-// a batch nobody awaits yet stays open to gather its thread's burst.
+// Pins the consumer's side: a completion pass sends the batches futures wait on and leaves a
+// batch nobody awaits yet to gather its thread's burst; a shard it could not lock (a stager
+// held it) is reported, and the idle retry sends it.
 #[test]
-fn quiet_ring_sends_awaited_batches_only() {
+fn completion_sends_awaited_batches_and_retries_locked_shards() {
     let (shared, slot) = shared();
     let p = Polled::new();
     let mut busy = stage(&shared, slot, 1);
     assert!(p.poll(&mut busy).is_pending());
     let mut awaited = stage(&shared, slot, 2);
     assert!(p.poll(&mut awaited).is_pending());
-    complete_all(&shared);
+    let home = shard_index();
     // Another thread (shard) stages without awaiting.
-    let unawaited = {
+    let (mut unawaited, _) = {
         let shared = shared.clone();
         std::thread::spawn(move || {
             let other = shared.slots.allocate().unwrap();
@@ -162,14 +162,22 @@ fn quiet_ring_sends_awaited_batches_only() {
         .join()
         .unwrap()
     };
-    shared.flush_if_quiet();
+    complete_all(&shared);
+    {
+        let _stager = shared.stager.lock(home);
+        assert!(
+            shared.flush_after_completion(),
+            "the locked shard is reported"
+        );
+    }
+    assert_eq!(shared.queue.tail(), 1);
+    assert!(!shared.flush_awaited_when_idle(), "the retry took it");
     assert_eq!(shared.queue.tail(), 2, "only the awaited batch went");
     assert_eq!(stat(&shared, "stage_flush_idle"), 1);
     complete_all(&shared);
     assert_eq!(count_of(p.poll(&mut awaited)), 2);
     assert_eq!(count_of(p.poll(&mut busy)), 1);
     // Awaited on the quiet ring, the other thread's message goes at once.
-    let (mut unawaited, _) = unawaited;
     assert!(p.poll(&mut unawaited).is_pending());
     assert_eq!(shared.queue.tail(), 3);
     complete_all(&shared);

@@ -150,6 +150,7 @@ impl<K: Kernel> Watcher<K> {
         let mut beat = (self.ctrl.heartbeat(), Instant::now());
         let mut stop_deadline: Option<Instant> = None;
         let mut last_sweep = Instant::now();
+        let mut flush_skipped = false;
         loop {
             // Find the run of whole entries (every word tagged), then count it into its cells.
             let t0 = Instant::now();
@@ -173,8 +174,8 @@ impl<K: Kernel> Watcher<K> {
                 let n = end - ready;
                 ready = end;
                 q.set_ready(ready);
-                // Nagle's "ack": batches staged while these ran go out now (see `stage.rs`).
-                self.shared.flush_after_completion();
+                // Nagle's "ack": batches awaited while these ran go out now (see `stage.rs`).
+                flush_skipped = self.shared.flush_after_completion();
                 let t2 = Instant::now();
                 let ns = |d: Duration| d.as_nanos() as u64;
                 self.stats.scan_ns.fetch_add(ns(t1 - t0), Ordering::Relaxed);
@@ -242,8 +243,10 @@ impl<K: Kernel> Watcher<K> {
                 }
             }
             self.stats.idle.fetch_add(1, Ordering::Relaxed);
-            // Nothing in flight: batches whose futures waited on a busy ring go out now.
-            self.shared.flush_if_quiet();
+            if flush_skipped {
+                // A pass skipped a locked shard and no pass came since: retry it here.
+                flush_skipped = self.shared.flush_awaited_when_idle();
+            }
             if idle_since.elapsed() < self.shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {
