@@ -146,6 +146,29 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
         .map(|_| ring.activate(&Empty::default()).unwrap())
         .collect();
     let start = Instant::now();
+    // A watchdog: a run that has not finished well after its window prints what the ring
+    // reports and ends the process, rather than hanging the benchmark.
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (ring, finished) = (ring.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let limit = Duration::from_secs_f64(secs + 10.0);
+            while !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                if start.elapsed() > limit {
+                    println!(
+                        "STUCK {kind:?} after {:?}: {:?}\n  stats {:?}",
+                        start.elapsed(),
+                        ring.health(),
+                        ring.backend_stats()
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                    println!("  2 s later: {:?}", ring.backend_stats());
+                    std::process::exit(3);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
     let handles: Vec<_> = (0..producers)
         .map(|p| {
             let (ring, slots) = (ring.clone(), slots.clone());
@@ -187,6 +210,7 @@ fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {
         })
         .collect();
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    finished.store(true, std::sync::atomic::Ordering::Relaxed);
     let stats = ring.backend_stats();
     if !stats.is_empty() {
         println!("  stats {kind:?}: {stats:?}");

@@ -8,7 +8,10 @@
 //! - `SILICA_BENCH_ONLY`: `g1`, `g2` or `g4` (default all).
 //! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
 //! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
-//! - `SILICA_BENCH_CAPACITY`: ring entries (default `RingConfig`'s).
+//! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
+//! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
+//!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`), `0` for all.
+//! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
 //!
 //! Prints one line per figure; docs/BENCHMARKS.md records them.
 #![allow(missing_docs)]
@@ -274,6 +277,14 @@ async fn g4(name: &str, kind: BackendKind, n: usize) {
 fn main() {
     let only = env("SILICA_BENCH_ONLY");
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    #[cfg(feature = "cuda")]
+    if let Some(lead) = env("SILICA_BENCH_LEAD_ONLY") {
+        silica_gpu::cuda::set_tuning(silica_gpu::cuda::Tuning {
+            lead_only_wake: lead == "1",
+            ..Default::default()
+        });
+    }
+    // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -27,6 +27,9 @@ pub struct Tuning {
     pub worker_window: u32,
     /// K2H entries the completion thread prefetches ahead of its scan (0: none).
     pub k2h_prefetch: u32,
+    /// Whether the completion thread wakes only one future of a finished multi-message run
+    /// (it wakes the rest from its own thread) instead of every one of them.
+    pub lead_only_wake: bool,
 }
 
 impl Default for Tuning {
@@ -34,6 +37,7 @@ impl Default for Tuning {
         Self {
             worker_window: 16,
             k2h_prefetch: 8,
+            lead_only_wake: false,
         }
     }
 }

@@ -201,6 +201,7 @@ impl<K: Kernel> PersistentBackend<K> {
             ordinal,
             ptx,
             prefetch: Arc::new(AtomicU32::new(super::tuning().k2h_prefetch)),
+            lead_only: super::tuning().lead_only_wake,
         };
         let thread = std::thread::Builder::new()
             .name(format!("silica-k2h-{}", K::NAME))
@@ -293,6 +294,9 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             ("kernel_published_entries", ctrl(STAT_ENTRIES)),
             ("kernel_poll_busy_ns", ctrl(STAT_POLL_NS)),
             ("kernel_worker_lag_sum", ctrl(STAT_WORKER_LAG)),
+            ("ring_tail", self.shared.queue.tail()),
+            ("ring_ready", self.shared.queue.ready()),
+            ("ring_head", self.shared.queue.head()),
         ]
     }
 

@@ -23,9 +23,6 @@ use std::time::{Duration, Instant};
 
 /// Most entries one busy poll takes before completing them.
 const RUN: u64 = 4096;
-/// Whether a finished run wakes only one of its futures (the rest woken by it): measured
-/// slower on the H100 than waking all from this thread (see docs/gpu.md), so off.
-const LEAD_ONLY: bool = false;
 /// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`); staged
 /// batches normally go right after a completion pass or when the ring is quiet.
 const SWEEP: Duration = Duration::from_micros(100);
@@ -42,6 +39,8 @@ pub(super) struct Watcher<K: Kernel> {
     pub(super) ptx: Arc<CString>,
     /// K2H entries the scan prefetches ahead of itself.
     pub(super) prefetch: Arc<AtomicU32>,
+    /// Whether a finished run wakes only one of its futures (`Tuning::lead_only_wake`).
+    pub(super) lead_only: bool,
 }
 
 /// Reply cells the thread has started completing, in ring order, kept until their callers
@@ -63,6 +62,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
         q: &crate::queue::SubmitRing<R>,
         from: u64,
         to: u64,
+        lead_only: bool,
         decode: impl Fn(u64) -> Option<Outcome<R>>,
     ) {
         let mut t = from;
@@ -104,7 +104,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
                 let high = (t..stop).map(|e| q.k2h_hlc(e)).max().unwrap_or(0);
                 (*self.current).raise_high(high);
                 (*self.current).set_in_k2h((stop - first) as usize);
-                ReplyCell::finish(self.current, (stop - t) as usize, LEAD_ONLY);
+                ReplyCell::finish(self.current, (stop - t) as usize, lead_only);
             }
             t = stop;
         }
@@ -170,7 +170,9 @@ impl<K: Kernel> Watcher<K> {
             let found = end != ready;
             if found {
                 let t1 = Instant::now();
-                open.complete(q, ready, end, |t| self.shared.k2h_outcome(t));
+                open.complete(q, ready, end, self.lead_only, |t| {
+                    self.shared.k2h_outcome(t)
+                });
                 let n = end - ready;
                 ready = end;
                 q.set_ready(ready);

@@ -28,7 +28,14 @@ impl Default for GpuConfig {
             devices: GpuDevices::Auto,
             slots_per_device: 1 << 16,
             reply_spin: Duration::from_micros(50),
-            ring: RingConfig::default(),
+            ring: RingConfig {
+                // Calls in flight per ring. On the persistent ring an entry is reusable only
+                // after its caller has read its reply, so a ring smaller than the calls in
+                // flight makes callers queue for room: G2 on an H200 went 2.2 -> 7.7 M calls/s
+                // with 4,096 -> 65,536 entries (8 MiB of pinned host memory per ring).
+                capacity: 1 << 16,
+                ..RingConfig::default()
+            },
         }
     }
 }
