@@ -18,7 +18,7 @@ use crate::error::RingError;
 use crate::slots::SlotId;
 use smallvec::SmallVec;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -45,6 +45,10 @@ enum Stored<R> {
     Failed,
 }
 
+/// `ReplyCell::k2h_readers` flags: a rescue is decoding the cell's K2H entries / has done so.
+const RESCUING: u32 = 1 << 30;
+const RESCUED: u32 = 1 << 31;
+
 /// Results of a run of consecutive ring entries, starting at ring index `first`.
 pub(crate) struct ReplyCell<R> {
     pub(crate) first: u64,
@@ -57,6 +61,10 @@ pub(crate) struct ReplyCell<R> {
     in_k2h: AtomicUsize,
     /// The caller has read the K2H entries, or will never read them (dropped).
     consumed: AtomicBool,
+    /// Callers decoding K2H entries right now (low bits) and the rescue flags (see
+    /// [`ReplyCell::rescue`]): a rescue starts only while nobody decodes, and nobody starts
+    /// decoding once it has.
+    k2h_readers: AtomicU32,
     /// Waiting futures by entry index (one entry, index 0, for a single future's cell).
     /// Inline for one: a heap list allocated by the caller and freed by the completion thread
     /// put a cross-thread `free` on every single-message completion.
@@ -85,6 +93,7 @@ impl<R> ReplyCell<R> {
             done: AtomicBool::new(false),
             in_k2h: AtomicUsize::new(0),
             consumed: AtomicBool::new(false),
+            k2h_readers: AtomicU32::new(0),
             wakers: Mutex::new(SmallVec::new()),
             fan_out: AtomicBool::new(false),
             fan_out_seen: AtomicBool::new(false),
@@ -131,10 +140,61 @@ impl<R> ReplyCell<R> {
         self.consumed.store(true, Ordering::Release);
     }
 
-    /// Whether the caller is done with the cell's K2H entries.
+    /// Whether the cell's K2H entries may be reused: its callers have read them (or never
+    /// will), or a rescue moved them into the cell.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
     pub(crate) fn is_consumed(&self) -> bool {
         self.consumed.load(Ordering::Acquire)
+            || self.k2h_readers.load(Ordering::Acquire) & RESCUED != 0
+    }
+
+    /// The completion thread's way out of a full ring whose oldest entries are done but unread
+    /// (their callers have not polled them, e.g. a task awaiting a later call first, whose
+    /// message waits for the room these entries hold): decodes the cell's K2H entries into the
+    /// cell (`decode(t)`), after which callers read them there and the positions are free.
+    /// Returns whether it did; not while a caller is decoding (the next try will).
+    ///
+    /// # Safety
+    /// Called only by the thread that completes the cell's entries, after the cell is done.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) unsafe fn rescue(&self, mut decode: impl FnMut(u64) -> Option<Outcome<R>>) -> bool {
+        debug_assert!(self.is_done());
+        if self
+            .k2h_readers
+            .compare_exchange(0, RESCUING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        for i in 0..self.in_k2h.load(Ordering::Relaxed) {
+            let outcome = decode(self.first + i as u64).unwrap_or(Err(RingError::ShutDown));
+            // SAFETY: no caller reads entries below `in_k2h` from the cell until `RESCUED` is
+            // published below, and none decodes from K2H any more (`RESCUING` keeps them out).
+            unsafe { self.set(self.first + i as u64, outcome) };
+        }
+        self.k2h_readers.store(RESCUED, Ordering::Release);
+        true
+    }
+
+    /// Enters the cell's K2H entries for reading: `false` once a rescue has moved them (the
+    /// caller then reads the cell, after [`ReplyCell::wait_rescued`]).
+    fn enter_k2h(&self) -> bool {
+        if self.k2h_readers.fetch_add(1, Ordering::AcqRel) & (RESCUING | RESCUED) == 0 {
+            return true;
+        }
+        self.k2h_readers.fetch_sub(1, Ordering::Release);
+        false
+    }
+
+    fn leave_k2h(&self) {
+        self.k2h_readers.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Waits out a rescue in progress (it decodes at most one cell's entries).
+    fn wait_rescued(&self) {
+        while self.k2h_readers.load(Ordering::Acquire) & RESCUED == 0 {
+            std::hint::spin_loop();
+        }
     }
 
     /// Raises the highest HLC recorded for the cell's K2H entries.
@@ -248,7 +308,12 @@ impl<R> ReplyCell<R> {
         decode: impl FnOnce(u64) -> Option<Outcome<R>>,
     ) -> Outcome<R> {
         if index < self.in_k2h.load(Ordering::Relaxed) {
-            return decode(self.first + index as u64).unwrap_or(Err(RingError::ShutDown));
+            if self.enter_k2h() {
+                let outcome = decode(self.first + index as u64).unwrap_or(Err(RingError::ShutDown));
+                self.leave_k2h();
+                return outcome;
+            }
+            self.wait_rescued();
         }
         // SAFETY: `done` was observed with acquire, so the writer has finished with this
         // entry; only the future that owns entry `index` reads it, once.
@@ -274,12 +339,22 @@ impl<R> ReplyCell<R> {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or(RingError::ShutDown);
-        let in_k2h = self.in_k2h.load(Ordering::Relaxed);
+        let mut in_k2h = self.in_k2h.load(Ordering::Relaxed);
         let mut out = Vec::with_capacity(self.results.len());
-        out.extend(
-            (0..in_k2h as u64)
-                .map(|i| decode(self.first + i).unwrap_or_else(|| Err(RingError::ShutDown))),
-        );
+        if in_k2h > 0 {
+            if self.enter_k2h() {
+                out.extend(
+                    (0..in_k2h as u64).map(|i| {
+                        decode(self.first + i).unwrap_or_else(|| Err(RingError::ShutDown))
+                    }),
+                );
+                self.leave_k2h();
+            } else {
+                // Rescued: every outcome is in the cell.
+                self.wait_rescued();
+                in_k2h = 0;
+            }
+        }
         self.mark_consumed();
         out.extend(self.results[in_k2h..].iter().map(|c| {
             // SAFETY: `done` was observed with acquire, so every writer has finished with
@@ -337,5 +412,71 @@ impl<R> Drop for CellWait<R> {
     fn drop(&mut self) {
         // A caller that stops waiting never reads its K2H entries: release them.
         self.cell.mark_consumed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::HlcStamp;
+
+    fn reply(v: u32) -> Outcome<u32> {
+        Ok(Reply {
+            response: v,
+            stamp: HlcStamp::new(u64::from(v), 1),
+        })
+    }
+
+    fn value(outcome: Outcome<u32>) -> u32 {
+        outcome.expect("a reply").response
+    }
+
+    /// A done cell of `len` entries, all K2H-resident, as the completion thread leaves it.
+    fn done_cell(len: usize) -> Arc<ReplyCell<u32>> {
+        let cell = Arc::new(ReplyCell::new(100, len));
+        let raw = Arc::into_raw(cell.clone());
+        // SAFETY: test-only, this thread plays the completing thread.
+        unsafe {
+            cell.set_in_k2h(len);
+            ReplyCell::finish(raw, len, false);
+        }
+        cell
+    }
+
+    // Pins the rescue: a done cell nobody has read gives up its K2H entries (the ring may reuse
+    // them) and its callers read the same outcomes from the cell; a caller that already took
+    // its entry from K2H is unaffected.
+    #[test]
+    fn rescued_cells_answer_from_the_cell() {
+        let cell = done_cell(3);
+        let k2h = |t: u64| Some(reply(t as u32));
+        assert_eq!(value(cell.take_one(0, k2h)), 100);
+        assert!(!cell.is_consumed());
+        // SAFETY: test-only; the cell is done and this thread plays the completing thread.
+        assert!(unsafe { cell.rescue(k2h) });
+        assert!(cell.is_consumed());
+        let gone = |_: u64| -> Option<Outcome<u32>> { panic!("K2H read after a rescue") };
+        assert_eq!(value(cell.take_one(1, gone)), 101);
+        assert_eq!(value(cell.take_one(2, gone)), 102);
+        let batch = done_cell(2);
+        // SAFETY: as above.
+        assert!(unsafe { batch.rescue(k2h) });
+        let all: Vec<u32> = batch.take_all(gone).into_iter().map(value).collect();
+        assert_eq!(all, [100, 101]);
+    }
+
+    // Pins the handshake: no rescue while a caller is decoding K2H entries (it would let the
+    // ring overwrite them mid-read); the next try succeeds once the caller is out.
+    #[test]
+    fn no_rescue_while_a_caller_reads_k2h() {
+        let cell = done_cell(2);
+        assert!(cell.enter_k2h());
+        // SAFETY: test-only; the cell is done and this thread plays the completing thread.
+        assert!(!unsafe { cell.rescue(|t| Some(reply(t as u32))) });
+        cell.leave_k2h();
+        // SAFETY: as above.
+        assert!(unsafe { cell.rescue(|t| Some(reply(t as u32 + 1))) });
+        assert!(!cell.enter_k2h());
+        assert_eq!(value(cell.take_one(0, |_| None)), 101);
     }
 }

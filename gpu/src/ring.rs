@@ -91,8 +91,8 @@ impl Default for RingConfig {
             stall_timeout: Duration::from_secs(2),
             // 1 + 7 warps leave the polling warp 255 registers: 32 loads in flight, not 16.
             worker_warps: 7,
-            // 4 loaders: 24 -> 46 M msg/s on an H200 (docs/BENCHMARKS.md); 8 gave no more.
-            loader_warps: 4,
+            // 6 loaders: 24 -> 50-57 M msg/s on an H200 (docs/BENCHMARKS.md).
+            loader_warps: 6,
         }
     }
 }

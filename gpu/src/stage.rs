@@ -379,6 +379,11 @@ impl<K: Kernel> RingShared<K> {
         self.drain_pending();
     }
 
+    /// Whether staged batches wait for ring room.
+    pub(crate) fn waits_for_room(&self) -> bool {
+        self.stager.pending_len.load(Ordering::SeqCst) != 0
+    }
+
     /// Whether staged messages wait for a flush or for ring room.
     pub(crate) fn has_staged(&self) -> bool {
         self.stager.open_mask.load(Ordering::SeqCst) != 0

@@ -118,6 +118,27 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
         self.cells.front().map_or(ready, |c| c.first)
     }
 
+    /// Moves the K2H entries of the oldest done-but-unread cells into the cells themselves
+    /// (see [`ReplyCell::rescue`]) so their positions can be reused; used only while someone
+    /// waits for ring room. Returns whether any cell was rescued.
+    fn rescue_front(&mut self, decode: impl Fn(u64) -> Option<Outcome<R>>) -> bool {
+        let mut any = false;
+        for cell in &self.cells {
+            if !cell.is_done() {
+                break;
+            }
+            if cell.is_consumed() {
+                continue;
+            }
+            // SAFETY: this is the completing thread and the cell is done.
+            if !unsafe { cell.rescue(&decode) } {
+                break;
+            }
+            any = true;
+        }
+        any
+    }
+
     fn front_consumed(&self) -> bool {
         self.cells.front().is_some_and(|c| c.is_consumed())
     }
@@ -187,6 +208,10 @@ impl<K: Kernel> Watcher<K> {
                 self.stats.busy.fetch_add(1, Ordering::Relaxed);
                 self.stats.entries.fetch_add(n, Ordering::Relaxed);
                 idle_since = Instant::now();
+            }
+            if q.has_waiters() || self.shared.waits_for_room() {
+                // The ring is full (or nearly): free entries whose callers have not read them.
+                open.rescue_front(|t| self.shared.k2h_outcome(t));
             }
             let h = open.release(ready);
             if h != head {
