@@ -172,7 +172,9 @@ impl<R> ReplyCell<R> {
             // published below, and none decodes from K2H any more (`RESCUING` keeps them out).
             unsafe { self.set(self.first + i as u64, outcome) };
         }
-        self.k2h_readers.store(RESCUED, Ordering::Release);
+        // An OR, not a store: callers entering meanwhile add and remove their count in the
+        // low bits (a store could erase one of them and leave a negative count behind).
+        self.k2h_readers.fetch_or(RESCUED, Ordering::AcqRel);
         true
     }
 
@@ -477,6 +479,39 @@ mod tests {
         // SAFETY: as above.
         assert!(unsafe { cell.rescue(|t| Some(reply(t as u32 + 1))) });
         assert!(!cell.enter_k2h());
+        assert!(
+            cell.is_consumed(),
+            "a caller's turned-away entry left the rescue flag intact"
+        );
         assert_eq!(value(cell.take_one(0, |_| None)), 101);
+    }
+
+    // Pins the flag arithmetic under a race: callers entering and leaving while the rescue
+    // runs never erase its flag (every cell ends rescued, and no caller gets in afterwards).
+    #[test]
+    fn rescue_races_with_readers() {
+        let cells: Arc<Vec<_>> = Arc::new((0..2000).map(|_| done_cell(1)).collect());
+        let reader = {
+            let cells = cells.clone();
+            std::thread::spawn(move || {
+                for cell in cells.iter() {
+                    while cell.enter_k2h() {
+                        cell.leave_k2h();
+                    }
+                }
+            })
+        };
+        for cell in cells.iter() {
+            // SAFETY: test-only; each cell is done and this thread plays the completing thread.
+            while !unsafe { cell.rescue(|t| Some(reply(t as u32))) } {
+                std::hint::spin_loop();
+            }
+        }
+        reader.join().unwrap();
+        for cell in cells.iter() {
+            assert!(cell.is_consumed());
+            assert!(!cell.enter_k2h());
+            assert_eq!(value(cell.take_one(0, |_| None)), 100);
+        }
     }
 }

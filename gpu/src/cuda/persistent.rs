@@ -38,6 +38,8 @@ pub(super) struct Stats {
     /// Time in busy polls finding finished entries, and counting them into reply cells.
     pub(super) scan_ns: AtomicU64,
     pub(super) complete_ns: AtomicU64,
+    /// Entries of done-but-unread cells moved out of K2H while producers waited for room.
+    pub(super) rescued: AtomicU64,
 }
 
 /// Kernel parameters; mirrors `struct SilicaRing` in the generated source.
@@ -289,6 +291,10 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             (
                 "completion_complete_ns",
                 s.complete_ns.load(Ordering::Relaxed),
+            ),
+            (
+                "completion_rescued_entries",
+                s.rescued.load(Ordering::Relaxed),
             ),
             ("kernel_publishes", ctrl(STAT_PUBLISHES)),
             ("kernel_published_entries", ctrl(STAT_ENTRIES)),

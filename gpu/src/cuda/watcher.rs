@@ -120,9 +120,9 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
 
     /// Moves the K2H entries of the oldest done-but-unread cells into the cells themselves
     /// (see [`ReplyCell::rescue`]) so their positions can be reused; used only while someone
-    /// waits for ring room. Returns whether any cell was rescued.
-    fn rescue_front(&mut self, decode: impl Fn(u64) -> Option<Outcome<R>>) -> bool {
-        let mut any = false;
+    /// waits for ring room. Returns how many entries it moved.
+    fn rescue_front(&mut self, decode: impl Fn(u64) -> Option<Outcome<R>>) -> u64 {
+        let mut moved = 0;
         for cell in &self.cells {
             if !cell.is_done() {
                 break;
@@ -134,9 +134,9 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             if !unsafe { cell.rescue(&decode) } {
                 break;
             }
-            any = true;
+            moved += cell.len() as u64;
         }
-        any
+        moved
     }
 
     fn front_consumed(&self) -> bool {
@@ -211,7 +211,8 @@ impl<K: Kernel> Watcher<K> {
             }
             if q.has_waiters() || self.shared.waits_for_room() {
                 // The ring is full (or nearly): free entries whose callers have not read them.
-                open.rescue_front(|t| self.shared.k2h_outcome(t));
+                let moved = open.rescue_front(|t| self.shared.k2h_outcome(t));
+                self.stats.rescued.fetch_add(moved, Ordering::Relaxed);
             }
             let h = open.release(ready);
             if h != head {
