@@ -66,8 +66,8 @@ pub struct RingConfig {
     pub consumer_spin: Duration,
     /// A heartbeat older than this is a stall (persistent ring).
     pub stall_timeout: Duration,
-    /// Worker warps of the persistent kernel (besides the polling warp). Up to 7 the polling
-    /// warp keeps twice the loads in flight (see docs/gpu.md).
+    /// Worker warps of the persistent kernel (besides the loader warps). With at most 8 warps
+    /// in the block each loader keeps twice the loads in flight (see docs/gpu.md).
     pub worker_warps: u32,
     /// Warps of the persistent kernel that read H2K while the ring is busy, the polling warp
     /// included (1 to 8). Only the polling warp probes an idle ring; the others join it for
@@ -89,7 +89,6 @@ impl Default for RingConfig {
             reply_spin: Duration::from_micros(50),
             consumer_spin: Duration::from_millis(2),
             stall_timeout: Duration::from_secs(2),
-            // 1 + 7 warps leave the polling warp 255 registers: 32 loads in flight, not 16.
             worker_warps: 7,
             // 6 loaders: 24 -> 50-57 M msg/s on an H200 (docs/BENCHMARKS.md).
             loader_warps: 6,
