@@ -19,7 +19,8 @@
 //!   (the wire machinery is `silica_client::link`).
 //! - [`gpu`] — GPU variants: grain interfaces served by ring kernels on this silo's devices.
 //! - `collector`: idle collection.
-//! - `deadline`: call timeouts that arm a timer only for slow answers.
+//! - `deadline`: call timeouts: waiting calls register in a per-thread shard of a deadline wheel
+//!   whose sweeper times them out; no Tokio timer per call.
 //! - `activation`: the activation task, its mailbox, turns and timers.
 //! - `registry`: grain types by name.
 //! - `caller`: the task-local turn scope that carries call chains.

@@ -24,7 +24,7 @@ use crate::caller::chain_for_outgoing_call;
 use crate::catalog::Catalog;
 use crate::cluster_node::ClusterNode;
 use crate::config::SiloConfig;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, DeadlineWheel};
 use crate::registry::{Registration, Registry};
 
 /// Where a silo is in its life.
@@ -43,6 +43,8 @@ pub(crate) struct SiloInner {
     pub(crate) catalog: Catalog,
     /// Shared with GPU variants, which merge their devices' stamps into it.
     pub(crate) clock: Arc<HybridClock>,
+    /// The timeouts of calls waiting for their answers.
+    pub(crate) deadlines: DeadlineWheel,
     pub(crate) tracker: TaskTracker,
     /// The runtime the silo started on: activations run here whoever calls them.
     pub(crate) runtime: tokio::runtime::Handle,
@@ -68,6 +70,7 @@ impl SiloInner {
             registry,
             catalog: Catalog::new(),
             clock,
+            deadlines: DeadlineWheel::start(&runtime),
             tracker: TaskTracker::new(),
             runtime,
             stopping: CancellationToken::new(),
@@ -158,12 +161,10 @@ impl SiloInner {
             };
         }
         let timeout = envelope.timeout;
-        let answer = match self.route_from(envelope, from_silo) {
-            Err(error) => return Err(error),
-            Ok(Answered::Ready(result)) => return result,
-            Ok(answered) => answered,
-        };
-        self.with_deadline(answered_future(answer), timeout).await
+        match self.route_from(envelope, from_silo) {
+            Err(error) => Err(error),
+            Ok(answered) => self.wait_for(answered, timeout).await,
+        }
     }
 
     /// Hands `envelope` to its activation now (so calls issued in order are queued in order,
@@ -174,8 +175,7 @@ impl SiloInner {
         let timeout = envelope.timeout;
         match self.route_from(envelope, false) {
             Err(error) => PendingCall::answered(Err(error)),
-            Ok(Answered::Ready(result)) => PendingCall::answered(result),
-            Ok(answer) => self.with_deadline(answered_future(answer), timeout),
+            Ok(answered) => self.wait_for(answered, timeout),
         }
     }
 
@@ -201,21 +201,23 @@ impl SiloInner {
     }
 
     /// The wait for `answered`, at most `timeout`.
-    fn with_deadline(
+    fn wait_for(&self, answered: Answered, timeout: std::time::Duration) -> PendingCall {
+        match answered {
+            Answered::Ready(result) => PendingCall::answered(result),
+            Answered::Timed(pending) => pending,
+            Answered::Waiting(answer) => self.with_deadline(Reply(answer), timeout),
+            Answered::Running(running) => self.with_deadline(running, timeout),
+        }
+    }
+
+    /// `answer`, ended with `Timeout` after `timeout`: one allocation, and no timer unless the
+    /// call has to wait (see `deadline`).
+    pub(crate) fn with_deadline(
         &self,
-        answered: impl std::future::Future<Output = Result<Payload, CallError>> + Send + 'static,
+        answer: impl std::future::Future<Output = Result<Payload, CallError>> + Send + 'static,
         timeout: std::time::Duration,
     ) -> PendingCall {
-        // A caller outside any runtime needs the silo's to time its wait.
-        let runtime = tokio::runtime::Handle::try_current()
-            .is_err()
-            .then(|| self.runtime.clone());
-        PendingCall::waiting(async move {
-            match Deadline::new(answered, timeout, runtime).await {
-                Ok(answer) => answer,
-                Err(_) => Err(CallError::Timeout(timeout)),
-            }
-        })
+        PendingCall::waiting(Deadline::new(answer, timeout, &self.deadlines))
     }
 
     /// Checks `envelope` and hands it to its activation (here, or through the cluster path).
@@ -370,12 +372,28 @@ async fn answered_future(answer: Answered) -> Result<Payload, CallError> {
     match answer {
         Answered::Ready(result) => result,
         Answered::Running(running) => running.await,
-        Answered::Waiting(answer) => match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::SiloUnavailable(
-                "the activation ended without answering".into(),
-            )),
-        },
+        Answered::Timed(pending) => pending.await,
+        Answered::Waiting(answer) => Reply(answer).await,
+    }
+}
+
+/// The answer of a queued call, from the activation task.
+struct Reply(oneshot::Receiver<Result<Payload, CallError>>);
+
+impl std::future::Future for Reply {
+    type Output = Result<Payload, CallError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(CallError::SiloUnavailable(
+                    "the activation ended without answering".into(),
+                ))
+            })
+        })
     }
 }
 

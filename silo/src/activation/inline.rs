@@ -28,8 +28,11 @@ use crate::caller::{TurnScope, in_turn, in_turn_sync};
 pub(crate) enum Answered {
     Ready(Result<Payload, CallError>),
     Waiting(oneshot::Receiver<Result<Payload, CallError>>),
-    /// Running on the caller's side (a GPU variant's method awaiting its ring).
+    /// Running on the caller's side (a call waiting for its activation, or routed elsewhere).
     Running(silica_grains::BoxFuture<'static, Result<Payload, CallError>>),
+    /// Running on the caller's side with its timeout already attached (a GPU variant's method
+    /// awaiting its ring: one allocation for both).
+    Timed(silica_grains::PendingCall),
 }
 
 /// Runs the call inline if the activation is idle and active; `None` if it is not.

@@ -263,7 +263,12 @@ impl<G: GpuGrain> GpuHost<G> {
     }
 
     /// Runs the method on a per-call value; `slotted` has the call entered already.
-    fn dispatch(&self, slotted: Arc<Slotted<G::Kernel>>, envelope: &Envelope) -> Answered {
+    fn dispatch(
+        &self,
+        silo: &SiloInner,
+        slotted: Arc<Slotted<G::Kernel>>,
+        envelope: &Envelope,
+    ) -> Answered {
         let activation = GpuActivation {
             entry: slotted.clone(),
             stamp: HlcStamp::from(envelope.hlc),
@@ -278,7 +283,7 @@ impl<G: GpuGrain> GpuHost<G> {
                 slotted.exit();
                 Answered::Ready(Err(error))
             }
-            Ok(turn) => GpuTurn::new(turn, slotted).start(),
+            Ok(turn) => GpuTurn::new(turn, slotted).start(silo, envelope.timeout),
         }
     }
 }
@@ -323,10 +328,10 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
             return None;
         }
         if core.options.stateless_worker.is_some() {
-            return core.worker().map(|w| self.dispatch(w, envelope));
+            return core.worker().map(|w| self.dispatch(silo, w, envelope));
         }
         match core.activation_for(&envelope.target) {
-            Ok(Some(slotted)) => Some(self.dispatch(slotted, envelope)),
+            Ok(Some(slotted)) => Some(self.dispatch(silo, slotted, envelope)),
             Ok(None) => Some(Answered::Running(wait_then_resend(
                 core.clone(),
                 silo.clone(),

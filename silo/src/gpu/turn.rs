@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use silica_clocks::{HlcTimestamp, wall_clock_ms};
 use silica_gpu::{HlcStamp, Kernel};
@@ -21,6 +21,7 @@ use silica_grains::{CallError, Payload};
 use super::activation::Slotted;
 use super::grain::{ISSUING, TURN, TurnRecord};
 use crate::activation::Answered;
+use crate::runtime::SiloInner;
 
 /// A GPU call in progress. Dropping it (timeout, caller gone) drops the method's future; the
 /// messages already on the ring still run.
@@ -44,15 +45,16 @@ impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
     }
 
     /// Polls once without spinning (its messages are staged, see `grain::ISSUING`) and answers
-    /// now if the method already finished.
-    pub(crate) fn start(mut self) -> Answered {
+    /// now if the method already finished; otherwise the turn is the call's wait, ended with
+    /// `Timeout` after `timeout`.
+    pub(crate) fn start(mut self, silo: &SiloInner, timeout: Duration) -> Answered {
         let mut cx = Context::from_waker(Waker::noop());
         let outer = ISSUING.replace(true);
         let polled = self.poll_turn(&mut cx);
         ISSUING.set(outer);
         match polled {
             Poll::Ready(result) => Answered::Ready(result),
-            Poll::Pending => Answered::Running(Box::pin(self)),
+            Poll::Pending => Answered::Timed(silo.with_deadline(self, timeout)),
         }
     }
 
