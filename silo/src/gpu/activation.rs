@@ -39,9 +39,10 @@ pub(crate) struct Slotted<K: Kernel> {
 }
 
 impl<K: Kernel> Slotted<K> {
-    /// Marks a call starting.
+    /// Marks a call starting. `SeqCst`: a call entering through the thread's cache pairs it
+    /// with the host's epoch (see `recent`).
     pub(crate) fn enter(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
         }

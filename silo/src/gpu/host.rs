@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::activation::{RingSettings, Slotted};
 use super::config::GpuConfig;
 use super::grain::{GpuActivation, GpuGrain, GpuStateStore, StateLost};
+use super::recent::{self, Epoch};
 use super::rings::RingSet;
 use super::status::{GpuDeviceStatus, GpuTypeStatus};
 use super::turn::GpuTurn;
@@ -62,6 +63,9 @@ pub(crate) struct HostCore<K: Kernel> {
     store: Arc<dyn GpuStateStore<K>>,
     rings: OnceLock<RingSet<K>>,
     catalog: DashMap<Arc<GrainId>, Entry<K>, foldhash::fast::RandomState>,
+    /// Advanced before any activation is retired: invalidates the threads' caches of
+    /// activations (`recent`).
+    epoch: Epoch,
     /// Stateless workers: per ring, the pool of worker slots.
     workers: RwLock<Vec<Vec<Arc<Slotted<K>>>>>,
     tasks: OnceLock<(tokio::runtime::Handle, TaskTracker)>,
@@ -90,6 +94,7 @@ impl<K: Kernel> HostCore<K> {
             self.replace_worker(ring, index, slotted);
             return;
         }
+        self.epoch.advance();
         let removed = self
             .catalog
             .remove_if(
@@ -186,15 +191,23 @@ impl<K: Kernel> HostCore<K> {
     }
 
     /// The activation a call to `id` goes to, activated on first call, with the call entered
-    /// (under the catalog lock, so an idle sweep cannot close it in between). `Ok(None)`: it is
-    /// being deactivated, wait and retry. `Err`: no device can take it.
+    /// (under the catalog lock, or checked against the epoch when found in the thread's cache,
+    /// so an idle sweep cannot close it in between). `Ok(None)`: it is being deactivated, wait
+    /// and retry. `Err`: no device can take it.
     fn activation_for(
         self: &Arc<Self>,
         id: &GrainId,
     ) -> Result<Option<Arc<Slotted<K>>>, CallError> {
+        use std::hash::BuildHasher;
+        let hash = self.catalog.hasher().hash_one(id);
+        if let Some(cached) = recent::entered(self, &self.epoch, id, hash) {
+            return Ok(Some(cached));
+        }
+        let filled = self.epoch.current();
         let entered = |entry: &Entry<K>| match entry {
             Entry::Active(a) => {
                 a.enter();
+                recent::remember(a, hash, filled);
                 Some(a.clone())
             }
             Entry::Closing => None,
@@ -219,6 +232,7 @@ impl<K: Kernel> HostCore<K> {
                     .map_err(|e| overloaded(e.to_string()))?;
                 let slotted = self.slotted(v.key().clone(), ring, slot, None);
                 slotted.enter();
+                recent::remember(&slotted, hash, filled);
                 v.insert(Entry::Active(slotted.clone()));
                 Ok(Some(slotted))
             }
@@ -254,6 +268,7 @@ impl<G: GpuGrain> GpuHost<G> {
                 store,
                 rings: OnceLock::new(),
                 catalog: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+                epoch: Epoch::default(),
                 workers: RwLock::new(Vec::new()),
                 tasks: OnceLock::new(),
                 next_worker: Default::default(),
@@ -427,7 +442,10 @@ fn close<K: Kernel>(core: &Arc<HostCore<K>>, id: &Arc<GrainId>, reason: Deactiva
         return;
     };
     let Entry::Active(a) = &*entry else { return };
-    if a.in_flight.load(Ordering::Acquire) > 0 {
+    // Epoch first, then the check: a call entering through a thread's cache meanwhile either
+    // sees the new epoch or is seen here (see `recent`).
+    core.epoch.advance();
+    if a.in_flight.load(Ordering::SeqCst) > 0 {
         return;
     }
     let slotted = a.clone();
@@ -443,6 +461,7 @@ fn take_for_shutdown<K: Kernel>(core: &HostCore<K>, id: &Arc<GrainId>) -> Option
         return None;
     };
     let slotted = a.clone();
+    core.epoch.advance();
     *entry = Entry::Closing;
     Some(slotted)
 }

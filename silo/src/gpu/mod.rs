@@ -18,6 +18,8 @@
 //! - `rings`: one variant's rings on the silo's devices, their load and placement among them.
 //! - `activation`: one GPU activation (a slot) as the silo tracks it.
 //! - `host`: one variant on the silo: activations, idle collection, shutdown, faults.
+//! - `recent`: each thread's cache of the activations its calls went to, so a call skips the
+//!   catalog's shard lock.
 //! - `turn`: one call running on a GPU variant.
 //! - `status`: [`GpuTypeStatus`], what `Silo::gpu_status` reports.
 
@@ -25,6 +27,7 @@ mod activation;
 mod config;
 mod grain;
 mod host;
+mod recent;
 mod rings;
 mod status;
 mod turn;
