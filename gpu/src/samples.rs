@@ -211,7 +211,10 @@ __device__ void silica_handle(Add* state, const Command* c, Add* r) {
         unsigned long long t0 = silica_globaltimer();
         while (silica_globaltimer() - t0 < (unsigned long long)c->arg * 1000000ull) { __nanosleep(1000); }
     } else if (c->op == 2) {
-        volatile unsigned int* wild = (volatile unsigned int*)(0x10ull << 40);
+        // The top page of the 64-bit space: outside any GPU virtual address range, so the
+        // write faults wherever the driver placed this process's allocations (2^44, used
+        // before, was mapped on one H200 machine and the write went through).
+        volatile unsigned int* wild = (volatile unsigned int*)0xfffffffffffff000ull;
         wild[c->arg] = 1u;
     }
     state->amount += 1;
