@@ -90,8 +90,9 @@ impl Default for RingConfig {
             consumer_spin: Duration::from_millis(2),
             stall_timeout: Duration::from_secs(2),
             worker_warps: 7,
-            // 6 loaders: 24 -> 50-57 M msg/s on an H200 (docs/BENCHMARKS.md).
-            loader_warps: 6,
+            // 8 loaders: 24-26 -> 50-55 M msg/s on an H200, steadier than 4 or 6
+            // (docs/BENCHMARKS.md).
+            loader_warps: 8,
         }
     }
 }
