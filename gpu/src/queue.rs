@@ -84,6 +84,12 @@ impl<R: GpuType> SubmitRing<R> {
         self.ready.0.load(Ordering::Acquire)
     }
 
+    /// `ready`, loaded SeqCst: for checks that pair with a SeqCst store made by another
+    /// thread before it reads something this thread wrote (the staging Nagle handshake).
+    pub(crate) fn ready_seqcst(&self) -> u64 {
+        self.ready.0.load(Ordering::SeqCst)
+    }
+
     /// Whether producers or `drain`/`deactivate` are waiting on a release.
     pub(crate) fn has_waiters(&self) -> bool {
         self.waiting.load(Ordering::SeqCst) != 0

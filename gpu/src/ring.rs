@@ -343,7 +343,8 @@ impl<K: Kernel> Ring<K> {
     /// together reach the ring as one run (one claim, one reply cell, one wake-up), each
     /// caller decoding its own response. The batch is submitted when one of its futures is
     /// polled while the ring is quiet (nothing submitted is unfinished), when it is full, when
-    /// the ring's consumer finishes a pass of entries or goes idle, when the consumer finds it
+    /// the ring's consumer finishes a pass of entries while one of its futures waits on it,
+    /// when the consumer finds it
     /// staged at two sweeps in a row (about 100 us apart while busy, at most a few ms when
     /// idle), or by [`Ring::drain`], [`Ring::deactivate`] and [`Ring::shutdown`]: on a busy
     /// ring, an awaited message waits for the next completion pass and gathers company (Nagle's

@@ -105,7 +105,8 @@ enum Flush {
     Order,
     /// The consumer, after a completion pass.
     Completion,
-    /// The consumer, finding the ring quiet while idle.
+    /// The consumer while idle, retrying an awaited batch whose shard a completion pass
+    /// found locked.
     Idle,
     /// The consumer's fallback sweep (open at two sweeps in a row).
     Sweep,
@@ -396,7 +397,7 @@ impl<K: Kernel> RingShared<K> {
         let st = &self.stager;
         !st.nagle
             || (st.pending_len.load(Ordering::SeqCst) == 0
-                && self.queue.tail() == self.queue.ready())
+                && self.queue.tail() == self.queue.ready_seqcst())
             || self.queue.is_closed()
     }
 

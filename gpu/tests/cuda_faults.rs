@@ -9,6 +9,7 @@ use silica_gpu::samples::{Add, Command, Faulty};
 use silica_gpu::{
     BackendKind, FaultInjection, FaultKind, HlcStamp, Ring, RingConfig, RingError, SlotStatus,
 };
+use std::future::Future;
 use std::time::Duration;
 
 fn ring() -> Ring<Faulty> {
@@ -93,6 +94,36 @@ fn illegal_address_fails_ring() {
         FaultKind::CudaError,
         false,
     );
+}
+
+// Pins: a sticky fault also ends staged calls that wait in an open batch on a busy ring (their
+// batch would otherwise wait for a completion pass that never comes): they are woken with an
+// error. Run it in its own process: `--exact illegal_address_fails_waiting_staged_calls`.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn illegal_address_fails_waiting_staged_calls() {
+    let ring = std::sync::Arc::new(ring());
+    let (busy, faulty, waiting) = (
+        ring.activate(&Add::default()).unwrap(),
+        ring.activate(&Add::default()).unwrap(),
+        ring.activate(&Add::default()).unwrap(),
+    );
+    // A 150 ms handler keeps the ring busy (shorter than the 300 ms stall timeout), so the
+    // staged call below waits in its open batch for a completion pass.
+    let mut sleeper = Box::pin(ring.submit(busy, Command { op: 1, arg: 150 }, HlcStamp::default()));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(sleeper.as_mut().poll(&mut cx).is_pending());
+    let staged = {
+        let ring = ring.clone();
+        std::thread::spawn(move || {
+            common::block_on_woken(ring.stage(waiting, Command::default(), HlcStamp::default()))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let err =
+        block_on(ring.submit(faulty, Command { op: 2, arg: 3 }, HlcStamp::default())).unwrap_err();
+    assert!(matches!(err, RingError::Fault(_)), "{err}");
+    assert!(staged.join().unwrap().is_err());
 }
 
 // Pins: a kernel that exits unasked is a KernelExited fault followed by a restart.

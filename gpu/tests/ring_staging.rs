@@ -7,45 +7,13 @@
 //! quiet, and futures dropped in open batches lose nothing else.
 
 mod common;
-use common::{block_on, config};
+use common::{block_on, block_on_woken, config};
 use silica_gpu::samples::{Accumulator, Add, Totals};
 use silica_gpu::{BackendKind, HlcStamp, Ring, RingConfig};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
-
-/// Wakes a parked thread and records that it did.
-struct Flag(std::thread::Thread, AtomicBool);
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.1.store(true, Ordering::SeqCst);
-        self.0.unpark();
-    }
-}
-
-/// Runs `f` to completion, re-polling only when its waker fires: a lost wake-up fails the
-/// test (after a 10 s bound) instead of being covered by a timed re-poll.
-fn block_on_woken<F: Future>(f: F) -> F::Output {
-    let flag = Arc::new(Flag(std::thread::current(), AtomicBool::new(false)));
-    let waker = Waker::from(flag.clone());
-    let mut f = std::pin::pin!(f);
-    loop {
-        flag.1.store(false, Ordering::SeqCst);
-        if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
-            return v;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !flag.1.load(Ordering::SeqCst) {
-            assert!(
-                Instant::now() < deadline,
-                "a pending staged future was never woken"
-            );
-            std::thread::park_timeout(Duration::from_millis(100));
-        }
-    }
-}
 
 fn burst_then_await(cfg: RingConfig) {
     let ring = Ring::<Accumulator>::start(cfg).unwrap();

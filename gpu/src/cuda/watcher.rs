@@ -306,6 +306,9 @@ impl<K: Kernel> Watcher<K> {
             // the device: every later driver call, new contexts included, returns it. The ring
             // stays failed; the host process must restart to use the device again.
             q.close();
+            // Staged batches (open, or waiting for room) fail to claim now: their futures
+            // answer `ShutDown` instead of waiting on a consumer that is gone.
+            self.shared.flush_all();
             q.fail_pending(&RingError::ShutDown);
             return None;
         }
@@ -329,6 +332,7 @@ impl<K: Kernel> Watcher<K> {
             Err(e) => {
                 drop(guard);
                 q.close();
+                self.shared.flush_all();
                 self.shared
                     .fault(FaultKind::BackendError, format!("restart failed: {e}"));
                 None

@@ -1,5 +1,5 @@
-//! [`Deadline`]: a call's timeout that costs one uncontended lock when the call has to wait, and
-//! nothing when it is answered at once.
+//! [`Deadline`]: a call's timeout that costs one lock of its thread's shard when the call has to
+//! wait, and only a reference-count increment when it is answered at once.
 //!
 //! The first time the answer is not ready, the call registers its waker and timeout in its
 //! thread's shard of the silo's [`DeadlineWheel`]; it removes the entry when answered (or

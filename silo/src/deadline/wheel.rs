@@ -4,7 +4,8 @@
 //! A Tokio timer per call cost an allocation, a clone of the runtime handle (one reference
 //! count that every core writes), a clock read (with `test-util`, a lock on the runtime's clock)
 //! and two locked wheel updates. Here a call registers its waker and timeout in one shard of the
-//! wheel (one uncontended lock: each thread has its own shard, chosen once) and removes it when
+//! wheel (one lock, rarely contended: a thread keeps the shard it was given first; threads
+//! beyond the shard count, one per core up to 64, share) and removes it when
 //! answered; it reads no clock. Each shard's sweeper task reads the time for all of them: at its
 //! next sweep it stamps every new entry with `sweep time + timeout` and wakes the entries whose
 //! deadline has passed, which then end with `Timeout`.

@@ -94,13 +94,18 @@ impl<K: Kernel> HostCore<K> {
             self.replace_worker(ring, index, slotted);
             return;
         }
-        self.epoch.advance();
+        // The epoch moves under the catalog entry's write lock, as in `close`: a thread that
+        // read the old epoch and then found this activation caches it as stale, and one that
+        // reads the new epoch no longer finds it.
         let removed = self
             .catalog
-            .remove_if(
-                &slotted.grain,
-                |_, e| matches!(e, Entry::Active(a) if Arc::ptr_eq(a, slotted)),
-            )
+            .remove_if(&slotted.grain, |_, e| {
+                let this = matches!(e, Entry::Active(a) if Arc::ptr_eq(a, slotted));
+                if this {
+                    self.epoch.advance();
+                }
+                this
+            })
             .is_some();
         if removed {
             let lost = StateLost(why.to_string());
