@@ -28,6 +28,8 @@ const MIN_TICK: Duration = Duration::from_millis(1);
 const MAX_TICK: Duration = Duration::from_millis(250);
 /// How often a stopped wheel's sweeper checks whether calls still hold its shard.
 const STOPPED_TICK: Duration = Duration::from_secs(1);
+/// Slots a shard keeps allocated once all its calls are gone.
+const KEPT_SLOTS: usize = 1024;
 /// The deadline of a timeout too long to add to an instant.
 const FAR_FUTURE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 
@@ -86,6 +88,9 @@ pub(crate) struct Shard {
 struct Entries {
     slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Registered calls not yet removed (waiting or fired). At zero the slots are dropped, so
+    /// a burst of waiting calls leaves neither memory nor a longer sweep behind.
+    live: usize,
     /// The sweeper's period while it has entries; `None` while it idles.
     tick: Option<Duration>,
 }
@@ -112,6 +117,7 @@ impl Shard {
     /// Registers a call that times out `timeout` from now; returns its key.
     pub(crate) fn register(&self, timeout: Duration, waker: &Waker) -> u32 {
         let mut entries = self.lock();
+        entries.live += 1;
         let slot = Slot::Waiting {
             waker: waker.clone(),
             timeout,
@@ -159,13 +165,26 @@ impl Shard {
     pub(crate) fn remove(&self, key: u32) {
         let mut entries = self.lock();
         entries.slots[key as usize] = Slot::Free;
-        entries.free.push(key);
+        entries.live -= 1;
+        if entries.live == 0 {
+            // Every key is free: start over (keeping a modest allocation for the next calls).
+            entries.slots.clear();
+            entries.free.clear();
+            entries.slots.shrink_to(KEPT_SLOTS);
+            entries.free.shrink_to(KEPT_SLOTS);
+        } else {
+            entries.free.push(key);
+        }
     }
 
     /// One sweep at `now`: stamps new entries, moves the wakers of those past their deadline to
     /// `due`, and returns how long to sleep (`None`: no entries, sleep until one comes).
     fn sweep(&self, now: Instant, due: &mut Vec<Waker>) -> Option<Duration> {
         let mut entries = self.lock();
+        if entries.live == 0 {
+            entries.tick = None;
+            return None;
+        }
         let mut tick: Option<Duration> = None;
         let mut next: Option<Instant> = None;
         for slot in entries.slots.iter_mut() {
@@ -259,6 +278,25 @@ mod tests {
             None,
             "no entries: the sweeper idles"
         );
+    }
+
+    // Pins that a burst of waiting calls leaves nothing behind: once the last one is removed
+    // the shard drops its slots (keys start over, the sweep has nothing to walk).
+    #[test]
+    fn an_emptied_shard_drops_its_slots() {
+        let shard = Shard::default();
+        let keys: Vec<u32> = (0..5000)
+            .map(|_| shard.register(Duration::from_secs(30), Waker::noop()))
+            .collect();
+        assert!(shard.sweep(Instant::now(), &mut Vec::new()).is_some());
+        keys.into_iter().for_each(|k| shard.remove(k));
+        {
+            let entries = shard.lock();
+            assert!(entries.slots.is_empty() && entries.free.is_empty());
+            assert!(entries.slots.capacity() <= KEPT_SLOTS);
+        }
+        assert_eq!(shard.sweep(Instant::now(), &mut Vec::new()), None);
+        assert_eq!(shard.register(Duration::from_secs(1), Waker::noop()), 0);
     }
 
     // Pins that the sweep period follows the shortest timeout and that freed keys are reused.
