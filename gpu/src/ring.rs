@@ -90,8 +90,8 @@ impl Default for RingConfig {
             consumer_spin: Duration::from_millis(2),
             stall_timeout: Duration::from_secs(2),
             worker_warps: 7,
-            // 8 loaders: 24-26 -> 50-55 M msg/s on an H200, steadier than 4 or 6
-            // (docs/BENCHMARKS.md).
+            // 8 loaders: 24-26 -> 44.6-54.7 M msg/s (median 51) on H200 machines, steadier
+            // than 4 or 6 (docs/BENCHMARKS.md, 2026-12-02).
             loader_warps: 8,
         }
     }
