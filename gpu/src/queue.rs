@@ -376,6 +376,11 @@ impl<R: GpuType> SubmitRing<R> {
         self.callers_read_k2h.store(true, Ordering::SeqCst);
     }
 
+    /// Whether callers read their outcomes from K2H (the persistent ring).
+    pub(crate) fn callers_read_k2h(&self) -> bool {
+        self.callers_read_k2h.load(Ordering::Relaxed)
+    }
+
     /// Fails every claimed entry from `ready` to `tail`. Their positions (and everything below)
     /// may be reused at once unless callers read K2H (the persistent ring's consumer then moves
     /// `head`: callers may still be reading entries below `ready`).

@@ -8,6 +8,8 @@
 //! - `SILICA_BENCH_ONLY`: `g1`, `g2` or `g4` (default all).
 //! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
 //! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
+//! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas
+//!   (default: 4 callers a core x 64 and x 256 without spin, 1 a core x 256 spinning 50 us).
 //! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`), `0` for all.
@@ -274,6 +276,34 @@ async fn g4(name: &str, kind: BackendKind, n: usize) {
     );
 }
 
+/// G2's (callers, calls in flight each, reply spin): `SILICA_BENCH_G2` as
+/// `callers x window x spin_us` items separated by commas, else three defaults.
+fn g2_configs() -> Vec<(usize, usize, Duration)> {
+    if let Some(list) = env("SILICA_BENCH_G2") {
+        return list
+            .split(',')
+            .map(|item| {
+                let n: Vec<u64> = item
+                    .split('x')
+                    .map(|v| {
+                        v.trim()
+                            .parse()
+                            .expect("SILICA_BENCH_G2: callers x window x spin_us")
+                    })
+                    .collect();
+                assert_eq!(n.len(), 3, "SILICA_BENCH_G2: callers x window x spin_us");
+                (n[0] as usize, n[1] as usize, Duration::from_micros(n[2]))
+            })
+            .collect();
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    vec![
+        (threads * 4, 64, Duration::ZERO),
+        (threads * 4, 256, Duration::ZERO),
+        (threads, 256, Duration::from_micros(50)),
+    ]
+}
+
 fn main() {
     let only = env("SILICA_BENCH_ONLY");
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
@@ -295,12 +325,7 @@ fn main() {
                 g1(name, kind).await;
             }
             if wants("g2") {
-                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                for (callers, window, spin) in [
-                    (threads * 4, 64, Duration::ZERO),
-                    (threads * 4, 256, Duration::ZERO),
-                    (threads, 256, Duration::from_micros(50)),
-                ] {
+                for (callers, window, spin) in g2_configs() {
                     g2(name, kind, callers, window, spin).await;
                 }
             }

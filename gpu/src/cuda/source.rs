@@ -134,18 +134,19 @@ __device__ __forceinline__ unsigned int silica_lanemask_lt() {
 }
 
 // One HLC stamp per active lane: one reservation per warp, lanes take consecutive values.
-__device__ unsigned long long silica_stamp(unsigned long long* word, long long offset_ns, bool active,
-                                            unsigned long long received) {
-    unsigned int ballot = __ballot_sync(SILICA_FULL, active);
+// In two halves so a caller can run other loads while the reservation is in flight: `begin`
+// issues it (its result, valid on the leader lane, is not read yet), `end` spreads it.
+__device__ __forceinline__ unsigned long long silica_stamp_begin(unsigned long long* word, long long offset_ns,
+                                                                 unsigned int ballot, unsigned long long received,
+                                                                 bool active) {
     if (ballot == 0) return 0;
     unsigned long long mx = active ? received : 0ull;
     for (int o = 16; o > 0; o >>= 1) {
         unsigned long long other = __shfl_xor_sync(SILICA_FULL, mx, o);
         mx = other > mx ? other : mx;
     }
-    int leader = __ffs(ballot) - 1;
     unsigned long long first = 0;
-    if ((int)(threadIdx.x & 31) == leader) {
+    if ((int)(threadIdx.x & 31) == __ffs(ballot) - 1) {
         unsigned long long wall = ((unsigned long long)((long long)silica_globaltimer() + offset_ns) / 1000000ull) << 20;
         unsigned long long floor = mx + 1 > wall ? mx + 1 : wall;
         unsigned long long n = __popc(ballot);
@@ -156,8 +157,17 @@ __device__ unsigned long long silica_stamp(unsigned long long* word, long long o
         atomicMax(word, floor - 1);
         first = atomicAdd(word, n) + 1;
     }
-    first = __shfl_sync(SILICA_FULL, first, leader);
+    return first;
+}
+__device__ __forceinline__ unsigned long long silica_stamp_end(unsigned int ballot, unsigned long long first) {
+    if (ballot == 0) return 0;
+    first = __shfl_sync(SILICA_FULL, first, __ffs(ballot) - 1);
     return first + __popc(ballot & silica_lanemask_lt());
+}
+__device__ unsigned long long silica_stamp(unsigned long long* word, long long offset_ns, bool active,
+                                            unsigned long long received) {
+    unsigned int ballot = __ballot_sync(SILICA_FULL, active);
+    return silica_stamp_end(ballot, silica_stamp_begin(word, offset_ns, ballot, received, active));
 }
 
 // Runs the handler on one message; state goes through L2 (ld/st.cg) so host copies are seen.
@@ -448,13 +458,18 @@ __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long 
     int rank = __popc(peers & silica_lanemask_lt());
     int maxrank = act ? rank : 0;
     for (int o = 16; o > 0; o >>= 1) { int r = __shfl_xor_sync(SILICA_FULL, maxrank, o); maxrank = r > maxrank ? r : maxrank; }
+    // Stamped when the chunk starts (the HLC event is the receipt): the stamp's atomic is in
+    // flight while the handlers load their state, instead of after them on a lone message's
+    // round trip.
+    unsigned int ballot = __ballot_sync(SILICA_FULL, act);
+    unsigned long long reserved = silica_stamp_begin(p.hlc_word, p.clock_offset_ns, ballot, received, act);
     SilicaResponse rs;
     for (int i = 0; i < (int)(sizeof(SilicaResponse) / 4); ++i) ((unsigned int*)&rs)[i] = 0u;
     for (int r = 0; r <= maxrank; ++r) {
         if (act && valid && rank == r) silica_run_one(p.states, slot, entry + 16, &rs);
         __syncwarp();
     }
-    unsigned long long hlc = silica_stamp(p.hlc_word, p.clock_offset_ns, act, received);
+    unsigned long long hlc = silica_stamp_end(ballot, reserved);
     if (act) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
 }
 
