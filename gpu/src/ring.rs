@@ -519,7 +519,7 @@ impl<K: Kernel> ReplyFuture<K> {
         // Persistent ring, batches: the completion thread only checked these K2H entries;
         // decode them here, on the caller's thread.
         let shared = &self.shared;
-        let peek = shared.queue.callers_read_k2h();
+        let peek = shared.queue.callers_peek_k2h();
         let ready = wait.poll_all(
             cx,
             |t| {

@@ -30,6 +30,12 @@ pub struct Tuning {
     /// Whether the completion thread wakes only one future of a finished multi-message run
     /// (it wakes the rest from its own thread) instead of every one of them.
     pub lead_only_wake: bool,
+    /// Whether a worker warp issues a chunk's HLC reservation before running its handlers
+    /// (its latency overlaps theirs) rather than after them.
+    pub stamp_first: bool,
+    /// Whether a spinning single-message caller reads its K2H entry as soon as the kernel has
+    /// written it, rather than waiting for the completion thread to hand it over.
+    pub caller_peek: bool,
 }
 
 impl Default for Tuning {
@@ -38,6 +44,8 @@ impl Default for Tuning {
             worker_window: 16,
             k2h_prefetch: 8,
             lead_only_wake: false,
+            stamp_first: true,
+            caller_peek: true,
         }
     }
 }

@@ -60,6 +60,7 @@ struct RingParams {
     workers: u32,
     lookahead: u32,
     window: u32,
+    stamp_first: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
@@ -141,6 +142,7 @@ pub(crate) fn launch_run<K: Kernel>(
         window: super::tuning()
             .worker_window
             .clamp(1, super::source::MAX_WINDOW),
+        stamp_first: u32::from(super::tuning().stamp_first),
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid
@@ -192,7 +194,9 @@ impl<K: Kernel> PersistentBackend<K> {
         let last_beat = Arc::new(Mutex::new(Instant::now()));
         let stats = Arc::new(Stats::default());
         // Callers decode their own K2H entries; `head` moves once they have read them.
-        shared.queue.set_callers_read_k2h();
+        shared
+            .queue
+            .set_callers_read_k2h(super::tuning().caller_peek);
         let watcher = Watcher {
             shared: shared.clone(),
             run: run.clone(),

@@ -124,7 +124,7 @@ struct SilicaRing {
     SilicaState* states; unsigned char* stage; unsigned long long* hlc_word;
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
-    unsigned int workers; unsigned int lookahead; unsigned int window;
+    unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int stamp_first;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -458,17 +458,18 @@ __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long 
     int rank = __popc(peers & silica_lanemask_lt());
     int maxrank = act ? rank : 0;
     for (int o = 16; o > 0; o >>= 1) { int r = __shfl_xor_sync(SILICA_FULL, maxrank, o); maxrank = r > maxrank ? r : maxrank; }
-    // Stamped when the chunk starts (the HLC event is the receipt): the stamp's atomic is in
-    // flight while the handlers load their state, instead of after them on a lone message's
-    // round trip.
+    // Stamped when the chunk starts (`stamp_first`; the HLC event is the receipt): the stamp's
+    // atomic is in flight while the handlers load their state, instead of after them on a
+    // lone message's round trip.
     unsigned int ballot = __ballot_sync(SILICA_FULL, act);
-    unsigned long long reserved = silica_stamp_begin(p.hlc_word, p.clock_offset_ns, ballot, received, act);
+    unsigned long long reserved = p.stamp_first ? silica_stamp_begin(p.hlc_word, p.clock_offset_ns, ballot, received, act) : 0ull;
     SilicaResponse rs;
     for (int i = 0; i < (int)(sizeof(SilicaResponse) / 4); ++i) ((unsigned int*)&rs)[i] = 0u;
     for (int r = 0; r <= maxrank; ++r) {
         if (act && valid && rank == r) silica_run_one(p.states, slot, entry + 16, &rs);
         __syncwarp();
     }
+    if (!p.stamp_first) reserved = silica_stamp_begin(p.hlc_word, p.clock_offset_ns, ballot, received, act);
     unsigned long long hlc = silica_stamp_end(ballot, reserved);
     if (act) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
 }
