@@ -14,8 +14,7 @@
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`), `0` for all.
 //! - `SILICA_BENCH_STAMP_FIRST`, `SILICA_BENCH_PEEK`: `1` or `0`, the persistent ring's
-//!   `Tuning::stamp_first` and `Tuning::caller_peek`; `SILICA_BENCH_IDLE_PAIRS`:
-//!   `Tuning::idle_probe_pairs`.
+//!   `Tuning::stamp_first` and `Tuning::caller_peek`.
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
 //!
 //! Prints one line per figure; docs/BENCHMARKS.md records them.
@@ -317,9 +316,6 @@ fn main() {
         t.lead_only_wake = flag("SILICA_BENCH_LEAD_ONLY", t.lead_only_wake);
         t.stamp_first = flag("SILICA_BENCH_STAMP_FIRST", t.stamp_first);
         t.caller_peek = flag("SILICA_BENCH_PEEK", t.caller_peek);
-        if let Some(pairs) = env("SILICA_BENCH_IDLE_PAIRS") {
-            t.idle_probe_pairs = pairs.parse().expect("SILICA_BENCH_IDLE_PAIRS: a count");
-        }
         silica_gpu::cuda::set_tuning(t);
     }
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).

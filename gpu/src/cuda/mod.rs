@@ -36,9 +36,6 @@ pub struct Tuning {
     /// Whether a spinning single-message caller reads its K2H entry as soon as the kernel has
     /// written it, rather than waiting for the completion thread to hand it over.
     pub caller_peek: bool,
-    /// Pairs of overlapping probes the idle polling warp makes per iteration (0: one probe at a
-    /// time, the kernel before 2026-12-02 (late)); at most 64.
-    pub idle_probe_pairs: u32,
 }
 
 impl Default for Tuning {
@@ -49,7 +46,6 @@ impl Default for Tuning {
             lead_only_wake: false,
             stamp_first: true,
             caller_peek: true,
-            idle_probe_pairs: 16,
         }
     }
 }

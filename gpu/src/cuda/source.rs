@@ -125,7 +125,6 @@ struct SilicaRing {
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
     unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int stamp_first;
-    unsigned int idle_pairs;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -287,28 +286,6 @@ __device__ __forceinline__ unsigned int silica_poll_round(const SilicaRing& p, u
     return count;
 }
 
-// Idle probing of entry `idx` alone (its lanes' 16-byte loads; the other lanes load nothing):
-// with `pairs > 0`, two probes stay in flight, each issued while the warp waits for the other,
-// so they reach host memory half a PCIe round trip apart and a message that lands between two
-// probes is seen a quarter round sooner on average than with one probe at a time. Up to
-// 2 * pairs + 1 probes; returns how many entries the one that found the entry staged (0 or 1).
-// A probe still in flight when another found the entry is discarded (its registers are not
-// read; the next reuse of them waits for it, after the entry was handed to the workers).
-__device__ __forceinline__ unsigned int silica_idle_probes(const SilicaRing& p, unsigned long long idx,
-                                                           unsigned int pairs) {
-    uint4 a[SILICA_CPL], b[SILICA_CPL];
-    silica_issue_group(p, idx, a, true);
-    for (unsigned int k = 0; k < pairs; ++k) {
-        silica_issue_group(p, idx, b, true);
-        unsigned int n = silica_take_group(p, idx, a);
-        if (n > 0) return n;
-        silica_issue_group(p, idx, a, true);
-        n = silica_take_group(p, idx, b);
-        if (n > 0) return n;
-    }
-    return silica_take_group(p, idx, a);
-}
-
 // Heartbeat and exit checks (lane 0 reads the host words; both loads in flight at once).
 __device__ __forceinline__ bool silica_housekeep(const SilicaRing& p, unsigned long long idx,
                                                  unsigned long long& last_sum) {
@@ -343,9 +320,6 @@ __device__ __forceinline__ unsigned int silica_worker_lag(const SilicaRing& p, u
 // once, so a round keeps SILICA_LOADERS times the polling warp's bytes in flight. Only the
 // polling warp ever probes an idle ring (DESIGN §3 rule 3); loaders sleep in shared memory.
 #define SILICA_REGION (SILICA_DEPTH * SILICA_EPL)
-// Idle probes before the poller sleeps between them (probe pairs per idle iteration:
-// `SilicaRing::idle_pairs`).
-#define SILICA_IDLE_SPIN 256u
 __shared__ volatile unsigned long long silica_round_base;
 __shared__ volatile unsigned int silica_round_seq;
 __shared__ volatile unsigned int silica_round_regions;
@@ -414,15 +388,14 @@ __device__ void silica_poller(const SilicaRing& p) {
     while (true) {
         if (idx + reach > safe) safe = idx - silica_worker_lag(p, idx) + p.cap;
         unsigned long long t0 = idle == 0 ? silica_globaltimer() : 0ull;
-        unsigned int count = 0, probes = 1;
+        unsigned int count = 0;
         if (idle > 0) {
-            // Idle: probe only the next entry, so an idle ring costs little PCIe and a probe
-            // returns sooner; two probes in flight until the ring has been idle a while, then
-            // one at a time between sleeps.
+            // Idle: probe only the next entry (its lanes' 16-byte loads; the other lanes load
+            // nothing), so an idle ring costs little PCIe and the probe returns sooner.
             if (idx < safe) {
-                unsigned int pairs = idle <= SILICA_IDLE_SPIN ? p.idle_pairs : 0u;
-                count = silica_idle_probes(p, idx, pairs);
-                probes = 2 * pairs + 1;
+                uint4 v[SILICA_CPL];
+                silica_issue_group(p, idx, v, true);
+                count = silica_take_group(p, idx, v);
             }
         } else {
             // Loaders join only under sustained load (the last iteration or this one already
@@ -460,14 +433,11 @@ __device__ void silica_poller(const SilicaRing& p) {
                 volatile unsigned long long* stats = (volatile unsigned long long*)(p.ctrl + 256);
                 stats[0] = ++publishes; stats[1] = idx - p.start; stats[2] = busy_ns; stats[3] = lag_sum;
             }
+        } else {
+            ++idle;
+            if (idle > 256) __nanosleep(idle > 4096 ? 1000 : 200);
         }
-        unsigned int idle_before = idle;
-        if (count == 0) {
-            idle += probes;
-            if (idle > SILICA_IDLE_SPIN) __nanosleep(idle > 4096 ? 1000 : 200);
-        }
-        // Housekeeping: on the first idle probe and every 64 after, every 256 busy rounds.
-        if (count == 0 ? idle_before == 0 || (idle >> 6) != (idle_before >> 6) : (++busy & 255) == 0) {
+        if (count == 0 ? (idle & 63) == 1 : (++busy & 255) == 0) {
             if (silica_housekeep(p, idx, last_sum)) break;
         }
     }
