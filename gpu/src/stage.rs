@@ -704,19 +704,6 @@ impl<K: Kernel> StagedReply<K> {
         }
         let cell = batch.cell.get().expect("a submitted batch has its cell");
         if !cell.is_done() {
-            // A lone message's caller reads its K2H entry itself once the kernel has written
-            // it (see `CellWait::poll_all`): a caller that spins on this future gets its
-            // reply without the completion thread's hand-over.
-            if cell.len() == 1
-                && shared.queue.callers_peek_k2h()
-                && shared.queue.k2h_ready(cell.first)
-                && let Some(outcome) = shared.k2h_outcome(cell.first)
-            {
-                return Poll::Ready(match outcome {
-                    Err(RingError::SlotNotActive(_)) => Err(RingError::SlotNotActive(*slot)),
-                    other => other,
-                });
-            }
             if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 return Poll::Pending;
             }
