@@ -46,7 +46,6 @@ pub(crate) struct SubmitRing<R> {
     closed: AtomicBool,
     paused: AtomicBool,
     callers_read_k2h: AtomicBool,
-    callers_peek_k2h: AtomicBool,
 }
 
 impl<R: GpuType> SubmitRing<R> {
@@ -71,7 +70,6 @@ impl<R: GpuType> SubmitRing<R> {
             closed: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             callers_read_k2h: AtomicBool::new(false),
-            callers_peek_k2h: AtomicBool::new(false),
         }
     }
 
@@ -373,17 +371,9 @@ impl<R: GpuType> SubmitRing<R> {
 
     /// From now on callers read their outcomes from K2H, and the consumer moves `head` only
     /// past entries they have read (persistent ring).
-    /// With `peek`, a spinning caller of a single message may also read its entry before the
-    /// consumer has counted it (see `CellWait::poll_all`).
     #[cfg(feature = "cuda")]
-    pub(crate) fn set_callers_read_k2h(&self, peek: bool) {
-        self.callers_peek_k2h.store(peek, Ordering::SeqCst);
+    pub(crate) fn set_callers_read_k2h(&self) {
         self.callers_read_k2h.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether a spinning single-message caller watches its own K2H entry.
-    pub(crate) fn callers_peek_k2h(&self) -> bool {
-        self.callers_peek_k2h.load(Ordering::Relaxed)
     }
 
     /// Fails every claimed entry from `ready` to `tail`. Their positions (and everything below)
@@ -466,7 +456,7 @@ mod tests {
     #[test]
     fn ready_head_split_and_tag_check() {
         let q = SubmitRing::<Totals>::new(4, size_of::<Add>());
-        q.set_callers_read_k2h(false);
+        q.set_callers_read_k2h();
         let cell = Arc::new(ReplyCell::<Totals>::new(0, 4));
         let raw = Arc::into_raw(cell.clone());
         assert_eq!(q.claim(4).unwrap(), Some(0));

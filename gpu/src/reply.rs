@@ -372,46 +372,23 @@ impl<R> ReplyCell<R> {
         out
     }
 
-    /// Spins up to `spin` for the cell to be done, then registers the waker. `peek` may
-    /// produce the outcome of a one-entry cell straight from K2H first (see
-    /// [`CellWait::poll_all`]).
-    fn poll_done(
-        &self,
-        cx: &mut Context<'_>,
-        spin: Duration,
-        mut peek: impl FnMut() -> Option<Outcome<R>>,
-    ) -> Waited<R> {
+    fn poll_done(&self, cx: &mut Context<'_>, spin: Duration) -> bool {
         if self.is_done() {
-            return Waited::Done;
+            return true;
         }
         if !spin.is_zero() {
             let start = Instant::now();
             while start.elapsed() < spin {
                 for _ in 0..64 {
                     if self.is_done() {
-                        return Waited::Done;
-                    }
-                    if let Some(outcome) = peek() {
-                        return Waited::Peeked(outcome);
+                        return true;
                     }
                     std::hint::spin_loop();
                 }
             }
         }
-        if self.register(0, cx.waker()) {
-            Waited::Done
-        } else {
-            Waited::Pending
-        }
+        self.register(0, cx.waker())
     }
-}
-
-/// How [`ReplyCell::poll_done`] ended.
-enum Waited<R> {
-    Done,
-    /// The caller read its one entry's outcome from K2H before the completion thread did.
-    Peeked(Outcome<R>),
-    Pending,
 }
 
 /// Waits for a submitted cell to complete.
@@ -422,32 +399,15 @@ pub(crate) struct CellWait<R> {
 
 impl<R> CellWait<R> {
     /// The outcomes once the cell is done; `decode(t)` reads K2H entry `t`.
-    ///
-    /// With `peek_k2h` (persistent ring), a one-entry cell's caller also watches its K2H entry
-    /// while it spins and decodes it as soon as the kernel has written all of it, instead of
-    /// waiting for the completion thread to count the entry and hand it over: that hand-over
-    /// (the completion thread's scan, then a cache line moving between cores) is on the round
-    /// trip. The completion thread still completes the cell as usual; an entry the ring has
-    /// since reused carries another lap's tags, so a late peek reads nothing.
     pub(crate) fn poll_all(
         &mut self,
         cx: &mut Context<'_>,
-        mut decode: impl FnMut(u64) -> Option<Outcome<R>>,
-        peek_k2h: bool,
+        decode: impl FnMut(u64) -> Option<Outcome<R>>,
     ) -> Poll<Vec<Outcome<R>>> {
-        let first = self.cell.first;
-        let peek = peek_k2h && self.cell.len() == 1;
-        let waited = self
-            .cell
-            .poll_done(cx, self.spin, || if peek { decode(first) } else { None });
-        match waited {
-            Waited::Pending => Poll::Pending,
-            Waited::Peeked(outcome) => {
-                self.cell.mark_consumed();
-                Poll::Ready(vec![outcome])
-            }
-            Waited::Done => Poll::Ready(self.cell.take_all(decode)),
+        if !self.cell.poll_done(cx, self.spin) {
+            return Poll::Pending;
         }
+        Poll::Ready(self.cell.take_all(decode))
     }
 }
 

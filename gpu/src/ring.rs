@@ -519,18 +519,7 @@ impl<K: Kernel> ReplyFuture<K> {
         // Persistent ring, batches: the completion thread only checked these K2H entries;
         // decode them here, on the caller's thread.
         let shared = &self.shared;
-        let peek = shared.queue.callers_peek_k2h();
-        let ready = wait.poll_all(
-            cx,
-            |t| {
-                if shared.queue.k2h_ready(t) {
-                    shared.k2h_outcome(t)
-                } else {
-                    None
-                }
-            },
-            peek,
-        );
+        let ready = wait.poll_all(cx, |t| shared.k2h_outcome(t));
         if ready.is_ready() {
             self.shared.after_consume();
         }

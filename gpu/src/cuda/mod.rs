@@ -33,9 +33,6 @@ pub struct Tuning {
     /// Whether a worker warp issues a chunk's HLC reservation before running its handlers
     /// (its latency overlaps theirs) rather than after them.
     pub stamp_first: bool,
-    /// Whether a spinning single-message caller reads its K2H entry as soon as the kernel has
-    /// written it, rather than waiting for the completion thread to hand it over.
-    pub caller_peek: bool,
 }
 
 impl Default for Tuning {
@@ -45,7 +42,6 @@ impl Default for Tuning {
             k2h_prefetch: 8,
             lead_only_wake: false,
             stamp_first: true,
-            caller_peek: true,
         }
     }
 }

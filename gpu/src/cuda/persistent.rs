@@ -194,9 +194,7 @@ impl<K: Kernel> PersistentBackend<K> {
         let last_beat = Arc::new(Mutex::new(Instant::now()));
         let stats = Arc::new(Stats::default());
         // Callers decode their own K2H entries; `head` moves once they have read them.
-        shared
-            .queue
-            .set_callers_read_k2h(super::tuning().caller_peek);
+        shared.queue.set_callers_read_k2h();
         let watcher = Watcher {
             shared: shared.clone(),
             run: run.clone(),
