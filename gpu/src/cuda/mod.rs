@@ -33,12 +33,6 @@ pub struct Tuning {
     /// Whether a worker warp issues a chunk's HLC reservation before running its handlers
     /// (its latency overlaps theirs) rather than after them.
     pub stamp_first: bool,
-    /// How long an idle worker warp sleeps between looks at the published index (0: it spins
-    /// on shared memory).
-    pub worker_nap_ns: u32,
-    /// Looks at the next K2H entry alone the idle completion thread makes between its rounds
-    /// of clock reads and housekeeping (0: one look a round).
-    pub completion_spins: u32,
 }
 
 impl Default for Tuning {
@@ -46,10 +40,8 @@ impl Default for Tuning {
         Self {
             worker_window: 16,
             k2h_prefetch: 8,
-            lead_only_wake: true,
+            lead_only_wake: false,
             stamp_first: true,
-            worker_nap_ns: 32,
-            completion_spins: 0,
         }
     }
 }

@@ -61,7 +61,6 @@ struct RingParams {
     lookahead: u32,
     window: u32,
     stamp_first: u32,
-    worker_nap_ns: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
@@ -144,7 +143,6 @@ pub(crate) fn launch_run<K: Kernel>(
             .worker_window
             .clamp(1, super::source::MAX_WINDOW),
         stamp_first: u32::from(super::tuning().stamp_first),
-        worker_nap_ns: super::tuning().worker_nap_ns,
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid
@@ -208,7 +206,6 @@ impl<K: Kernel> PersistentBackend<K> {
             ptx,
             prefetch: Arc::new(AtomicU32::new(super::tuning().k2h_prefetch)),
             lead_only: super::tuning().lead_only_wake,
-            spins: super::tuning().completion_spins,
         };
         let thread = std::thread::Builder::new()
             .name(format!("silica-k2h-{}", K::NAME))

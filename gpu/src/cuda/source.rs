@@ -125,7 +125,6 @@ struct SilicaRing {
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
     unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int stamp_first;
-    unsigned int worker_nap_ns;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -502,11 +501,7 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
     while (true) {
         int stop = silica_stop;
         unsigned long long pub = silica_published;
-        if (pub == my) {
-            if (stop) break;
-            if (p.worker_nap_ns) __nanosleep(p.worker_nap_ns);
-            continue;
-        }
+        if (pub == my) { if (stop) break; __nanosleep(32); continue; }
         __threadfence_block();
         unsigned long long avail = pub - my;
         unsigned int span = 32u * p.window;

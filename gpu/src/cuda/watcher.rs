@@ -41,8 +41,6 @@ pub(super) struct Watcher<K: Kernel> {
     pub(super) prefetch: Arc<AtomicU32>,
     /// Whether a finished run wakes only one of its futures (`Tuning::lead_only_wake`).
     pub(super) lead_only: bool,
-    /// Looks at the next entry alone per idle round (`Tuning::completion_spins`).
-    pub(super) spins: u32,
 }
 
 /// Reply cells the thread has started completing, in ring order, kept until their callers
@@ -278,14 +276,6 @@ impl<K: Kernel> Watcher<K> {
                 flush_skipped = self.shared.flush_awaited_when_idle();
             }
             if idle_since.elapsed() < self.shared.config.consumer_spin {
-                // Between rounds (each reads the clock three times), watch only the next
-                // entry's last word, so a reply is seen within a few loads of landing.
-                for _ in 0..self.spins {
-                    if q.k2h_ready(ready) {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
                 std::hint::spin_loop();
             } else {
                 self.shared.park_consumer(
