@@ -7,8 +7,7 @@
 //! throughput rows used 16); `SILICA_BENCH_LOADERS=L` loader warps (default: the config's);
 //! `SILICA_BENCH_WINDOW=G` groups of 32 a
 //! worker examines per pass and `SILICA_BENCH_PREFETCH=D` the completion thread's K2H
-//! prefetch distance; `SILICA_BENCH_STAMP_FIRST=0|1` where workers stamp,
-//! `SILICA_BENCH_COALESCED=0|1` how they write K2H entries (persistent ring
+//! prefetch distance; `SILICA_BENCH_STAMP_FIRST=0|1` where workers stamp (persistent ring
 //! knobs, see `silica_gpu::cuda::Tuning`).
 
 use silica_gpu::samples::{Empty, VecPair, VectorAdd};
@@ -252,7 +251,6 @@ fn main() {
         t.worker_window = env_u32("SILICA_BENCH_WINDOW").unwrap_or(t.worker_window);
         t.k2h_prefetch = env_u32("SILICA_BENCH_PREFETCH").unwrap_or(t.k2h_prefetch);
         t.stamp_first = env_u32("SILICA_BENCH_STAMP_FIRST").map_or(t.stamp_first, |v| v != 0);
-        t.k2h_coalesced = env_u32("SILICA_BENCH_COALESCED").map_or(t.k2h_coalesced, |v| v != 0);
         println!("persistent ring tuning: {t:?}");
         silica_gpu::cuda::set_tuning(t);
     }

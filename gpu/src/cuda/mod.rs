@@ -33,9 +33,6 @@ pub struct Tuning {
     /// Whether a worker warp issues a chunk's HLC reservation before running its handlers
     /// (its latency overlaps theirs) rather than after them.
     pub stamp_first: bool,
-    /// Whether a worker warp writes each K2H entry with several lanes at once (one coalesced
-    /// write) rather than 16 bytes at a time from the entry's own lane.
-    pub k2h_coalesced: bool,
 }
 
 impl Default for Tuning {
@@ -45,7 +42,6 @@ impl Default for Tuning {
             k2h_prefetch: 8,
             lead_only_wake: false,
             stamp_first: true,
-            k2h_coalesced: true,
         }
     }
 }

@@ -61,7 +61,6 @@ struct RingParams {
     lookahead: u32,
     window: u32,
     stamp_first: u32,
-    k2h_coalesced: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
@@ -144,7 +143,6 @@ pub(crate) fn launch_run<K: Kernel>(
             .worker_window
             .clamp(1, super::source::MAX_WINDOW),
         stamp_first: u32::from(super::tuning().stamp_first),
-        k2h_coalesced: u32::from(super::tuning().k2h_coalesced),
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid

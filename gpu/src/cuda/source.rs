@@ -57,19 +57,14 @@ fn wire_defines(h2k_data: usize, k2h_data: usize, shape: Shape) -> String {
     let threads = 32 * shape.warps();
     let depth = (poll_depth(shape.warps()) / cpl).max(1);
     let loaders = shape.loaders;
-    // K2H: lanes that store one entry's chunks together (entries of more than 32 chunks are
-    // written by their own lane instead).
-    let k2h_lpe = (k2h_data / 8).min(32);
     format!(
         "#define SILICA_H2K_DATA {h2k_data}u\n#define SILICA_H2K_CHUNKS {chunks}u\n\
          #define SILICA_LPE {lpe}u\n#define SILICA_EPL {}u\n#define SILICA_CPL {cpl}u\n\
          #define SILICA_DEPTH {depth}u\n#define SILICA_K2H_DATA {k2h_data}u\n\
          #define SILICA_K2H_CHUNKS {}u\n#define SILICA_WIN {MAX_WINDOW}u\n\
-         #define SILICA_THREADS {threads}\n#define SILICA_LOADERS {loaders}u\n\
-         #define SILICA_K2H_LPE {k2h_lpe}u\n#define SILICA_K2H_EPW {}u\n",
+         #define SILICA_THREADS {threads}\n#define SILICA_LOADERS {loaders}u\n",
         32 / lpe,
         k2h_data / 8,
-        32 / k2h_lpe,
     )
 }
 
@@ -130,7 +125,6 @@ struct SilicaRing {
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
     unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int stamp_first;
-    unsigned int k2h_coalesced;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -321,42 +315,6 @@ __device__ __forceinline__ unsigned int silica_worker_lag(const SilicaRing& p, u
     return lag;
 }
 
-// Writes the K2H entries of a chunk's active lanes (a prefix of the warp) with the whole warp:
-// SILICA_K2H_LPE lanes store one entry's 16-byte wire chunks with one instruction, so each
-// entry leaves the SM as one coalesced write instead of one 16-byte write per chunk from the
-// entry's own lane. Needs SILICA_K2H_CHUNKS <= 32; called by all 32 lanes.
-__device__ __forceinline__ void silica_write_k2h_warp(const SilicaRing& p, unsigned long long e, bool act,
-                                                      unsigned int status, unsigned long long hlc,
-                                                      const SilicaResponse* rs) {
-#if SILICA_K2H_CHUNKS <= 32
-    const unsigned int lane = threadIdx.x & 31;
-    unsigned int d[SILICA_K2H_DATA / 4];
-    d[0] = 0u; d[1] = status; d[2] = (unsigned int)hlc; d[3] = (unsigned int)(hlc >> 32);
-    const unsigned int* src = (const unsigned int*)rs;
-#pragma unroll
-    for (int i = 4; i < (int)(SILICA_K2H_DATA / 4); ++i)
-        d[i] = i - 4 < (int)(sizeof(SilicaResponse) / 4) ? src[i - 4] : 0u;
-    const unsigned int n = __popc(__ballot_sync(SILICA_FULL, act));
-    const unsigned int c = lane % SILICA_K2H_LPE, sub = lane / SILICA_K2H_LPE;
-    const unsigned long long mask = p.cap - 1;
-    for (unsigned int first = 0; first < n; first += SILICA_K2H_EPW) {
-        unsigned int m = (first + sub) & 31;
-        unsigned int x = 0, y = 0;
-#pragma unroll
-        for (unsigned int j = 0; j < SILICA_K2H_CHUNKS; ++j) {
-            unsigned int a = __shfl_sync(SILICA_FULL, d[2 * j], m);
-            unsigned int b = __shfl_sync(SILICA_FULL, d[2 * j + 1], m);
-            if (j == c) { x = a; y = b; }
-        }
-        unsigned long long em = __shfl_sync(SILICA_FULL, e, m);
-        if (sub < SILICA_K2H_EPW && first + sub < n) {
-            unsigned int seq = (unsigned int)(em + 1);
-            silica_st_sys16(p.k2h + (em & mask) * (2 * SILICA_K2H_DATA) + 16 * c, make_uint4(x, seq, y, seq));
-        }
-    }
-#endif
-}
-
 // Loader rounds (busy ring only): the polling warp hands each loader warp one region of
 // SILICA_DEPTH groups past its own, and all of them load, check and stage their regions at
 // once, so a round keeps SILICA_LOADERS times the polling warp's bytes in flight. Only the
@@ -513,12 +471,6 @@ __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long 
     }
     if (!p.stamp_first) reserved = silica_stamp_begin(p.hlc_word, p.clock_offset_ns, ballot, received, act);
     unsigned long long hlc = silica_stamp_end(ballot, reserved);
-#if SILICA_K2H_CHUNKS <= 32
-    if (p.k2h_coalesced) {
-        silica_write_k2h_warp(p, e, act, valid ? 0u : 1u, hlc, &rs);
-        return;
-    }
-#endif
     if (act) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
 }
 
