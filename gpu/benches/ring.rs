@@ -125,6 +125,18 @@ fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
         t[n / 2],
         t[n * 99 / 100]
     );
+    // Inside the kernel, for messages found on an idle ring: found -> worker began -> K2H
+    // written (the rest of the round trip is PCIe and the host).
+    let stats = ring.backend_stats();
+    let stat = |name: &str| stats.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
+    let finds = stat("kernel_idle_finds");
+    if finds > 0 {
+        println!(
+            "   in the kernel, {finds} messages found idle: found -> worker pass {:.0} ns, pass -> K2H written {:.0} ns (mean)",
+            stat("kernel_idle_handoff_ns") as f64 / finds as f64,
+            stat("kernel_idle_run_ns") as f64 / finds as f64
+        );
+    }
 }
 
 fn throughput(kind: BackendKind, producers: usize, batch: usize, secs: f64) {

@@ -27,6 +27,9 @@ const STAT_PUBLISHES: usize = 256;
 const STAT_ENTRIES: usize = 264;
 const STAT_POLL_NS: usize = 272;
 const STAT_WORKER_LAG: usize = 280;
+/// Per worker warp (32 bytes each, 31 at most): sums over messages found on an idle ring of
+/// found -> the worker's pass began and pass began -> K2H written (ns), and their count.
+const STAT_IDLE_FINDS: usize = 512;
 
 /// Completion-thread diagnostics: polls that found finished entries, polls that found none,
 /// entries completed.
@@ -285,6 +288,11 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             // SAFETY: inside the 4 KiB control block, 8-byte aligned; written by the kernel.
             unsafe { (*self.ctrl.0.ptr().add(off).cast::<AtomicU64>()).load(Ordering::Relaxed) }
         };
+        let idle_finds = |field: usize| -> u64 {
+            (0..31)
+                .map(|w| ctrl(STAT_IDLE_FINDS + 32 * w + field))
+                .sum()
+        };
         vec![
             ("completion_busy_polls", s.busy.load(Ordering::Relaxed)),
             ("completion_idle_polls", s.idle.load(Ordering::Relaxed)),
@@ -302,6 +310,9 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             ("kernel_published_entries", ctrl(STAT_ENTRIES)),
             ("kernel_poll_busy_ns", ctrl(STAT_POLL_NS)),
             ("kernel_worker_lag_sum", ctrl(STAT_WORKER_LAG)),
+            ("kernel_idle_handoff_ns", idle_finds(0)),
+            ("kernel_idle_run_ns", idle_finds(8)),
+            ("kernel_idle_finds", idle_finds(16)),
             ("ring_tail", self.shared.queue.tail()),
             ("ring_ready", self.shared.queue.ready()),
             ("ring_head", self.shared.queue.head()),

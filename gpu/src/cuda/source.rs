@@ -212,6 +212,13 @@ __device__ void silica_write_k2h(unsigned char* e, unsigned long long t, unsigne
 __shared__ volatile unsigned long long silica_published;
 __shared__ volatile unsigned long long silica_done[32];
 __shared__ volatile int silica_stop;
+// Diagnostics of messages found on an idle ring (the round-trip case): the entry the polling
+// warp found last and when, and per worker warp the sums of found -> its pass began, pass
+// began -> its K2H writes were issued, and how many such messages it ran. Copied to the
+// control block (+512, 32 bytes a worker) with write-only stores after the K2H writes. A
+// second idle find before the worker looks can pair the wrong time: figures, not protocol.
+__shared__ volatile unsigned long long silica_found_idx, silica_found_ns;
+__shared__ unsigned long long silica_lat[31][3];
 
 // Issues this lane's loads of one group of SILICA_EPL entries starting at `base` (one 16-byte
 // load per chunk; nothing waits on them until the group is checked).
@@ -419,6 +426,7 @@ __device__ void silica_poller(const SilicaRing& p) {
         if (count > 0) {
             bool was_busy = idle == 0;
             idle = 0;
+            if (!was_busy && lane == 0) { silica_found_ns = silica_globaltimer(); silica_found_idx = idx; }
             __syncwarp();
             __threadfence_block();
             idx += count;
@@ -506,6 +514,9 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
         unsigned long long avail = pub - my;
         unsigned int span = 32u * p.window;
         unsigned int n = avail < span ? (unsigned int)avail : span;
+        unsigned long long found = silica_found_idx;
+        bool timed = found >= my && found < my + n;
+        unsigned long long t_pass = timed ? silica_globaltimer() : 0ull;
         unsigned int sl[SILICA_WIN];
 #pragma unroll
         for (unsigned int g = 0; g < SILICA_WIN; ++g) {
@@ -531,6 +542,14 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
             unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
             silica_chunk(p, e, act, slot, received);
         }
+        if (timed && count > 0 && lane == 0) {
+            unsigned long long t_end = silica_globaltimer();
+            silica_lat[w][0] += t_pass - silica_found_ns;
+            silica_lat[w][1] += t_end - t_pass;
+            silica_lat[w][2] += 1;
+            volatile unsigned long long* out = (volatile unsigned long long*)(p.ctrl + 512 + 32 * w);
+            out[0] = silica_lat[w][0]; out[1] = silica_lat[w][1]; out[2] = silica_lat[w][2];
+        }
         __syncwarp();
         my += n;
         if (lane == 0) silica_done[w] = my;
@@ -540,7 +559,8 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
 // Launch bounds: the block (loaders + workers warps) must fit the SM's registers; ptxas caps the
 // registers a thread uses accordingly (the ring is launched with exactly SILICA_THREADS).
 extern "C" __global__ void __launch_bounds__(SILICA_THREADS, 1) silica_ring(SilicaRing p) {
-    if (threadIdx.x == 0) { silica_published = p.start; silica_stop = 0; silica_round_seq = 0; }
+    if (threadIdx.x == 0) { silica_published = p.start; silica_stop = 0; silica_round_seq = 0; silica_found_idx = ~0ull; }
+    if (threadIdx.x < 31 * 3) silica_lat[threadIdx.x / 3][threadIdx.x % 3] = 0;
     if (threadIdx.x < 32) silica_done[threadIdx.x] = p.start;
     __syncthreads();
     unsigned int warp = threadIdx.x / 32;
