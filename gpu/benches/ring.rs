@@ -125,16 +125,21 @@ fn round_trip_after(kind: BackendKind, n: usize, park: bool, pause: Duration) {
         t[n / 2],
         t[n * 99 / 100]
     );
-    // Inside the kernel, for messages found on an idle ring: found -> worker began -> K2H
-    // written (the rest of the round trip is PCIe and the host).
+    // Inside the kernel, for messages found on an idle ring: found -> worker pass -> its chunk
+    // -> handlers done -> stamp -> K2H stores issued (the rest is PCIe and the host).
     let stats = ring.backend_stats();
     let stat = |name: &str| stats.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
     let finds = stat("kernel_idle_finds");
+    let mean = |name: &str| stat(name) as f64 / finds.max(1) as f64;
     if finds > 0 {
         println!(
-            "   in the kernel, {finds} messages found idle: found -> worker pass {:.0} ns, pass -> K2H written {:.0} ns (mean)",
-            stat("kernel_idle_handoff_ns") as f64 / finds as f64,
-            stat("kernel_idle_run_ns") as f64 / finds as f64
+            "   in the kernel, {finds} messages found idle, mean ns: found -> worker pass {:.0}, \
+             -> chunk {:.0}, -> handlers done {:.0}, -> stamp {:.0}, -> K2H stores issued {:.0}",
+            mean("kernel_idle_handoff_ns"),
+            mean("kernel_idle_pick_ns"),
+            mean("kernel_idle_handler_ns"),
+            mean("kernel_idle_stamp_ns"),
+            mean("kernel_idle_write_ns"),
         );
     }
 }

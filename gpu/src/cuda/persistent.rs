@@ -27,8 +27,9 @@ const STAT_PUBLISHES: usize = 256;
 const STAT_ENTRIES: usize = 264;
 const STAT_POLL_NS: usize = 272;
 const STAT_WORKER_LAG: usize = 280;
-/// Per worker warp (32 bytes each, 31 at most): sums over messages found on an idle ring of
-/// found -> the worker's pass began and pass began -> K2H written (ns), and their count.
+/// Per worker warp (64 bytes each, 31 at most): sums over messages found on an idle ring of the
+/// steps found -> worker pass -> chunk -> handlers done -> stamp -> K2H stores issued (ns),
+/// and their count.
 const STAT_IDLE_FINDS: usize = 512;
 
 /// Completion-thread diagnostics: polls that found finished entries, polls that found none,
@@ -290,7 +291,7 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
         };
         let idle_finds = |field: usize| -> u64 {
             (0..31)
-                .map(|w| ctrl(STAT_IDLE_FINDS + 32 * w + field))
+                .map(|w| ctrl(STAT_IDLE_FINDS + 64 * w + field))
                 .sum()
         };
         vec![
@@ -311,8 +312,11 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             ("kernel_poll_busy_ns", ctrl(STAT_POLL_NS)),
             ("kernel_worker_lag_sum", ctrl(STAT_WORKER_LAG)),
             ("kernel_idle_handoff_ns", idle_finds(0)),
-            ("kernel_idle_run_ns", idle_finds(8)),
-            ("kernel_idle_finds", idle_finds(16)),
+            ("kernel_idle_pick_ns", idle_finds(8)),
+            ("kernel_idle_handler_ns", idle_finds(16)),
+            ("kernel_idle_stamp_ns", idle_finds(24)),
+            ("kernel_idle_write_ns", idle_finds(32)),
+            ("kernel_idle_finds", idle_finds(40)),
             ("ring_tail", self.shared.queue.tail()),
             ("ring_ready", self.shared.queue.ready()),
             ("ring_head", self.shared.queue.head()),

@@ -213,12 +213,15 @@ __shared__ volatile unsigned long long silica_published;
 __shared__ volatile unsigned long long silica_done[32];
 __shared__ volatile int silica_stop;
 // Diagnostics of messages found on an idle ring (the round-trip case): the entry the polling
-// warp found last and when, and per worker warp the sums of found -> its pass began, pass
-// began -> its K2H writes were issued, and how many such messages it ran. Copied to the
-// control block (+512, 32 bytes a worker) with write-only stores after the K2H writes. A
-// second idle find before the worker looks can pair the wrong time: figures, not protocol.
+// warp found last and when, and per worker warp the sums of the steps from there to its K2H
+// writes (found -> pass began -> chunk began -> handlers done -> stamp taken -> K2H stores
+// issued) and how many such messages it ran. Copied to the control block (+512, 64 bytes a
+// worker) with write-only stores after the K2H writes. A second idle find before the worker
+// looks can pair the wrong time: figures, not protocol.
+#define SILICA_LAT 6
 __shared__ volatile unsigned long long silica_found_idx, silica_found_ns;
-__shared__ unsigned long long silica_lat[31][3];
+__shared__ unsigned long long silica_lat[31][SILICA_LAT];
+__shared__ unsigned long long silica_marks[31][3];
 
 // Issues this lane's loads of one group of SILICA_EPL entries starting at `base` (one 16-byte
 // load per chunk; nothing waits on them until the group is checked).
@@ -456,8 +459,11 @@ __device__ void silica_poller(const SilicaRing& p) {
 // messages one at a time in lane (= ring) order, stamps them with one reservation and writes
 // their K2H entries.
 __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long long e, bool act,
-                                             unsigned int slot, unsigned long long received) {
+                                             unsigned int slot, unsigned long long received,
+                                             unsigned long long* marks) {
     const unsigned int lane = threadIdx.x & 31;
+    // (The empty asm statements make each mark wait for the values before it.)
+    if (marks && lane == 0) { asm volatile("" :: "r"(slot), "l"(received)); marks[0] = silica_globaltimer(); }
     const unsigned long long mask = p.cap - 1;
     const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
     bool valid = slot < p.num_slots;
@@ -477,8 +483,10 @@ __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long 
         if (act && valid && rank == r) silica_run_one(p.states, slot, entry + 16, &rs);
         __syncwarp();
     }
+    if (marks && lane == 0) { asm volatile("" :: "r"(((unsigned int*)&rs)[0])); marks[1] = silica_globaltimer(); }
     if (!p.stamp_first) reserved = silica_stamp_begin(p.hlc_word, p.clock_offset_ns, ballot, received, act);
     unsigned long long hlc = silica_stamp_end(ballot, reserved);
+    if (marks && lane == 0) { asm volatile("" :: "l"(hlc)); marks[2] = silica_globaltimer(); }
     if (act) silica_write_k2h(p.k2h + (e & mask) * (2 * SILICA_K2H_DATA), e, valid ? 0u : 1u, hlc, &rs);
 }
 
@@ -540,15 +548,15 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
             const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
             unsigned int slot = act ? *(const unsigned int*)(entry + 4) : 0u;
             unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
-            silica_chunk(p, e, act, slot, received);
+            silica_chunk(p, e, act, slot, received, timed ? silica_marks[w] : nullptr);
         }
         if (timed && count > 0 && lane == 0) {
             unsigned long long t_end = silica_globaltimer();
-            silica_lat[w][0] += t_pass - silica_found_ns;
-            silica_lat[w][1] += t_end - t_pass;
-            silica_lat[w][2] += 1;
-            volatile unsigned long long* out = (volatile unsigned long long*)(p.ctrl + 512 + 32 * w);
-            out[0] = silica_lat[w][0]; out[1] = silica_lat[w][1]; out[2] = silica_lat[w][2];
+            const unsigned long long* m = silica_marks[w];
+            unsigned long long steps[SILICA_LAT] = {t_pass - silica_found_ns, m[0] - t_pass, m[1] - m[0],
+                                                    m[2] - m[1], t_end - m[2], 1ull};
+            volatile unsigned long long* out = (volatile unsigned long long*)(p.ctrl + 512 + 64 * w);
+            for (int k = 0; k < SILICA_LAT; ++k) { silica_lat[w][k] += steps[k]; out[k] = silica_lat[w][k]; }
         }
         __syncwarp();
         my += n;
@@ -560,7 +568,7 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
 // registers a thread uses accordingly (the ring is launched with exactly SILICA_THREADS).
 extern "C" __global__ void __launch_bounds__(SILICA_THREADS, 1) silica_ring(SilicaRing p) {
     if (threadIdx.x == 0) { silica_published = p.start; silica_stop = 0; silica_round_seq = 0; silica_found_idx = ~0ull; }
-    if (threadIdx.x < 31 * 3) silica_lat[threadIdx.x / 3][threadIdx.x % 3] = 0;
+    for (unsigned int i = threadIdx.x; i < 31 * SILICA_LAT; i += blockDim.x) silica_lat[i / SILICA_LAT][i % SILICA_LAT] = 0;
     if (threadIdx.x < 32) silica_done[threadIdx.x] = p.start;
     __syncthreads();
     unsigned int warp = threadIdx.x / 32;
