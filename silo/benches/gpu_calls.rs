@@ -13,7 +13,6 @@
 //! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`), `0` for all.
-//! - `SILICA_BENCH_STAMP_FIRST`: `1` or `0`, the persistent ring's `Tuning::stamp_first`.
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
 //!
 //! Prints one line per figure; docs/BENCHMARKS.md records them.
@@ -313,7 +312,6 @@ fn main() {
         let mut t = silica_gpu::cuda::Tuning::default();
         let flag = |name: &str, default: bool| env(name).map_or(default, |v| v == "1");
         t.lead_only_wake = flag("SILICA_BENCH_LEAD_ONLY", t.lead_only_wake);
-        t.stamp_first = flag("SILICA_BENCH_STAMP_FIRST", t.stamp_first);
         silica_gpu::cuda::set_tuning(t);
     }
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).

@@ -30,9 +30,6 @@ pub struct Tuning {
     /// Whether the completion thread wakes only one future of a finished multi-message run
     /// (it wakes the rest from its own thread) instead of every one of them.
     pub lead_only_wake: bool,
-    /// Whether a worker warp issues a chunk's HLC reservation before running its handlers
-    /// (its latency overlaps theirs) rather than after them.
-    pub stamp_first: bool,
 }
 
 impl Default for Tuning {
@@ -41,7 +38,6 @@ impl Default for Tuning {
             worker_window: 16,
             k2h_prefetch: 8,
             lead_only_wake: false,
-            stamp_first: true,
         }
     }
 }

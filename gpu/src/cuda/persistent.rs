@@ -64,7 +64,6 @@ struct RingParams {
     workers: u32,
     lookahead: u32,
     window: u32,
-    stamp_first: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
@@ -146,7 +145,6 @@ pub(crate) fn launch_run<K: Kernel>(
         window: super::tuning()
             .worker_window
             .clamp(1, super::source::MAX_WINDOW),
-        stamp_first: u32::from(super::tuning().stamp_first),
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid
