@@ -308,11 +308,11 @@ fn main() {
     let only = env("SILICA_BENCH_ONLY");
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     #[cfg(feature = "cuda")]
-    {
-        let mut t = silica_gpu::cuda::Tuning::default();
-        let flag = |name: &str, default: bool| env(name).map_or(default, |v| v == "1");
-        t.lead_only_wake = flag("SILICA_BENCH_LEAD_ONLY", t.lead_only_wake);
-        silica_gpu::cuda::set_tuning(t);
+    if let Some(lead) = env("SILICA_BENCH_LEAD_ONLY") {
+        silica_gpu::cuda::set_tuning(silica_gpu::cuda::Tuning {
+            lead_only_wake: lead == "1",
+            ..Default::default()
+        });
     }
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).
     let runtime = tokio::runtime::Builder::new_multi_thread()
