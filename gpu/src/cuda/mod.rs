@@ -30,6 +30,8 @@ pub struct Tuning {
     /// Whether the completion thread wakes only one future of a finished multi-message run
     /// (it wakes the rest from its own thread) instead of every one of them.
     pub lead_only_wake: bool,
+    /// Whether a worker warp takes a short code path when one entry is published.
+    pub lone_path: bool,
 }
 
 impl Default for Tuning {
@@ -38,6 +40,7 @@ impl Default for Tuning {
             worker_window: 16,
             k2h_prefetch: 8,
             lead_only_wake: false,
+            lone_path: true,
         }
     }
 }

@@ -64,6 +64,7 @@ struct RingParams {
     workers: u32,
     lookahead: u32,
     window: u32,
+    lone_path: u32,
 }
 
 /// One launch of the ring kernel and the resources of its context.
@@ -145,6 +146,7 @@ pub(crate) fn launch_run<K: Kernel>(
         window: super::tuning()
             .worker_window
             .clamp(1, super::source::MAX_WINDOW),
+        lone_path: u32::from(super::tuning().lone_path),
     };
     let mut args = [(&mut params as *mut RingParams).cast::<c_void>()];
     // SAFETY: one argument matching `SilicaRing` by value; every pointer in it stays valid

@@ -124,7 +124,7 @@ struct SilicaRing {
     SilicaState* states; unsigned char* stage; unsigned long long* hlc_word;
     unsigned long long start; long long clock_offset_ns;
     unsigned int cap; unsigned int h2k_stride; unsigned int k2h_stride; unsigned int num_slots;
-    unsigned int workers; unsigned int lookahead; unsigned int window;
+    unsigned int workers; unsigned int lookahead; unsigned int window; unsigned int lone_path;
 };
 // ctrl block (mapped host memory), one cache line per writer:
 //   +0 terminate (host), +64 heartbeat ns (kernel), +128 test exit (host), +192 exited (kernel)
@@ -212,11 +212,6 @@ __device__ void silica_write_k2h(unsigned char* e, unsigned long long t, unsigne
 __shared__ volatile unsigned long long silica_published;
 // The ring's HLC word (see `silica_chunk`), loaded from `SilicaRing::hlc_word` at launch.
 __shared__ unsigned long long silica_hlc;
-// A lone message found on an idle ring, handed to its worker in shared memory (see
-// `silica_offer_lone`): its ring index (~0: none) and its data words (the staged layout).
-#define SILICA_LONE_WORDS (SILICA_H2K_DATA <= 1024u ? SILICA_H2K_DATA / 4u : 1u)
-__shared__ volatile unsigned long long silica_lone_idx;
-__shared__ __align__(16) volatile unsigned int silica_lone_words[SILICA_LONE_WORDS];
 __shared__ volatile unsigned long long silica_done[32];
 __shared__ volatile int silica_stop;
 // Diagnostics of messages found on an idle ring (the round-trip case): the entry the polling
@@ -393,30 +388,6 @@ __device__ void silica_loader(const SilicaRing& p, unsigned int k) {
     }
 }
 
-// After the polling warp found entry `idx` alone on an idle ring (`v`: its probe, lanes of the
-// first entry): if every worker has finished everything before it, nobody reads the shared
-// lone entry any more, so the entry's data words go there too and its worker reads them from
-// shared memory instead of the staging ring in device memory (two L2 round trips, about 650 ns
-// of a lone message's time in the kernel on an H200). Otherwise the worker reads the staging
-// ring as usual, which is always written.
-__device__ __forceinline__ void silica_offer_lone(const SilicaRing& p, unsigned long long idx,
-                                                  const uint4 (&v)[SILICA_CPL]) {
-#if SILICA_H2K_DATA <= 1024u
-    const unsigned int lane = threadIdx.x & 31;
-    if (silica_worker_lag(p, idx) != 0) return;
-    const unsigned int sub = lane / SILICA_LPE, c0 = lane % SILICA_LPE;
-    if (sub == 0) {
-#pragma unroll
-        for (unsigned int j = 0; j < SILICA_CPL; ++j) {
-            unsigned int c = c0 + j * SILICA_LPE;
-            if (c < SILICA_H2K_CHUNKS) { silica_lone_words[2 * c] = v[j].x; silica_lone_words[2 * c + 1] = v[j].z; }
-        }
-    }
-    __syncwarp();
-    if (lane == 0) silica_lone_idx = idx;
-#endif
-}
-
 __device__ void silica_poller(const SilicaRing& p) {
     const unsigned int lane = threadIdx.x & 31;
     unsigned long long idx = p.start;
@@ -437,7 +408,6 @@ __device__ void silica_poller(const SilicaRing& p) {
                 uint4 v[SILICA_CPL];
                 silica_issue_group(p, idx, v, true);
                 count = silica_take_group(p, idx, v);
-                if (count > 0) silica_offer_lone(p, idx, v);
             }
         } else {
             // Loaders join only under sustained load (the last iteration or this one already
@@ -553,37 +523,44 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
         unsigned int span = 32u * p.window;
         unsigned int n = avail < span ? (unsigned int)avail : span;
         unsigned long long found = silica_found_idx;
-        // A lone entry the polling warp also left in shared memory (`silica_offer_lone`).
-        bool lone = n == 1 && silica_lone_idx == my;
         bool timed = found >= my && found < my + n;
         unsigned long long t_pass = timed ? silica_globaltimer() : 0ull;
-        unsigned int sl[SILICA_WIN];
-#pragma unroll
-        for (unsigned int g = 0; g < SILICA_WIN; ++g) {
-            unsigned int i = g * 32 + lane;
-            sl[g] = i >= n ? 0u
-                  : lone ? silica_lone_words[1]
-                  : *(const unsigned int*)(p.stage + ((my + i) & mask) * p.h2k_stride + 4);
-        }
         unsigned int count = 0;
+        if (n == 1 && p.lone_path) {
+            // One published entry (the round-trip case): no window of loads and no list of
+            // own entries, a short path (the kernel's code size matters to the round trip).
+            const unsigned char* entry = p.stage + (my & mask) * p.h2k_stride;
+            unsigned int slot = *(const unsigned int*)(entry + 4);
+            if (silica_owner(p, magic, slot, my) == w) {
+                unsigned long long received = *(const unsigned long long*)(entry + 8);
+                silica_chunk(p, my, lane == 0, entry, slot, received, timed ? silica_marks[w] : nullptr);
+                count = 1;
+            }
+        } else {
+            unsigned int sl[SILICA_WIN];
 #pragma unroll
-        for (unsigned int g = 0; g < SILICA_WIN; ++g) {
-            if (g * 32 >= n) break;
-            unsigned int i = g * 32 + lane;
-            bool mine = i < n && silica_owner(p, magic, sl[g], my + i) == w;
-            unsigned int b = __ballot_sync(SILICA_FULL, mine);
-            if (mine) own[count + __popc(b & silica_lanemask_lt())] = (unsigned short)i;
-            count += __popc(b);
-        }
-        __syncwarp();
-        for (unsigned int c = 0; c < count; c += 32) {
-            bool act = c + lane < count;
-            unsigned long long e = my + (act ? own[c + lane] : 0u);
-            const unsigned char* entry = lone ? (const unsigned char*)silica_lone_words
-                                              : p.stage + (e & mask) * p.h2k_stride;
-            unsigned int slot = act ? *(const unsigned int*)(entry + 4) : 0u;
-            unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
-            silica_chunk(p, e, act, entry, slot, received, timed ? silica_marks[w] : nullptr);
+            for (unsigned int g = 0; g < SILICA_WIN; ++g) {
+                unsigned int i = g * 32 + lane;
+                sl[g] = i < n ? *(const unsigned int*)(p.stage + ((my + i) & mask) * p.h2k_stride + 4) : 0u;
+            }
+#pragma unroll
+            for (unsigned int g = 0; g < SILICA_WIN; ++g) {
+                if (g * 32 >= n) break;
+                unsigned int i = g * 32 + lane;
+                bool mine = i < n && silica_owner(p, magic, sl[g], my + i) == w;
+                unsigned int b = __ballot_sync(SILICA_FULL, mine);
+                if (mine) own[count + __popc(b & silica_lanemask_lt())] = (unsigned short)i;
+                count += __popc(b);
+            }
+            __syncwarp();
+            for (unsigned int c = 0; c < count; c += 32) {
+                bool act = c + lane < count;
+                unsigned long long e = my + (act ? own[c + lane] : 0u);
+                const unsigned char* entry = p.stage + (e & mask) * p.h2k_stride;
+                unsigned int slot = act ? *(const unsigned int*)(entry + 4) : 0u;
+                unsigned long long received = act ? *(const unsigned long long*)(entry + 8) : 0ull;
+                silica_chunk(p, e, act, entry, slot, received, timed ? silica_marks[w] : nullptr);
+            }
         }
         if (timed && count > 0 && lane == 0) {
             unsigned long long t_end = silica_globaltimer();
@@ -604,7 +581,7 @@ __device__ void silica_worker(const SilicaRing& p, unsigned int w) {
 extern "C" __global__ void __launch_bounds__(SILICA_THREADS, 1) silica_ring(SilicaRing p) {
     if (threadIdx.x == 0) {
         silica_published = p.start; silica_stop = 0; silica_round_seq = 0; silica_found_idx = ~0ull;
-        silica_lone_idx = ~0ull; silica_hlc = *p.hlc_word;
+        silica_hlc = *p.hlc_word;
     }
     for (unsigned int i = threadIdx.x; i < 31 * SILICA_LAT; i += blockDim.x) silica_lat[i / SILICA_LAT][i % SILICA_LAT] = 0;
     if (threadIdx.x < 32) silica_done[threadIdx.x] = p.start;
