@@ -141,9 +141,12 @@ __device__ __forceinline__ unsigned long long silica_stamp_begin(unsigned long l
                                                                  bool active) {
     if (ballot == 0) return 0;
     unsigned long long mx = active ? received : 0ull;
-    for (int o = 16; o > 0; o >>= 1) {
-        unsigned long long other = __shfl_xor_sync(SILICA_FULL, mx, o);
-        mx = other > mx ? other : mx;
+    // (One active lane, a lone message: it is the leader and has the maximum already.)
+    if (__popc(ballot) > 1) {
+        for (int o = 16; o > 0; o >>= 1) {
+            unsigned long long other = __shfl_xor_sync(SILICA_FULL, mx, o);
+            mx = other > mx ? other : mx;
+        }
     }
     unsigned long long first = 0;
     if ((int)(threadIdx.x & 31) == __ffs(ballot) - 1) {
@@ -468,15 +471,20 @@ __device__ __forceinline__ void silica_chunk(const SilicaRing& p, unsigned long 
     if (marks && lane == 0) { asm volatile("" :: "r"(slot), "l"(received)); marks[0] = silica_globaltimer(); }
     const unsigned long long mask = p.cap - 1;
     bool valid = slot < p.num_slots;
-    unsigned long long key = (act && valid) ? (unsigned long long)slot : (0x100000000ull | lane);
-    unsigned int peers = __match_any_sync(SILICA_FULL, key);
-    int rank = __popc(peers & silica_lanemask_lt());
-    int maxrank = act ? rank : 0;
-    for (int o = 16; o > 0; o >>= 1) { int r = __shfl_xor_sync(SILICA_FULL, maxrank, o); maxrank = r > maxrank ? r : maxrank; }
+    unsigned int ballot = __ballot_sync(SILICA_FULL, act);
+    // Lanes of one slot run in lane order, one rank at a time (a lone message skips this: its
+    // rank is 0).
+    int rank = 0, maxrank = 0;
+    if (__popc(ballot) > 1) {
+        unsigned long long key = (act && valid) ? (unsigned long long)slot : (0x100000000ull | lane);
+        unsigned int peers = __match_any_sync(SILICA_FULL, key);
+        rank = __popc(peers & silica_lanemask_lt());
+        maxrank = act ? rank : 0;
+        for (int o = 16; o > 0; o >>= 1) { int r = __shfl_xor_sync(SILICA_FULL, maxrank, o); maxrank = r > maxrank ? r : maxrank; }
+    }
     // Stamped when the chunk starts (the HLC event is the receipt), on the block's shared HLC
     // word: one block serves the ring, so a shared-memory atomic replaces an L2 round trip
     // (about 450 ns of a lone message's time in the kernel on an H200).
-    unsigned int ballot = __ballot_sync(SILICA_FULL, act);
     unsigned long long reserved = silica_stamp_begin(&silica_hlc, p.clock_offset_ns, ballot, received, act);
     SilicaResponse rs;
     for (int i = 0; i < (int)(sizeof(SilicaResponse) / 4); ++i) ((unsigned int*)&rs)[i] = 0u;
