@@ -134,8 +134,8 @@ __device__ __forceinline__ unsigned int silica_lanemask_lt() {
 }
 
 // One HLC stamp per active lane: one reservation per warp, lanes take consecutive values.
-// In two halves so a caller can run other loads while the reservation is in flight: `begin`
-// issues it (its result, valid on the leader lane, is not read yet), `end` spreads it.
+// In two halves: `begin` reserves (the result is valid on the leader lane), `end` hands each
+// lane its value; the ring reserves when a chunk starts and hands out after its handlers ran.
 __device__ __forceinline__ unsigned long long silica_stamp_begin(unsigned long long* word, long long offset_ns,
                                                                  unsigned int ballot, unsigned long long received,
                                                                  bool active) {
