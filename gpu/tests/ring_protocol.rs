@@ -19,6 +19,7 @@ fn many_producers_fifo(cfg: RingConfig) {
             let (ring, slots) = (ring.clone(), slots.clone());
             std::thread::spawn(move || {
                 let mut last = vec![0u32; slots.len()];
+                let mut stamps = Vec::with_capacity(per as usize);
                 for i in 0..per {
                     let s = (i as usize + p) % slots.len();
                     let reply =
@@ -27,11 +28,25 @@ fn many_producers_fifo(cfg: RingConfig) {
                     // Per-caller FIFO: this producer's messages to a slot see growing counts.
                     assert!(reply.response.count > last[s], "count went backwards");
                     last[s] = reply.response.count;
+                    stamps.push(reply.stamp.hlc);
                 }
+                stamps
             })
         })
         .collect();
-    handles.into_iter().for_each(|h| h.join().unwrap());
+    let mut stamps: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    // Slots are served by different workers (warps on CUDA), which stamp concurrently: every
+    // response still gets its own stamp.
+    stamps.sort_unstable();
+    stamps.dedup();
+    assert_eq!(
+        stamps.len(),
+        (per as usize) * producers,
+        "a stamp was issued twice"
+    );
     let total: u64 = slots
         .iter()
         .map(|s| block_on(ring.deactivate(*s)).unwrap().total)
