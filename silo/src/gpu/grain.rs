@@ -183,7 +183,7 @@ impl<K: Kernel> Future for GpuCall<K> {
             }
             Poll::Ready(Err(error)) => {
                 TURN.with_borrow_mut(|t| {
-                    t.failure.get_or_insert(error);
+                    t.failure.get_or_insert_with(|| Box::new(error));
                 });
                 // The turn wrapper sees the failure right after this poll and ends the call.
                 Poll::Pending
@@ -194,12 +194,18 @@ impl<K: Kernel> Future for GpuCall<K> {
 
 /// What the messages of a GPU turn reported during one poll of the turn, collected by the turn
 /// wrapper (`turn.rs`) around each poll. A thread-local is enough: a poll runs on one thread,
-/// and the wrapper takes the record before it returns.
+/// and the wrapper takes the record before it returns. Kept small (the error boxed): the
+/// wrapper swaps it in and out around every poll of every GPU call.
 #[derive(Default)]
 pub(crate) struct TurnRecord {
-    pub(crate) failure: Option<RingError>,
+    pub(crate) failure: Option<Box<RingError>>,
     pub(crate) latest_stamp: HlcStamp,
 }
+
+const _: () = assert!(
+    size_of::<TurnRecord>() <= 32,
+    "TurnRecord is copied around every poll"
+);
 
 thread_local! {
     pub(crate) static TURN: RefCell<TurnRecord> = RefCell::new(TurnRecord::default());

@@ -66,7 +66,7 @@ impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
         let record: TurnRecord = TURN.replace(outer);
         self.latest_stamp = self.latest_stamp.max(record.latest_stamp);
         if let Some(error) = record.failure {
-            return Poll::Ready(self.finish(Err(self.slotted.fail(error))));
+            return Poll::Ready(self.finish(Err(self.slotted.fail(*error))));
         }
         match polled {
             Poll::Pending => Poll::Pending,
