@@ -7,8 +7,8 @@
 //! throughput rows used 16); `SILICA_BENCH_LOADERS=L` loader warps (default: the config's);
 //! `SILICA_BENCH_WINDOW=G` groups of 32 a
 //! worker examines per pass and `SILICA_BENCH_PREFETCH=D` the completion thread's K2H
-//! prefetch distance, `SILICA_BENCH_LONE=0|1` the workers' short path for a lone entry
-//! (persistent ring knobs, see `silica_gpu::cuda::Tuning`).
+//! prefetch distance, `SILICA_BENCH_LONE=0|1` the workers' short path for a lone entry,
+//! `SILICA_BENCH_STREAM=0|1` non-temporal H2K stores (persistent ring knobs, see `silica_gpu::cuda::Tuning`).
 
 use silica_gpu::samples::{Empty, VecPair, VectorAdd};
 use silica_gpu::{BackendChoice, BackendKind, HlcStamp, Ring, RingConfig};
@@ -268,6 +268,7 @@ fn main() {
         t.worker_window = env_u32("SILICA_BENCH_WINDOW").unwrap_or(t.worker_window);
         t.k2h_prefetch = env_u32("SILICA_BENCH_PREFETCH").unwrap_or(t.k2h_prefetch);
         t.lone_path = env_u32("SILICA_BENCH_LONE").map_or(t.lone_path, |v| v != 0);
+        t.h2k_streaming = env_u32("SILICA_BENCH_STREAM").map_or(t.h2k_streaming, |v| v != 0);
         println!("persistent ring tuning: {t:?}");
         silica_gpu::cuda::set_tuning(t);
     }

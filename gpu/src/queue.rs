@@ -10,11 +10,11 @@
 use crate::error::RingError;
 use crate::kernel::as_bytes;
 use crate::reply::{Outcome, ReplyCell};
-#[cfg(feature = "cuda")]
-use crate::wire::wire_complete;
 use crate::wire::{
     HostMem, h2k_data_stride, k2h_data_stride, read_wire, seq_of, word_at, write_wire,
 };
+#[cfg(feature = "cuda")]
+use crate::wire::{stream_fence, wire_complete, write_wire_streaming};
 use silica_grains::gpu::GpuType;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -46,6 +46,9 @@ pub(crate) struct SubmitRing<R> {
     closed: AtomicBool,
     paused: AtomicBool,
     callers_read_k2h: AtomicBool,
+    /// H2K entries are written with non-temporal stores (persistent ring, see
+    /// `wire::write_wire_streaming`).
+    stream_h2k: AtomicBool,
 }
 
 impl<R: GpuType> SubmitRing<R> {
@@ -70,6 +73,7 @@ impl<R: GpuType> SubmitRing<R> {
             closed: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             callers_read_k2h: AtomicBool::new(false),
+            stream_h2k: AtomicBool::new(false),
         }
     }
 
@@ -179,17 +183,38 @@ impl<R: GpuType> SubmitRing<R> {
         at.store(cell.cast_mut(), Ordering::Release);
         let payload = as_bytes(req);
         let words = self.h2k_stride / 4;
+        let data = |i| match i {
+            0 => 0,
+            1 => slot,
+            2 => hlc as u32,
+            3 => (hlc >> 32) as u32,
+            _ => word_at(payload, i - 4),
+        };
+        #[cfg(feature = "cuda")]
+        if self.stream_h2k.load(Ordering::Relaxed) {
+            // SAFETY: as below; only the kernel reads these entries, and it checks every tag.
+            unsafe { write_wire_streaming(self.h2k_entry(t), seq_of(t), words, data) };
+            return;
+        }
         // SAFETY: entry `t` was claimed by this producer and its previous use finished (head
         // passed it), so nobody else writes it; the entry is 2 * h2k_stride bytes, aligned.
-        unsafe {
-            write_wire(self.h2k_entry(t), seq_of(t), words, |i| match i {
-                0 => 0,
-                1 => slot,
-                2 => hlc as u32,
-                3 => (hlc >> 32) as u32,
-                _ => word_at(payload, i - 4),
-            })
-        };
+        unsafe { write_wire(self.h2k_entry(t), seq_of(t), words, data) };
+    }
+
+    /// Ends a run of [`SubmitRing::publish`]es: drains streaming stores, if any, so the
+    /// kernel sees the entries now rather than when the write-combining buffers are evicted.
+    pub(crate) fn published(&self) {
+        #[cfg(feature = "cuda")]
+        if self.stream_h2k.load(Ordering::Relaxed) {
+            stream_fence();
+        }
+    }
+
+    /// From now on H2K entries are written with non-temporal stores: only for a reader that
+    /// checks every word's tag (the persistent kernel), never the host readers.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn set_stream_h2k(&self, on: bool) {
+        self.stream_h2k.store(on, Ordering::SeqCst);
     }
 
     /// Whether H2K entry `t` is published (host readers: the last word, acquired).
@@ -475,6 +500,47 @@ mod tests {
         assert_eq!(q.claim(1).unwrap(), None);
         q.set_head(4);
         assert_eq!(q.claim(1).unwrap(), Some(4));
+        assert_eq!(Arc::strong_count(&cell), 1);
+    }
+
+    // Pins that streaming (non-temporal) H2K stores write the same wire bytes as plain ones,
+    // over a second lap of the ring too (the kernel tells laps apart by the tags alone).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn streaming_stores_write_the_same_wire() {
+        let plain = SubmitRing::<Totals>::new(2, size_of::<Add>());
+        let streamed = SubmitRing::<Totals>::new(2, size_of::<Add>());
+        streamed.set_stream_h2k(true);
+        let cell = Arc::new(ReplyCell::<Totals>::new(0, 4));
+        for t in 0..4u64 {
+            for q in [&plain, &streamed] {
+                let raw = Arc::into_raw(cell.clone());
+                q.publish(
+                    t,
+                    3 + t as u32,
+                    1 << (40 + t),
+                    &Add {
+                        amount: 10 * t as u32,
+                    },
+                    raw,
+                );
+                q.published();
+                // As the completion thread would: take the cell back, drop its reference.
+                let taken = q.take_cell(t);
+                // SAFETY: test-only; `taken` is the reference handed to `publish` above.
+                drop(unsafe { Arc::from_raw(taken) });
+            }
+            let wire = |q: &SubmitRing<Totals>| {
+                // SAFETY: test-only; the entry's wire bytes are in bounds.
+                unsafe { std::slice::from_raw_parts(q.h2k_entry(t), 2 * q.h2k_stride) }.to_vec()
+            };
+            assert_eq!(wire(&plain), wire(&streamed), "entry {t}");
+            let (slot, hlc, req) = streamed.h2k_read::<Add>(t);
+            assert_eq!(
+                (slot, hlc, req.amount),
+                (3 + t as u32, 1 << (40 + t), 10 * t as u32)
+            );
+        }
         assert_eq!(Arc::strong_count(&cell), 1);
     }
 }

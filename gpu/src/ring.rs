@@ -246,6 +246,7 @@ impl<K: Kernel> RingShared<K> {
             self.queue
                 .publish(first + i as u64, wire, stamp.hlc, req, raw);
         }
+        self.queue.published();
         self.wake_consumer();
         Ok(Some(cell))
     }

@@ -381,6 +381,7 @@ impl<K: Kernel> RingShared<K> {
     }
 
     /// Whether staged batches wait for ring room.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // the persistent ring's rescue
     pub(crate) fn waits_for_room(&self) -> bool {
         self.stager.pending_len.load(Ordering::SeqCst) != 0
     }
@@ -592,6 +593,7 @@ impl<K: Kernel> RingShared<K> {
             self.queue
                 .publish(first + i as u64, wire, item.hlc, &item.request, raw);
         }
+        self.queue.published();
         self.wake_consumer();
         let _ = batch.cell.set(cell);
         batch.state.store(SUBMITTED, Ordering::SeqCst);

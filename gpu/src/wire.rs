@@ -97,6 +97,50 @@ pub(crate) unsafe fn write_wire(
     }
 }
 
+/// [`write_wire`] with non-temporal stores (x86_64; plain [`write_wire`] elsewhere): the
+/// entry's lines go to memory instead of staying modified in the writing core's cache, where
+/// the GPU's read of them would have to fetch them from. The stores are weakly ordered, even
+/// among the entry's own words: only readers that check every word's tag may use such entries,
+/// and the writer calls [`stream_fence`] once its run of entries is written.
+///
+/// # Safety
+/// As [`write_wire`].
+#[cfg(feature = "cuda")]
+#[inline]
+pub(crate) unsafe fn write_wire_streaming(
+    wire: *mut u8,
+    seq: u32,
+    words: usize,
+    mut data: impl FnMut(usize) -> u32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tag = u64::from(seq) << 32;
+        for i in 0..words {
+            let w = tag | u64::from(data(i));
+            // SAFETY: in bounds and 8-byte aligned per the caller; an aligned 8-byte store is
+            // single-copy atomic, non-temporal or not; SSE2 is baseline on x86_64.
+            unsafe { std::arch::x86_64::_mm_stream_si64(wire.add(8 * i).cast::<i64>(), w as i64) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        write_wire(wire, seq, words, data)
+    };
+}
+
+/// Orders and drains the non-temporal stores of [`write_wire_streaming`] (an `sfence`).
+#[cfg(feature = "cuda")]
+#[inline]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a fence has no preconditions; SSE is baseline on x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 /// The wire word `i` of the entry at `wire`.
 ///
 /// # Safety

@@ -32,6 +32,9 @@ pub struct Tuning {
     pub lead_only_wake: bool,
     /// Whether a worker warp takes a short code path when one entry is published.
     pub lone_path: bool,
+    /// Whether producers write H2K entries with non-temporal stores (x86_64), so the kernel's
+    /// reads find them in memory rather than modified in a producer core's cache.
+    pub h2k_streaming: bool,
 }
 
 impl Default for Tuning {
@@ -41,6 +44,9 @@ impl Default for Tuning {
             k2h_prefetch: 8,
             lead_only_wake: false,
             lone_path: true,
+            // Non-temporal H2K stores: the kernel's busy rounds 18.5-19.5 -> 15-16 ns a
+            // message on H200 machines (docs/BENCHMARKS.md, 2026-12-02, third session).
+            h2k_streaming: true,
         }
     }
 }

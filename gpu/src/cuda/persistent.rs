@@ -199,6 +199,7 @@ impl<K: Kernel> PersistentBackend<K> {
         let stats = Arc::new(Stats::default());
         // Callers decode their own K2H entries; `head` moves once they have read them.
         shared.queue.set_callers_read_k2h();
+        shared.queue.set_stream_h2k(super::tuning().h2k_streaming);
         let watcher = Watcher {
             shared: shared.clone(),
             run: run.clone(),
