@@ -52,6 +52,11 @@ pub(crate) struct SubmitRing<R> {
 }
 
 impl<R: GpuType> SubmitRing<R> {
+    /// Data words of a K2H entry (`k2h_stride / 4`), a constant so that the completion
+    /// thread's per-entry tag check compiles to straight-line code.
+    #[cfg(feature = "cuda")]
+    const K2H_WORDS: usize = k2h_data_stride(size_of::<R>()) / 4;
+
     pub(crate) fn new(cap: u32, request_size: usize) -> Self {
         let cap = u64::from(cap.max(2).next_power_of_two());
         let h2k_stride = h2k_data_stride(request_size);
@@ -239,7 +244,7 @@ impl<R: GpuType> SubmitRing<R> {
     #[cfg(feature = "cuda")]
     pub(crate) fn k2h_complete(&self, t: u64) -> bool {
         // SAFETY: the entry is inside the allocation and 8-byte aligned.
-        unsafe { wire_complete(self.k2h_entry(t), seq_of(t), self.k2h_stride / 4) }
+        unsafe { wire_complete(self.k2h_entry(t), seq_of(t), Self::K2H_WORDS) }
     }
 
     /// Reads K2H entry `t` if the kernel has written all of it: status, hlc, response.
