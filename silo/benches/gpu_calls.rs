@@ -8,8 +8,11 @@
 //! - `SILICA_BENCH_ONLY`: `g1`, `g2` or `g4` (default all).
 //! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
 //! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
-//! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas
-//!   (default: 4 callers a core x 64 and x 256 without spin, 1 a core x 256 spinning 50 us).
+//! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas,
+//!   `f` appended for fan-out rounds (default: pipelined, 4 callers a core x 64 and x 256
+//!   without spin, 1 a core x 256 spinning 50 us; fan-out, 4 callers a core x 256). A
+//!   pipelined caller keeps `window` calls in flight, each answer starting the next call; a
+//!   fan-out caller issues `window` calls, awaits them all, and starts again.
 //! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`), `0` for all.
@@ -156,8 +159,22 @@ async fn g1(name: &str, kind: BackendKind) {
     }
 }
 
-/// G2: `callers` tasks, each keeping `window` calls in flight to its own grains.
-async fn g2(name: &str, kind: BackendKind, callers: usize, window: usize, spin: Duration) {
+/// How a G2 caller keeps its calls in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum G2Mode {
+    /// `window` calls always in flight: each answer (in any order) starts the next call.
+    Pipelined,
+    /// Rounds of fan-out: `window` calls issued at once, then all of them awaited, in order
+    /// (a `join_all`; the next round starts when the slowest call of this one answered).
+    FanOut,
+}
+
+/// G2: `callers` tasks, each keeping `window` calls in flight to its own grains, as `mode` says.
+async fn g2(
+    name: &str,
+    kind: BackendKind,
+    (callers, window, spin, mode): (usize, usize, Duration, G2Mode),
+) {
     let silo = silo(kind, 1 << 16, spin);
     let factory = silo.grain_factory();
     let secs: f64 = env("SILICA_BENCH_SECS").map_or(2.0, |s| s.parse().unwrap());
@@ -170,6 +187,16 @@ async fn g2(name: &str, kind: BackendKind, callers: usize, window: usize, spin: 
                 .collect();
             tokio::spawn(async move {
                 let mut done = 0u64;
+                if mode == G2Mode::FanOut {
+                    while started.elapsed() < run_for {
+                        let calls: Vec<_> = grains.iter().map(|g| g.add(1)).collect();
+                        for call in calls {
+                            call.await.unwrap();
+                            done += 1;
+                        }
+                    }
+                    return done;
+                }
                 let mut in_flight = FuturesUnordered::new();
                 for g in &grains {
                     in_flight.push(g.add(1));
@@ -193,9 +220,13 @@ async fn g2(name: &str, kind: BackendKind, callers: usize, window: usize, spin: 
     }
     let elapsed = started.elapsed().as_secs_f64();
     let capacity = env("SILICA_BENCH_CAPACITY").unwrap_or_else(|| "default".into());
+    let how = match mode {
+        G2Mode::Pipelined => "pipelined",
+        G2Mode::FanOut => "fan-out rounds",
+    };
     println!(
-        "G2 {name}: {callers} callers x {window} in flight, spin {:?}, ring capacity {capacity}: \
-         {:.2} M calls/s ({total} calls)",
+        "G2 {name}: {callers} callers x {window} in flight ({how}), spin {:?}, ring capacity \
+         {capacity}: {:.2} M calls/s ({total} calls)",
         spin,
         total as f64 / elapsed / 1e6
     );
@@ -276,31 +307,40 @@ async fn g4(name: &str, kind: BackendKind, n: usize) {
     );
 }
 
-/// G2's (callers, calls in flight each, reply spin): `SILICA_BENCH_G2` as
-/// `callers x window x spin_us` items separated by commas, else three defaults.
-fn g2_configs() -> Vec<(usize, usize, Duration)> {
+/// G2's (callers, calls in flight each, reply spin, mode): `SILICA_BENCH_G2` as
+/// `callers x window x spin_us` items separated by commas, with `f` appended for fan-out rounds
+/// (e.g. `64x256x0f`), else four defaults.
+fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
+    const FORMAT: &str = "SILICA_BENCH_G2: callers x window x spin_us, f appended for fan-out";
     if let Some(list) = env("SILICA_BENCH_G2") {
         return list
             .split(',')
             .map(|item| {
+                let item = item.trim();
+                let (item, mode) = match item.strip_suffix('f') {
+                    Some(rest) => (rest, G2Mode::FanOut),
+                    None => (item, G2Mode::Pipelined),
+                };
                 let n: Vec<u64> = item
                     .split('x')
-                    .map(|v| {
-                        v.trim()
-                            .parse()
-                            .expect("SILICA_BENCH_G2: callers x window x spin_us")
-                    })
+                    .map(|v| v.trim().parse().expect(FORMAT))
                     .collect();
-                assert_eq!(n.len(), 3, "SILICA_BENCH_G2: callers x window x spin_us");
-                (n[0] as usize, n[1] as usize, Duration::from_micros(n[2]))
+                assert_eq!(n.len(), 3, "{FORMAT}");
+                (
+                    n[0] as usize,
+                    n[1] as usize,
+                    Duration::from_micros(n[2]),
+                    mode,
+                )
             })
             .collect();
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     vec![
-        (threads * 4, 64, Duration::ZERO),
-        (threads * 4, 256, Duration::ZERO),
-        (threads, 256, Duration::from_micros(50)),
+        (threads * 4, 64, Duration::ZERO, G2Mode::Pipelined),
+        (threads * 4, 256, Duration::ZERO, G2Mode::Pipelined),
+        (threads, 256, Duration::from_micros(50), G2Mode::Pipelined),
+        (threads * 4, 256, Duration::ZERO, G2Mode::FanOut),
     ]
 }
 
@@ -325,8 +365,8 @@ fn main() {
                 g1(name, kind).await;
             }
             if wants("g2") {
-                for (callers, window, spin) in g2_configs() {
-                    g2(name, kind, callers, window, spin).await;
+                for config in g2_configs() {
+                    g2(name, kind, config).await;
                 }
             }
             if wants("g4") && kind != BackendKind::Wgpu {
