@@ -142,8 +142,9 @@ pub(crate) struct Stager<K: Kernel> {
     seen: Box<[AtomicU64]>,
     /// Per slot: id of the batch that took its latest staged message (0: none yet).
     marks: Box<[AtomicU64]>,
-    /// Bit `i` set while shard `i` has an open batch.
-    open_mask: AtomicU64,
+    /// Bit `i` set while shard `i` has an open batch. Its own cache line: every stager writes
+    /// it once per batch, and the fields read per message (`marks`) must not share its line.
+    open_mask: Padded<AtomicU64>,
     /// Bit `i` set once a future waits on shard `i`'s open batch (the ring was busy): the
     /// batches the consumer submits after a completion pass. Its own cache line, written only
     /// under load, so a consumer checking it costs a lone caller nothing.
@@ -180,7 +181,7 @@ impl<K: Kernel> Stager<K> {
                 .collect(),
             seen: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             marks: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            open_mask: AtomicU64::new(0),
+            open_mask: Padded(AtomicU64::new(0)),
             awaited_mask: Padded(AtomicU64::new(0)),
             nagle,
             stats: StageStats::default(),
@@ -336,7 +337,7 @@ impl<K: Kernel> RingShared<K> {
                     readers: AtomicUsize::new(0),
                 });
                 st.shards[home].open.store(id, Ordering::Relaxed);
-                st.open_mask.fetch_or(1 << home, Ordering::SeqCst);
+                st.open_mask.0.fetch_or(1 << home, Ordering::SeqCst);
                 shard.batch = Some(b.clone());
                 b
             }
@@ -371,7 +372,7 @@ impl<K: Kernel> RingShared<K> {
 
     /// Submits every open batch and whatever waits for room (drain, deactivate, shutdown).
     pub(crate) fn flush_all(&self) {
-        let mut mask = self.stager.open_mask.load(Ordering::SeqCst);
+        let mut mask = self.stager.open_mask.0.load(Ordering::SeqCst);
         while mask != 0 {
             let home = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -388,7 +389,7 @@ impl<K: Kernel> RingShared<K> {
 
     /// Whether staged messages wait for a flush or for ring room.
     pub(crate) fn has_staged(&self) -> bool {
-        self.stager.open_mask.load(Ordering::SeqCst) != 0
+        self.stager.open_mask.0.load(Ordering::SeqCst) != 0
             || self.stager.pending_len.load(Ordering::SeqCst) != 0
     }
 
@@ -456,7 +457,7 @@ impl<K: Kernel> RingShared<K> {
     pub(crate) fn sweep_staged(&self) {
         let st = &self.stager;
         // Batch ids never repeat within a shard, so a stale `seen` never matches a new batch.
-        let mut mask = st.open_mask.load(Ordering::Relaxed);
+        let mut mask = st.open_mask.0.load(Ordering::Relaxed);
         while mask != 0 {
             let home = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -494,7 +495,7 @@ impl<K: Kernel> RingShared<K> {
         let st = &self.stager;
         st.count(cause);
         st.shards[home].open.store(0, Ordering::Relaxed);
-        st.open_mask.fetch_and(!(1 << home), Ordering::SeqCst);
+        st.open_mask.0.fetch_and(!(1 << home), Ordering::SeqCst);
         if st.awaited_mask.0.load(Ordering::Relaxed) & (1 << home) != 0 {
             st.awaited_mask.0.fetch_and(!(1 << home), Ordering::SeqCst);
         }

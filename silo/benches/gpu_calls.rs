@@ -15,7 +15,8 @@
 //!   fan-out caller issues `window` calls, awaits them all, and starts again.
 //! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
-//!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`), `0` for all.
+//!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`, the default), `0`
+//!   for all.
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
 //!
 //! Prints one line per figure; docs/BENCHMARKS.md records them.

@@ -42,7 +42,9 @@ impl Default for Tuning {
         Self {
             worker_window: 16,
             k2h_prefetch: 8,
-            lead_only_wake: false,
+            // Lead-only: G2 64 x 256 on 14 workers 6.52 -> 11.67 M calls/s on an H200 machine,
+            // equal or better on 4 of 5 machines measured (docs/BENCHMARKS.md).
+            lead_only_wake: true,
             lone_path: true,
             // Non-temporal H2K stores: the kernel's busy rounds 18.5-19.5 -> 15-16 ns a
             // message on H200 machines (docs/BENCHMARKS.md, 2026-12-02, third session).
