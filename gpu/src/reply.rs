@@ -11,7 +11,7 @@
 //! thread wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`,
 //! `Tuning::lead_only_wake`, on by default): the first future polled after completion wakes
 //! the rest from its own (runtime) thread, and the completion thread wakes them itself if
-//! nobody did within a sweep ([`ReplyCell::fan_out_if_stale`]). So one thread does not make
+//! nobody did by its next pass of entries or its next sweep ([`ReplyCell::fan_out_if_stale`]). So one thread does not make
 //! every wake-up of a busy ring: with 62-message batches on an H200, G2 (64 callers x 256 calls
 //! in flight) went 6.5 -> 11.7 M calls/s. The batch backends wake every future.
 
@@ -258,7 +258,8 @@ impl<R> ReplyCell<R> {
     }
 
     /// Completion-thread fallback: fans out a lead-only completion that was already pending at
-    /// the previous sweep (its lead's task has not polled it since).
+    /// the previous check (a pass of entries or a sweep; its lead's task has not polled it
+    /// since).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
     pub(crate) fn fan_out_if_stale(&self) {
         if self.fan_out.load(Ordering::Relaxed) && self.fan_out_seen.swap(true, Ordering::Relaxed) {
@@ -474,7 +475,7 @@ mod tests {
 
     // Pins lead-only completion: finishing a run wakes one of its waiting futures; the others
     // are woken once, when the lead is polled (`fan_out`), or by the completion thread's second
-    // sweep if nobody polls (`fan_out_if_stale`); never lost, never woken twice.
+    // check (pass or sweep) if nobody polls (`fan_out_if_stale`); never lost, never woken twice.
     #[test]
     fn lead_only_completion_fans_out_once() {
         for lead_polls in [true, false] {
@@ -494,7 +495,7 @@ mod tests {
                 assert_eq!(
                     woken(&wakers).iter().sum::<usize>(),
                     1,
-                    "first sweep only looks"
+                    "the first check only looks"
                 );
                 cell.fan_out_if_stale();
             }

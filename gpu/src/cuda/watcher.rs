@@ -197,6 +197,11 @@ impl<K: Kernel> Watcher<K> {
                 let n = end - ready;
                 ready = end;
                 q.set_ready(ready);
+                if self.lead_only {
+                    // Runs whose lead has not been polled since the previous pass: wake the
+                    // rest from here (a pass, not a sweep, of delay under load).
+                    open.cells.iter().for_each(|c| c.fan_out_if_stale());
+                }
                 // Nagle's "ack": batches awaited while these ran go out now (see `stage.rs`).
                 flush_skipped = self.shared.flush_after_completion();
                 let t2 = Instant::now();
