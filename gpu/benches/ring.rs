@@ -8,7 +8,8 @@
 //! `SILICA_BENCH_WINDOW=G` groups of 32 a
 //! worker examines per pass and `SILICA_BENCH_PREFETCH=D` the completion thread's K2H
 //! prefetch distance, `SILICA_BENCH_LONE=0|1` the workers' short path for a lone entry,
-//! `SILICA_BENCH_STREAM=0|1` non-temporal H2K stores (persistent ring knobs, see `silica_gpu::cuda::Tuning`).
+//! `SILICA_BENCH_STREAM=0|1` non-temporal H2K stores (persistent ring knobs, see
+//! `silica_gpu::cuda::Tuning`).
 
 use silica_gpu::samples::{Empty, VecPair, VectorAdd};
 use silica_gpu::{BackendChoice, BackendKind, HlcStamp, Ring, RingConfig};

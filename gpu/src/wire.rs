@@ -98,8 +98,8 @@ pub(crate) unsafe fn write_wire(
 }
 
 /// [`write_wire`] with non-temporal stores (x86_64; plain [`write_wire`] elsewhere): the
-/// entry's lines go to memory instead of staying modified in the writing core's cache, where
-/// the GPU's read of them would have to fetch them from. The stores are weakly ordered, even
+/// entry's lines go to memory instead of staying modified in the writing core's cache, from
+/// where the GPU's reads would have to fetch them. The stores are weakly ordered, even
 /// among the entry's own words: only readers that check every word's tag may use such entries,
 /// and the writer calls [`stream_fence`] once its run of entries is written.
 ///
@@ -111,10 +111,11 @@ pub(crate) unsafe fn write_wire_streaming(
     wire: *mut u8,
     seq: u32,
     words: usize,
-    mut data: impl FnMut(usize) -> u32,
+    data: impl FnMut(usize) -> u32,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        let mut data = data;
         let tag = u64::from(seq) << 32;
         for i in 0..words {
             let w = tag | u64::from(data(i));

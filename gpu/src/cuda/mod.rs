@@ -42,8 +42,8 @@ impl Default for Tuning {
         Self {
             worker_window: 16,
             k2h_prefetch: 8,
-            // Lead-only: G2 64 x 256 on 14 workers 6.52 -> 11.67 M calls/s on an H200 machine,
-            // equal or better on 4 of 5 machines measured (docs/BENCHMARKS.md).
+            // Lead-only: G2 64 x 256 on 14 workers +18% to +79% in same-run A/Bs on H200
+            // machines; callers spinning on replies lose up to 19% (docs/BENCHMARKS.md).
             lead_only_wake: true,
             lone_path: true,
             // Non-temporal H2K stores: the kernel's busy rounds 18.5-19.5 -> 15-16 ns a

@@ -197,9 +197,6 @@ impl<K: Kernel> PersistentBackend<K> {
         let stop = Arc::new(AtomicBool::new(false));
         let last_beat = Arc::new(Mutex::new(Instant::now()));
         let stats = Arc::new(Stats::default());
-        // Callers decode their own K2H entries; `head` moves once they have read them.
-        shared.queue.set_callers_read_k2h();
-        shared.queue.set_stream_h2k(super::tuning().h2k_streaming);
         let watcher = Watcher {
             shared: shared.clone(),
             run: run.clone(),
@@ -219,6 +216,13 @@ impl<K: Kernel> PersistentBackend<K> {
                 call: "spawn completion thread",
                 message: e.to_string(),
             })?;
+        // Set only once this backend is sure to serve the ring (a failed start falls back to
+        // launch-per-batch on the same ring, whose host readers need neither). Nothing is
+        // submitted before `Ring::start` returns.
+        // Callers decode their own K2H entries; `head` moves once they have read them.
+        shared.queue.set_callers_read_k2h();
+        // Only the kernel reads H2K, checking every word's tag: producers may stream.
+        shared.queue.set_stream_h2k(super::tuning().h2k_streaming);
         Ok(Self {
             shared,
             run,
