@@ -76,4 +76,4 @@ pub use ring::{
     BackendChoice, BackendKind, BatchFuture, ReplyFuture, Ring, RingConfig, RingHealth,
 };
 pub use slots::{SlotId, SlotStatus};
-pub use stage::StagedReply;
+pub use stage::{StageMark, StagedReply};

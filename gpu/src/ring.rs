@@ -7,7 +7,7 @@ use crate::kernel::Kernel;
 use crate::queue::{INVALID_SLOT, STATUS_OK, SubmitRing};
 use crate::reply::{CellWait, Outcome, Reply, ReplyCell};
 use crate::slots::{SlotId, SlotStatus, SlotTable};
-use crate::stage::{StagedReply, Stager};
+use crate::stage::{Order, StageMark, StagedReply, Stager};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -352,7 +352,28 @@ impl<K: Kernel> Ring<K> {
     /// algorithm; see the `stage` module). Messages to one slot keep their staging order
     /// (across threads too). A slot that is not active is refused at once.
     pub fn stage(&self, slot: SlotId, request: K::Request, stamp: HlcStamp) -> StagedReply<K> {
-        StagedReply::new(self.shared.stage(slot, request, stamp.hlc, true), slot)
+        StagedReply::new(
+            self.shared.stage(slot, request, stamp.hlc, Order::Ring),
+            slot,
+        )
+    }
+
+    /// [`Ring::stage`] with the slot's order kept in `mark`, which the caller keeps with its
+    /// own data for the slot instead of in the ring's table. Every ordered message to `slot`
+    /// must then go through this call with the same mark, for as long as the slot holds this
+    /// activation (a new activation of the slot starts with a new mark); messages staged with
+    /// [`Ring::stage`] or another mark are not ordered with these.
+    pub fn stage_marked(
+        &self,
+        slot: SlotId,
+        mark: &StageMark,
+        request: K::Request,
+        stamp: HlcStamp,
+    ) -> StagedReply<K> {
+        let staged = self
+            .shared
+            .stage(slot, request, stamp.hlc, Order::Mark(mark));
+        StagedReply::new(staged, slot)
     }
 
     /// [`Ring::stage`] without keeping order per slot (for slots whose messages have no order
@@ -364,7 +385,11 @@ impl<K: Kernel> Ring<K> {
         request: K::Request,
         stamp: HlcStamp,
     ) -> StagedReply<K> {
-        StagedReply::new(self.shared.stage(slot, request, stamp.hlc, false), slot)
+        StagedReply::new(
+            self.shared
+                .stage(slot, request, stamp.hlc, Order::Unordered),
+            slot,
+        )
     }
 
     /// Submits every staged message now, and resolves once none waits for ring room.

@@ -35,8 +35,9 @@
 //! A batch of one is an ordinary single-message cell (decoded by the completion thread).
 //!
 //! # Order
-//! Messages to one slot keep their staging order. Per slot, `marks` holds the id of the batch
-//! that took the slot's latest staged message; staging for a slot first submits that batch if
+//! Messages to one slot keep their staging order. Per slot, a mark holds the id of the batch
+//! that took the slot's latest staged message (the ring's `marks`, or a [`StageMark`] the caller
+//! keeps with its activation); staging for a slot first submits that batch if
 //! it is another shard's and still open, then swaps in its own batch's id (a failed swap means
 //! a concurrent stager: the own batch is submitted at once). So every earlier message of the
 //! slot is on the ring, or in the batch that takes the new one, or in the `pending` queue,
@@ -133,6 +134,24 @@ struct StageStats {
     messages: AtomicU64,
     /// Batches taken out of their shard, by [`Flush`] cause.
     flushes: [AtomicU64; 7],
+}
+
+/// Where the order of one slot's staged messages is kept (see "Order" in the module docs),
+/// for a caller that keeps it next to its own per-activation data: see
+/// [`Ring::stage_marked`](crate::Ring::stage_marked). The ring's own marks sit 8 to a cache
+/// line, so callers of different slots on different cores write the same line; a mark kept
+/// with data the caller touches anyway costs no extra line.
+#[derive(Debug, Default)]
+pub struct StageMark(AtomicU64);
+
+/// Which mark keeps a staged message in order with its slot's others.
+pub(crate) enum Order<'a> {
+    /// The ring's mark of the slot.
+    Ring,
+    /// The caller's mark of the slot.
+    Mark(&'a StageMark),
+    /// None: the slot's messages have no order to keep.
+    Unordered,
 }
 
 /// A ring's staging area.
@@ -307,14 +326,18 @@ impl<K: Kernel> RingShared<K> {
         slot: SlotId,
         request: K::Request,
         hlc: u64,
-        ordered: bool,
+        order: Order<'_>,
     ) -> Result<(Arc<Batch<K>>, u32), RingError> {
         if let Some(err) = self.status_error(slot) {
             return Err(err);
         }
         let st = &self.stager;
         let home = shard_index();
-        let mark_at = ordered.then(|| &st.marks[slot.0 as usize]);
+        let mark_at = match order {
+            Order::Ring => Some(&st.marks[slot.0 as usize]),
+            Order::Mark(mark) => Some(&mark.0),
+            Order::Unordered => None,
+        };
         let mark = mark_at.map_or(0, |m| m.load(Ordering::Acquire));
         if mark != 0 && (mark as usize) % SHARDS != home {
             self.flush_shard((mark as usize) % SHARDS, Some(mark), Flush::Order);

@@ -51,7 +51,7 @@ fn stage(
     slot: SlotId,
     amount: u32,
 ) -> StagedReply<Accumulator> {
-    StagedReply::new(shared.stage(slot, Add { amount }, 0, true), slot)
+    StagedReply::new(shared.stage(slot, Add { amount }, 0, Order::Ring), slot)
 }
 
 /// Plays the consumer: answers entries `ready..tail` (response `count` = the request's amount)

@@ -9,7 +9,7 @@
 mod common;
 use common::{block_on, block_on_woken, config};
 use silica_gpu::samples::{Accumulator, Add, Totals};
-use silica_gpu::{BackendKind, HlcStamp, Ring, RingConfig};
+use silica_gpu::{BackendKind, HlcStamp, Ring, RingConfig, StageMark};
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Waker};
@@ -71,6 +71,35 @@ fn order_across_threads(cfg: RingConfig) {
         let first = block_on(first).unwrap();
         assert_eq!(first.response.count + 1, second.response.count);
     }
+}
+
+/// `order_across_threads` with the slot's order kept in a caller's mark, not the ring's.
+fn marked_order_across_threads(cfg: RingConfig) {
+    let ring = Arc::new(Ring::<Accumulator>::start(cfg).unwrap());
+    let slot = ring.activate(&Totals::default()).unwrap();
+    let mark = Arc::new(StageMark::default());
+    for _ in 0..20 {
+        let first = {
+            let (ring, mark) = (ring.clone(), mark.clone());
+            std::thread::spawn(move || {
+                ring.stage_marked(slot, &mark, Add { amount: 1 }, HlcStamp::default())
+            })
+            .join()
+            .unwrap()
+        };
+        let second = {
+            let (ring, mark) = (ring.clone(), mark.clone());
+            std::thread::spawn(move || {
+                let staged = ring.stage_marked(slot, &mark, Add { amount: 1 }, HlcStamp::default());
+                block_on(staged).unwrap()
+            })
+            .join()
+            .unwrap()
+        };
+        let first = block_on(first).unwrap();
+        assert_eq!(first.response.count + 1, second.response.count);
+    }
+    assert_eq!(block_on(ring.deactivate(slot)).unwrap().count, 40);
 }
 
 fn unpolled_message_runs(cfg: RingConfig) {
@@ -304,6 +333,8 @@ macro_rules! suite {
             #[test] $(#[$ignore])? fn burst() { if common::skip($kind) { return; } burst_then_await(config($kind)) }
             // Pins: a later message staged on another thread never overtakes an earlier one.
             #[test] $(#[$ignore])? fn across_threads() { if common::skip($kind) { return; } order_across_threads(config($kind)) }
+            // Pins: the same with the slot's order kept in the caller's `StageMark`.
+            #[test] $(#[$ignore])? fn marked_across_threads() { if common::skip($kind) { return; } marked_order_across_threads(config($kind)) }
             // Pins: a staged message whose future is never polled is still submitted.
             #[test] $(#[$ignore])? fn unpolled() { if common::skip($kind) { return; } unpolled_message_runs(config($kind)) }
             // Pins: futures dropped unread give their ring positions back.

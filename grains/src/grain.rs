@@ -146,6 +146,19 @@ pub trait InterfaceDispatch<G>: Send + Sync + 'static {
         method: &str,
         args: &[u8],
     ) -> Result<OwnedTurn<G>, (Box<G>, CallError)>;
+
+    /// Runs any method on an instance made for this one call, which the turn consumes (a GPU
+    /// variant makes one per call). The turn is a concrete future, not a boxed one, so the
+    /// caller can keep it inline with the rest of the call: no allocation here. `Err` means
+    /// the call never reached the method.
+    fn dispatch_consumed(
+        grain: G,
+        method: &str,
+        args: &[u8],
+    ) -> Result<
+        impl Future<Output = Result<Payload, CallError>> + Send + 'static + use<G, Self>,
+        CallError,
+    >;
 }
 
 /// A turn that owns its grain instance: see `InterfaceDispatch::dispatch_owned`.

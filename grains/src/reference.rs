@@ -68,6 +68,12 @@ impl PendingCall {
     ) -> Self {
         Self(PendingState::Waiting(Box::pin(future)))
     }
+
+    /// A call whose answer the already boxed `future` will bring (for an invoker that polls
+    /// the future in place before handing it out).
+    pub fn boxed(future: BoxFuture<'static, Result<Payload, CallError>>) -> Self {
+        Self(PendingState::Waiting(future))
+    }
 }
 
 impl Future for PendingCall {

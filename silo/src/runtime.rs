@@ -217,7 +217,12 @@ impl SiloInner {
         answer: impl std::future::Future<Output = Result<Payload, CallError>> + Send + 'static,
         timeout: std::time::Duration,
     ) -> PendingCall {
-        PendingCall::waiting(Deadline::new(answer, timeout, &self.deadlines))
+        PendingCall::waiting(self.deadline(answer, timeout))
+    }
+
+    /// `answer`, ended with `Timeout` after `timeout`, for a caller that places it itself.
+    pub(crate) fn deadline<F>(&self, answer: F, timeout: std::time::Duration) -> Deadline<F> {
+        Deadline::new(answer, timeout, &self.deadlines)
     }
 
     /// Checks `envelope` and hands it to its activation (here, or through the cluster path).

@@ -190,8 +190,17 @@ async fn stateless_gpu_workers_use_every_device() {
             assert_eq!(sum.unwrap(), [(i + round) as f32; 6]);
         }
     }
-    let status = &silo.gpu_status()[0];
-    let messages: Vec<u64> = status.devices.iter().map(|d| d.messages).collect();
+    // A ring counts a message completed just after its answer is out: wait (bounded) for the
+    // last counts to land.
+    let mut messages = Vec::new();
+    for _ in 0..500 {
+        let status = &silo.gpu_status()[0];
+        messages = status.devices.iter().map(|d| d.messages).collect();
+        if messages.iter().sum::<u64>() == 4_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(messages.iter().sum::<u64>(), 4_000);
     assert!(
         messages.iter().all(|&m| m > 0),

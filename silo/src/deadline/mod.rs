@@ -65,6 +65,13 @@ impl<F> Deadline<F> {
     }
 }
 
+impl<F> Deadline<F> {
+    /// The future inside, to poll without the deadline (a poll that must not register).
+    pub(crate) fn inner(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().inner
+    }
+}
+
 impl<F: Future<Output = Result<Payload, CallError>>> Future for Deadline<F> {
     type Output = Result<Payload, CallError>;
 

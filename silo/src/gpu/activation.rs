@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use silica_clocks::HybridClock;
-use silica_gpu::{Kernel, RingError, SlotId};
+use silica_gpu::{Kernel, RingError, SlotId, StageMark};
 use silica_grains::{CallError, GrainId};
 
 use super::host::HostCore;
@@ -27,6 +27,10 @@ pub(crate) struct Slotted<K: Kernel> {
     pub(crate) slot: SlotId,
     /// Calls running now; an activation is only deactivated at zero.
     pub(crate) in_flight: AtomicU32,
+    /// The order of this activation's staged messages (`Ring::stage_marked`): beside
+    /// `in_flight`, which every call writes anyway, rather than in the ring's table, where 8
+    /// slots of different callers share a cache line.
+    pub(crate) mark: StageMark,
     /// Set by every call, cleared by the idle sweep.
     pub(crate) used: AtomicBool,
     /// Consecutive sweeps that found it unused.

@@ -158,7 +158,7 @@ impl<K: Kernel> Future for GpuCall<K> {
             let staged = if entry.worker.is_some() {
                 ring.stage_unordered(entry.slot, request, stamp)
             } else {
-                ring.stage(entry.slot, request, stamp)
+                ring.stage_marked(entry.slot, &entry.mark, request, stamp)
             };
             self.state = CallState::Sent(staged);
             if ISSUING.get() {

@@ -188,6 +188,7 @@ impl<K: Kernel> HostCore<K> {
             ring: rings.rings[ring].clone(),
             slot,
             in_flight: Default::default(),
+            mark: Default::default(),
             used: Default::default(),
             idle_sweeps: Default::default(),
             worker,
@@ -293,13 +294,12 @@ impl<G: GpuGrain> GpuHost<G> {
             entry: slotted.clone(),
             stamp: HlcStamp::from(envelope.hlc),
         };
-        let grain = Box::new(G::create(activation));
-        match <G::Interface as InterfaceDispatch<G>>::dispatch_owned(
-            grain,
+        match <G::Interface as InterfaceDispatch<G>>::dispatch_consumed(
+            G::create(activation),
             &envelope.method,
             &envelope.args,
         ) {
-            Err((_, error)) => {
+            Err(error) => {
                 slotted.exit();
                 Answered::Ready(Err(error))
             }

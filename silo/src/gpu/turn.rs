@@ -15,74 +15,97 @@ use std::time::{Duration, Instant};
 
 use silica_clocks::{HlcTimestamp, wall_clock_ms};
 use silica_gpu::{HlcStamp, Kernel};
-use silica_grains::grain::OwnedTurn;
-use silica_grains::{CallError, Payload};
+use silica_grains::{CallError, Payload, PendingCall};
 
 use super::activation::Slotted;
 use super::grain::{ISSUING, TURN, TurnRecord};
 use crate::activation::Answered;
 use crate::runtime::SiloInner;
 
-/// A GPU call in progress. Dropping it (timeout, caller gone) drops the method's future; the
-/// messages already on the ring still run.
-pub(crate) struct GpuTurn<G, K: Kernel> {
-    turn: OwnedTurn<G>,
+pin_project_lite::pin_project! {
+    /// A GPU call in progress: the method's turn (`InterfaceDispatch::dispatch_consumed`, held
+    /// inline, so the call with its deadline is one allocation). Dropping it (timeout, caller
+    /// gone) drops the method's future; the messages already on the ring still run.
+    pub(crate) struct GpuTurn<F, K: Kernel> {
+        #[pin]
+        turn: F,
+        call: Entered<K>,
+    }
+}
+
+/// The call's hold on its activation (released once, when the call ends or is dropped) and
+/// what the turn learned so far.
+struct Entered<K: Kernel> {
     slotted: Arc<Slotted<K>>,
     latest_stamp: HlcStamp,
     spun: bool,
     finished: bool,
 }
 
-impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
-    pub(crate) fn new(turn: OwnedTurn<G>, slotted: Arc<Slotted<K>>) -> Self {
+impl<F, K> GpuTurn<F, K>
+where
+    F: Future<Output = Result<Payload, CallError>> + Send + 'static,
+    K: Kernel,
+{
+    /// `turn` on the activation `slotted`, which has the call entered already.
+    pub(crate) fn new(turn: F, slotted: Arc<Slotted<K>>) -> Self {
         Self {
             turn,
-            slotted,
-            latest_stamp: HlcStamp::default(),
-            spun: false,
-            finished: false,
+            call: Entered {
+                slotted,
+                latest_stamp: HlcStamp::default(),
+                spun: false,
+                finished: false,
+            },
         }
     }
 
-    /// Polls once without spinning (its messages are staged, see `grain::ISSUING`) and answers
-    /// now if the method already finished; otherwise the turn is the call's wait, ended with
-    /// `Timeout` after `timeout`.
-    pub(crate) fn start(mut self, silo: &SiloInner, timeout: Duration) -> Answered {
+    /// Places the turn with its deadline in its one allocation, polls it once there without
+    /// spinning (its messages are staged, see `grain::ISSUING`) and answers now if the method
+    /// already finished; otherwise the turn is the call's wait, ended with `Timeout` after
+    /// `timeout`.
+    pub(crate) fn start(self, silo: &SiloInner, timeout: Duration) -> Answered {
+        let mut call = Box::pin(silo.deadline(self, timeout));
         let mut cx = Context::from_waker(Waker::noop());
         let outer = ISSUING.replace(true);
-        let polled = self.poll_turn(&mut cx);
+        let polled = call.as_mut().inner().poll_turn(&mut cx);
         ISSUING.set(outer);
         match polled {
             Poll::Ready(result) => Answered::Ready(result),
-            Poll::Pending => Answered::Timed(silo.with_deadline(self, timeout)),
+            Poll::Pending => Answered::Timed(PendingCall::boxed(call)),
         }
     }
 
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, CallError>> {
-        debug_assert!(!self.finished, "polled after completion");
+    fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Payload, CallError>> {
+        let this = self.project();
+        let call = this.call;
+        debug_assert!(!call.finished, "polled after completion");
         // Nested turns (a GPU method calling another GPU grain) keep their records apart.
         let outer = TURN.take();
-        let polled = self.turn.as_mut().poll(cx);
+        let polled = this.turn.poll(cx);
         let record: TurnRecord = TURN.replace(outer);
-        self.latest_stamp = self.latest_stamp.max(record.latest_stamp);
+        call.latest_stamp = call.latest_stamp.max(record.latest_stamp);
         if let Some(error) = record.failure {
-            return Poll::Ready(self.finish(Err(self.slotted.fail(*error))));
+            let error = call.slotted.fail(*error);
+            return Poll::Ready(call.finish(Err(error)));
         }
         match polled {
             Poll::Pending => Poll::Pending,
-            Poll::Ready((_, result)) => {
-                let limit = self.slotted.ring.settings.max_result_bytes;
+            Poll::Ready(result) => {
+                let limit = call.slotted.ring.settings.max_result_bytes;
                 let result = match result {
                     Ok(bytes) if bytes.len() > limit => {
                         Err(crate::runtime::too_large("the result", bytes.len(), limit))
                     }
                     other => other,
                 };
-                Poll::Ready(self.finish(result))
+                Poll::Ready(call.finish(result))
             }
         }
     }
+}
 
+impl<K: Kernel> Entered<K> {
     fn finish(&mut self, result: Result<Payload, CallError>) -> Result<Payload, CallError> {
         self.finished = true;
         self.slotted.exit();
@@ -96,10 +119,14 @@ impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
     }
 }
 
-impl<G: Send + 'static, K: Kernel> Future for GpuTurn<G, K> {
+impl<F, K> Future for GpuTurn<F, K>
+where
+    F: Future<Output = Result<Payload, CallError>> + Send + 'static,
+    K: Kernel,
+{
     type Output = Result<Payload, CallError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Awaited (also from inside another turn's issue poll): messages go out at once.
         let outer = ISSUING.replace(false);
         let polled = self.poll_awaited(cx);
@@ -108,17 +135,23 @@ impl<G: Send + 'static, K: Kernel> Future for GpuTurn<G, K> {
     }
 }
 
-impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
-    fn poll_awaited(&mut self, cx: &mut Context<'_>) -> Poll<Result<Payload, CallError>> {
-        let this = self;
-        let spin = this.slotted.ring.settings.reply_spin;
-        if this.spun || spin.is_zero() {
-            return this.poll_turn(cx);
+impl<F, K> GpuTurn<F, K>
+where
+    F: Future<Output = Result<Payload, CallError>> + Send + 'static,
+    K: Kernel,
+{
+    fn poll_awaited(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Payload, CallError>> {
+        let spin = self.call.slotted.ring.settings.reply_spin;
+        if self.call.spun || spin.is_zero() {
+            return self.poll_turn(cx);
         }
-        this.spun = true;
+        self.as_mut().project().call.spun = true;
         let start = Instant::now();
         loop {
-            if let Poll::Ready(result) = this.poll_turn(cx) {
+            if let Poll::Ready(result) = self.as_mut().poll_turn(cx) {
                 return Poll::Ready(result);
             }
             if start.elapsed() >= spin {
@@ -131,7 +164,7 @@ impl<G: Send + 'static, K: Kernel> GpuTurn<G, K> {
     }
 }
 
-impl<G, K: Kernel> Drop for GpuTurn<G, K> {
+impl<K: Kernel> Drop for Entered<K> {
     fn drop(&mut self) {
         if !self.finished {
             self.slotted.exit();

@@ -193,6 +193,7 @@ fn dispatch(iface: &Interface, grains: &TokenStream) -> TokenStream {
         )
     };
     let unknown = quote!(::core::result::Result::Err(#unknown_error));
+    let consumed = dispatch_consumed(iface, grains, &unknown_error);
     quote! {
         impl<G: #trait_ident> #grains::InterfaceDispatch<G> for #ref_ident {
             fn dispatch_mut<'a>(grain: &'a mut G, method: &str, args: &[u8]) -> #grains::grain::Dispatched<'a> {
@@ -222,6 +223,79 @@ fn dispatch(iface: &Interface, grains: &TokenStream) -> TokenStream {
                     _ => ::core::result::Result::Err((grain, #unknown_error)),
                 }
             }
+
+            #consumed
+        }
+    }
+}
+
+/// `dispatch_consumed`: the arguments are decoded into one variant of a local enum, then a
+/// single async block runs the chosen method, so every method's turn has one concrete type.
+fn dispatch_consumed(
+    iface: &Interface,
+    grains: &TokenStream,
+    unknown_error: &TokenStream,
+) -> TokenStream {
+    let trait_ident = &iface.ident;
+    let variants = iface.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let types = m.args.iter().map(|a| &a.ty);
+        quote!(#ident((#(#types,)*)))
+    });
+    let decode_arms = iface.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let name = ident.to_string();
+        let types = m.args.iter().map(|a| &a.ty);
+        let args_grains = respan(grains, m.args_span);
+        let decode = quote_spanned! {m.args_span=>
+            #args_grains::codec::decode::<(#(#types,)*)>(args)?
+        };
+        quote!(#name => __SilicaCall::#ident(#decode),)
+    });
+    let run_arms = iface.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let names: Vec<_> = m.args.iter().map(|a| &a.ident).collect();
+        let receiver = match m.receiver {
+            Receiver::Mut => quote!(&mut grain),
+            Receiver::Ref => quote!(&grain),
+        };
+        let output_grains = respan(grains, m.output_span);
+        let encode = quote_spanned! {m.output_span=> #output_grains::codec::encode(&output)};
+        quote! {
+            __SilicaCall::#ident((#(#names,)*)) => {
+                let output = <G as #trait_ident>::#ident(#receiver #(, #names)*).await;
+                #encode
+            }
+        }
+    });
+    quote! {
+        fn dispatch_consumed(
+            grain: G,
+            method: &str,
+            args: &[u8],
+        ) -> ::core::result::Result<
+            impl ::core::future::Future<
+                Output = ::core::result::Result<#grains::Payload, #grains::CallError>,
+            > + ::core::marker::Send + 'static + use<G>,
+            #grains::CallError,
+        > {
+            #[allow(non_camel_case_types)]
+            enum __SilicaCall {
+                #(#variants,)*
+            }
+            let call = match method {
+                #(#decode_arms)*
+                _ => return ::core::result::Result::Err(#unknown_error),
+            };
+            ::core::result::Result::Ok(async move {
+                #[allow(unused_mut)]
+                let mut grain = grain;
+                let answer: ::core::result::Result<#grains::Payload, #grains::CallError> =
+                    match call {
+                        #(#run_arms)*
+                    };
+                answer
+            })
         }
     }
 }
