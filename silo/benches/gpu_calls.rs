@@ -9,10 +9,12 @@
 //! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
 //! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
 //! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas,
-//!   `f` appended for fan-out rounds (default: pipelined, 4 callers a core x 64 and x 256
-//!   without spin, 1 a core x 256 spinning 50 us; fan-out, 4 callers a core x 256). A
-//!   pipelined caller keeps `window` calls in flight, each answer starting the next call; a
-//!   fan-out caller issues `window` calls, awaits them all, and starts again.
+//!   `f` appended for fan-out rounds, `t` for a task per call (default: pipelined, 4 callers a
+//!   core x 64 and x 256 without spin, 1 a core x 256 spinning 50 us; fan-out, 4 callers a
+//!   core x 256; a task per call, 4 x 256). A pipelined caller keeps `window` calls in flight,
+//!   each answer starting the next call; a fan-out caller issues `window` calls, awaits them
+//!   all, and starts again; with `t`, each of the `window` calls is a task of its own that
+//!   calls its grain again as soon as it is answered.
 //! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`, the default), `0`
@@ -168,9 +170,66 @@ enum G2Mode {
     /// Rounds of fan-out: `window` calls issued at once, then all of them awaited, in order
     /// (a `join_all`; the next round starts when the slowest call of this one answered).
     FanOut,
+    /// Each of the `window` calls is its own task, awaiting one call at a time (the Orleans
+    /// shape: many callers, each one call in flight).
+    Tasks,
 }
 
-/// G2: `callers` tasks, each keeping `window` calls in flight to its own grains, as `mode` says.
+/// Whether the run goes on; reads the clock once every 64 answers (a read per call would be
+/// the caller's cost, not the silo's).
+struct Running {
+    started: Instant,
+    run_for: Duration,
+    answers: u64,
+    running: bool,
+}
+
+impl Running {
+    fn answered(&mut self) -> bool {
+        self.answers += 1;
+        if self.answers.is_multiple_of(64) {
+            self.running = self.started.elapsed() < self.run_for;
+        }
+        self.running
+    }
+}
+
+/// One caller of `mode` (for `Tasks`, one of a caller's tasks, with one grain): its answers.
+async fn caller(grains: Vec<TallyRef>, mode: G2Mode, mut running: Running) -> u64 {
+    match mode {
+        G2Mode::Tasks => {
+            while running.answered() {
+                grains[0].add(1).await.unwrap();
+            }
+        }
+        G2Mode::FanOut => {
+            while running.started.elapsed() < running.run_for {
+                let calls: Vec<_> = grains.iter().map(|g| g.add(1)).collect();
+                for call in calls {
+                    call.await.unwrap();
+                    running.answers += 1;
+                }
+            }
+        }
+        G2Mode::Pipelined => {
+            let mut in_flight = FuturesUnordered::new();
+            for g in &grains {
+                in_flight.push(g.add(1));
+            }
+            let mut next = 0usize;
+            while let Some(result) = in_flight.next().await {
+                result.unwrap();
+                if running.answered() {
+                    in_flight.push(grains[next % grains.len()].add(1));
+                    next += 1;
+                }
+            }
+        }
+    }
+    running.answers - u64::from(mode == G2Mode::Tasks)
+}
+
+/// G2: `callers` callers, each keeping `window` calls in flight to its own grains, as `mode` says.
 async fn g2(
     name: &str,
     kind: BackendKind,
@@ -181,49 +240,25 @@ async fn g2(
     let secs: f64 = env("SILICA_BENCH_SECS").map_or(2.0, |s| s.parse().unwrap());
     let run_for = Duration::from_secs_f64(secs);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|c| {
-            let grains: Vec<TallyRef> = (0..window)
-                .map(|i| factory.get(format!("g2-{c}-{i}")))
-                .collect();
-            tokio::spawn(async move {
-                // The clock is read once every 64 answers: a read per call is the caller's
-                // cost, not the silo's.
-                let mut running = true;
-                let mut still_running = |done: u64| {
-                    if done.is_multiple_of(64) {
-                        running = started.elapsed() < run_for;
-                    }
-                    running
-                };
-                let mut done = 0u64;
-                if mode == G2Mode::FanOut {
-                    while started.elapsed() < run_for {
-                        let calls: Vec<_> = grains.iter().map(|g| g.add(1)).collect();
-                        for call in calls {
-                            call.await.unwrap();
-                            done += 1;
-                        }
-                    }
-                    return done;
-                }
-                let mut in_flight = FuturesUnordered::new();
-                for g in &grains {
-                    in_flight.push(g.add(1));
-                }
-                let mut next = 0usize;
-                while let Some(result) = in_flight.next().await {
-                    result.unwrap();
-                    done += 1;
-                    if still_running(done) {
-                        in_flight.push(grains[next % grains.len()].add(1));
-                        next += 1;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
+    let running = || Running {
+        started,
+        run_for,
+        answers: 0,
+        running: true,
+    };
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let grains: Vec<TallyRef> = (0..window)
+            .map(|i| factory.get(format!("g2-{c}-{i}")))
+            .collect();
+        if mode == G2Mode::Tasks {
+            for g in grains {
+                tasks.push(tokio::spawn(caller(vec![g], mode, running())));
+            }
+        } else {
+            tasks.push(tokio::spawn(caller(grains, mode, running())));
+        }
+    }
     let mut total = 0;
     for t in tasks {
         total += t.await.unwrap();
@@ -233,6 +268,7 @@ async fn g2(
     let how = match mode {
         G2Mode::Pipelined => "pipelined",
         G2Mode::FanOut => "fan-out rounds",
+        G2Mode::Tasks => "a task per call",
     };
     println!(
         "G2 {name}: {callers} callers x {window} in flight ({how}), spin {:?}, ring capacity \
@@ -319,17 +355,22 @@ async fn g4(name: &str, kind: BackendKind, n: usize) {
 
 /// G2's (callers, calls in flight each, reply spin, mode): `SILICA_BENCH_G2` as
 /// `callers x window x spin_us` items separated by commas, with `f` appended for fan-out rounds
+/// or `t` for a task per call
 /// (e.g. `64x256x0f`), else four defaults.
 fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
-    const FORMAT: &str = "SILICA_BENCH_G2: callers x window x spin_us, f appended for fan-out";
+    const FORMAT: &str =
+        "SILICA_BENCH_G2: callers x window x spin_us, f or t appended for fan-out or tasks";
     if let Some(list) = env("SILICA_BENCH_G2") {
         return list
             .split(',')
             .map(|item| {
                 let item = item.trim();
-                let (item, mode) = match item.strip_suffix('f') {
-                    Some(rest) => (rest, G2Mode::FanOut),
-                    None => (item, G2Mode::Pipelined),
+                let (item, mode) = if let Some(rest) = item.strip_suffix('f') {
+                    (rest, G2Mode::FanOut)
+                } else if let Some(rest) = item.strip_suffix('t') {
+                    (rest, G2Mode::Tasks)
+                } else {
+                    (item, G2Mode::Pipelined)
                 };
                 let n: Vec<u64> = item
                     .split('x')
@@ -351,6 +392,7 @@ fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
         (threads * 4, 256, Duration::ZERO, G2Mode::Pipelined),
         (threads, 256, Duration::from_micros(50), G2Mode::Pipelined),
         (threads * 4, 256, Duration::ZERO, G2Mode::FanOut),
+        (threads * 4, 256, Duration::ZERO, G2Mode::Tasks),
     ]
 }
 
