@@ -7,7 +7,9 @@
 //! the cell consumed once it has read them, which lets the ring reuse their positions.
 //!
 //! A staged batch (`stage.rs`) is one cell awaited by one future per entry: each registers its
-//! own waker under its entry index and reads its own entry. The persistent ring's completion
+//! own waker under its entry index. The first future to read the done cell decodes every K2H
+//! entry of the run into the cell ([`ReplyCell::decode_run`]), which frees the positions; each
+//! future then takes its own outcome from the cell, with loads only. The persistent ring's completion
 //! thread wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`,
 //! `Tuning::lead_only_wake`, on by default): the first future polled after completion wakes
 //! the rest from its own (runtime) thread, and the completion thread wakes them itself if
@@ -145,7 +147,6 @@ impl<R> ReplyCell<R> {
 
     /// Whether the cell's K2H entries may be reused: its callers have read them (or never
     /// will), or a rescue moved them into the cell.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
     pub(crate) fn is_consumed(&self) -> bool {
         self.consumed.load(Ordering::Acquire)
             || self.k2h_readers.load(Ordering::Acquire) & RESCUED != 0
@@ -158,8 +159,8 @@ impl<R> ReplyCell<R> {
     /// Returns whether it did; not while a caller is decoding (the next try will).
     ///
     /// # Safety
-    /// Called only by the thread that completes the cell's entries, after the cell is done.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    /// Called only after the cell is done (observed with acquire: the completing thread has
+    /// finished with every entry). One call at a time decodes (the flags say which).
     pub(crate) unsafe fn rescue(&self, mut decode: impl FnMut(u64) -> Option<Outcome<R>>) -> bool {
         debug_assert!(self.is_done());
         if self
@@ -179,6 +180,36 @@ impl<R> ReplyCell<R> {
         // low bits (a store could erase one of them and leave a negative count behind).
         self.k2h_readers.fetch_or(RESCUED, Ordering::AcqRel);
         true
+    }
+
+    /// Decodes the cell's K2H entries into the cell, once, for all of its futures: the first
+    /// future to read a done staged run does it (a [`ReplyCell::rescue`] on its own thread),
+    /// and every other future then reads its outcome from the cell with loads only. Readers
+    /// decoding their own entries each wrote the cell's shared reader count twice (and their
+    /// batch's once), so every core reading the run fought over the same lines; an H200
+    /// profile put those writes at 6% of all the worker threads' time. Returns whether this
+    /// call moved the entries (their ring positions may be reused now: a rescued cell counts as
+    /// consumed). Call only after [`ReplyCell::is_done`].
+    pub(crate) fn decode_run(&self, mut decode: impl FnMut(u64) -> Option<Outcome<R>>) -> bool {
+        debug_assert!(self.is_done());
+        if self.in_k2h.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        loop {
+            let flags = self.k2h_readers.load(Ordering::Acquire);
+            if flags & RESCUED != 0 {
+                return false;
+            }
+            // Another thread decodes the run now (at most one run's entries): wait for it.
+            if flags & RESCUING == 0 {
+                // SAFETY: the cell is done (checked by the caller); `rescue` lets one call
+                // decode.
+                if unsafe { self.rescue(&mut decode) } {
+                    return true;
+                }
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Enters the cell's K2H entries for reading: `false` once a rescue has moved them (the
@@ -313,7 +344,9 @@ impl<R> ReplyCell<R> {
         index: usize,
         decode: impl FnOnce(u64) -> Option<Outcome<R>>,
     ) -> Outcome<R> {
-        if index < self.in_k2h.load(Ordering::Relaxed) {
+        if index < self.in_k2h.load(Ordering::Relaxed)
+            && self.k2h_readers.load(Ordering::Acquire) & RESCUED == 0
+        {
             if self.enter_k2h() {
                 let outcome = decode(self.first + index as u64).unwrap_or(Err(RingError::ShutDown));
                 self.leave_k2h();
@@ -527,6 +560,36 @@ mod tests {
         assert!(unsafe { batch.rescue(k2h) });
         let all: Vec<u32> = batch.take_all(gone).into_iter().map(value).collect();
         assert_eq!(all, [100, 101]);
+    }
+
+    // Pins the staged run's read path: the first reader decodes the whole run into the cell
+    // (which is then consumed), once; every reader, the first included, then takes its outcome
+    // from the cell, and racing first readers all get theirs.
+    #[test]
+    fn first_reader_decodes_the_run_for_all() {
+        let cell = done_cell(3);
+        let k2h = |t: u64| Some(reply(t as u32));
+        let gone = |_: u64| -> Option<Outcome<u32>> { panic!("K2H read after the run's decode") };
+        assert!(!cell.is_consumed());
+        assert!(cell.decode_run(k2h));
+        assert!(cell.is_consumed());
+        assert!(!cell.decode_run(gone), "decoded once");
+        let all: Vec<u32> = (0..3).map(|i| value(cell.take_one(i, gone))).collect();
+        assert_eq!(all, [100, 101, 102]);
+
+        let cells: Arc<Vec<_>> = Arc::new((0..500).map(|_| done_cell(4)).collect());
+        let readers: Vec<_> = (0..4)
+            .map(|i| {
+                let cells = cells.clone();
+                std::thread::spawn(move || {
+                    for cell in cells.iter() {
+                        cell.decode_run(|t| Some(reply(t as u32)));
+                        assert_eq!(value(cell.take_one(i, |_| None)), 100 + i as u32);
+                    }
+                })
+            })
+            .collect();
+        readers.into_iter().for_each(|r| r.join().unwrap());
     }
 
     // Pins the handshake: no rescue while a caller is decoding K2H entries (it would let the

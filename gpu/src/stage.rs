@@ -232,7 +232,10 @@ impl<K: Kernel> Stager<K> {
     }
 }
 
-/// One staged run of messages, shared by the futures of its messages.
+/// One staged run of messages, shared by the futures of its messages. Aligned so that the
+/// `Arc`'s reference count, which every future of the run writes when it goes, has a line of
+/// its own, apart from the fields each future reads when polled.
+#[repr(align(128))]
 pub(crate) struct Batch<K: Kernel> {
     shared: Arc<RingShared<K>>,
     id: u64,
@@ -738,6 +741,11 @@ impl<K: Kernel> StagedReply<K> {
                 return Poll::Pending;
             }
         }
+        // The first reader decodes the whole run into the cell before it wakes the others, so
+        // they find it there (see `ReplyCell::decode_run`).
+        if cell.decode_run(|t| shared.k2h_outcome(t)) {
+            shared.after_consume();
+        }
         cell.fan_out();
         let outcome = cell.take_one(*index as usize, |t| shared.k2h_outcome(t));
         let outcome = match outcome {
@@ -769,7 +777,11 @@ impl<K: Kernel> Future for StagedReply<K> {
         {
             *read = true;
             *registered = None;
-            batch.release_reader();
+            // A run decoded into its cell is consumed already: its readers need not count down
+            // (one more write to a line every core reading the run shares).
+            if !batch.cell.get().is_some_and(|c| c.is_consumed()) {
+                batch.release_reader();
+            }
         }
         out
     }
