@@ -259,10 +259,24 @@ async fn g2(
             tasks.push(tokio::spawn(caller(grains, mode, running())));
         }
     }
+    // The ring's queue depth (submitted, not yet completed) while the callers run: where a
+    // call waits.
+    let depths = {
+        let silo = silo.clone();
+        tokio::spawn(async move {
+            let mut depths = Vec::new();
+            while started.elapsed() < run_for {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                depths.push(silo.gpu_status()[0].devices[0].load.queue_depth);
+            }
+            depths
+        })
+    };
     let mut total = 0;
     for t in tasks {
         total += t.await.unwrap();
     }
+    let depths = depths.await.unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     let capacity = env("SILICA_BENCH_CAPACITY").unwrap_or_else(|| "default".into());
     let how = match mode {
@@ -277,7 +291,25 @@ async fn g2(
         total as f64 / elapsed / 1e6
     );
     println!("   {}", staging_summary(&silo));
+    let mean = depths.iter().sum::<u64>() as f64 / depths.len().max(1) as f64;
+    let max = depths.iter().max().copied().unwrap_or(0);
+    println!(
+        "   ring queue depth: mean {mean:.0}, max {max} ({} samples); {}",
+        depths.len(),
+        ring_summary(&silo)
+    );
     silo.shutdown().await;
+}
+
+/// The ring's own counters but the staging ones (`name=value`), for diagnosis.
+fn ring_summary(silo: &Silo) -> String {
+    let stats = &silo.gpu_status()[0].devices[0].ring_stats;
+    stats
+        .iter()
+        .filter(|(n, _)| !n.starts_with("stage_"))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How the ring took the calls: mean messages per submitted staged batch, and what submitted
