@@ -110,10 +110,17 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
         }
     }
 
-    /// Drops the cells whose callers have read them; returns the new `head`.
+    /// Drops the cells whose callers have read them (or whose entries a rescue moved); returns
+    /// the new `head`.
     fn release(&mut self, ready: u64) -> u64 {
         while self.cells.front().is_some_and(|c| c.is_consumed()) {
-            self.cells.pop_front();
+            // A lead-only wake-up may have gone to a future that had already read its entry
+            // (it polled between `done` and the wake-up; its waker stays registered), and a
+            // rescued cell can be consumed before any of its waiting futures was woken: fan
+            // out what is still pending, as the passes would have, before the cell leaves them.
+            if let Some(cell) = self.cells.pop_front() {
+                cell.fan_out();
+            }
         }
         self.cells.front().map_or(ready, |c| c.first)
     }
@@ -343,5 +350,64 @@ impl<K: Kernel> Watcher<K> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    // Pins that a cell never leaves the completion thread with a lead-only fan-out pending: a
+    // lead woken in vain (its future had read already) and a rescue that consumed the cell
+    // must not leave the other futures asleep until their timeout.
+    #[test]
+    fn released_cells_fan_out_what_is_pending() {
+        let cell = Arc::new(ReplyCell::<u32>::new(0, 3));
+        let counts: Vec<_> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        for (i, c) in counts.iter().enumerate() {
+            assert!(!cell.register(i as u32, &Waker::from(c.clone())));
+        }
+        let raw = Arc::into_raw(cell.clone());
+        // SAFETY: test-only; this thread plays the completing thread.
+        unsafe {
+            cell.set_in_k2h(3);
+            ReplyCell::finish(raw, 3, true);
+        }
+        let woken = || {
+            counts
+                .iter()
+                .map(|c| c.0.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(woken().iter().sum::<usize>(), 1, "one lead woken");
+        // SAFETY: as above; the cell is done.
+        assert!(unsafe {
+            cell.rescue(|t| {
+                Some(Ok(crate::reply::Reply {
+                    response: t as u32,
+                    stamp: crate::clock::HlcStamp::default(),
+                }))
+            })
+        });
+        let mut open = Open {
+            cells: VecDeque::from([cell]),
+            current: std::ptr::null(),
+            current_end: 3,
+        };
+        assert_eq!(open.release(3), 3);
+        assert!(open.cells.is_empty());
+        assert_eq!(woken(), [1, 1, 1]);
     }
 }
