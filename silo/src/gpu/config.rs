@@ -32,8 +32,10 @@ impl Default for GpuConfig {
                 // Calls in flight per ring. On the persistent ring an entry is reusable only
                 // after its caller has read its reply, so a ring smaller than the calls in
                 // flight makes callers queue for room: G2 on an H200 went 2.2 -> 7.7 M calls/s
-                // with 4,096 -> 65,536 entries (8 MiB of pinned host memory per ring).
-                capacity: 1 << 16,
+                // with 4,096 -> 65,536 entries, and 15.5-15.8 -> 18.4 with 262,144 on another
+                // (the ring filled less often: a run's positions wait for its first reader).
+                // 131,072 entries: 16 MiB of pinned host memory per ring.
+                capacity: 1 << 17,
                 ..RingConfig::default()
             },
         }
