@@ -20,6 +20,9 @@
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`, the default), `0`
 //!   for all.
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
+//! - `SILICA_BENCH_GLOBAL_QUEUE_INTERVAL`: Tokio's `global_queue_interval` (how many local tasks
+//!   a worker runs between looks at the queue of tasks woken from outside the runtime, such as
+//!   by a ring's completion thread).
 //!
 //! Prints one line per figure; docs/BENCHMARKS.md records them.
 #![allow(missing_docs)]
@@ -439,10 +442,12 @@ fn main() {
         });
     }
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = env("SILICA_BENCH_GLOBAL_QUEUE_INTERVAL") {
+        builder.global_queue_interval(n.parse().expect("SILICA_BENCH_GLOBAL_QUEUE_INTERVAL"));
+    }
+    let runtime = builder.build().unwrap();
     runtime.block_on(async {
         for (name, kind) in backends() {
             if wants("g1") {
