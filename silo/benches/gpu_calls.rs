@@ -19,6 +19,8 @@
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`, the default), `0`
 //!   for all.
+//! - `SILICA_BENCH_SWEEP_US`: the persistent ring's fallback sweep period
+//!   (`silica_gpu::cuda::Tuning::staged_sweep`, default 100 us).
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
 //! - `SILICA_BENCH_GLOBAL_QUEUE_INTERVAL`: Tokio's `global_queue_interval` (how many local tasks
 //!   a worker runs between looks at the queue of tasks woken from outside the runtime, such as
@@ -435,11 +437,15 @@ fn main() {
     let only = env("SILICA_BENCH_ONLY");
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     #[cfg(feature = "cuda")]
-    if let Some(lead) = env("SILICA_BENCH_LEAD_ONLY") {
-        silica_gpu::cuda::set_tuning(silica_gpu::cuda::Tuning {
-            lead_only_wake: lead == "1",
-            ..Default::default()
-        });
+    {
+        let mut tuning = silica_gpu::cuda::Tuning::default();
+        if let Some(lead) = env("SILICA_BENCH_LEAD_ONLY") {
+            tuning.lead_only_wake = lead == "1";
+        }
+        if let Some(us) = env("SILICA_BENCH_SWEEP_US") {
+            tuning.staged_sweep = Duration::from_micros(us.parse().expect("SILICA_BENCH_SWEEP_US"));
+        }
+        silica_gpu::cuda::set_tuning(tuning);
     }
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).
     let mut builder = tokio::runtime::Builder::new_multi_thread();

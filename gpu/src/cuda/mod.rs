@@ -35,6 +35,9 @@ pub struct Tuning {
     /// Whether producers write H2K entries with non-temporal stores (x86_64), so the kernel's
     /// reads find them in memory rather than modified in a producer core's cache.
     pub h2k_streaming: bool,
+    /// How often the completion thread sweeps for staged batches nobody sent (a batch goes at
+    /// the second sweep that finds it open) and for lead-only wake-ups nobody fanned out.
+    pub staged_sweep: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -49,6 +52,7 @@ impl Default for Tuning {
             // Non-temporal H2K stores: the kernel's busy rounds 18.5-19.5 -> 15-16 ns a
             // message on H200 machines (docs/BENCHMARKS.md, 2026-12-02, third session).
             h2k_streaming: true,
+            staged_sweep: std::time::Duration::from_micros(100),
         }
     }
 }

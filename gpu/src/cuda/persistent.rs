@@ -208,6 +208,7 @@ impl<K: Kernel> PersistentBackend<K> {
             ptx,
             prefetch: Arc::new(AtomicU32::new(super::tuning().k2h_prefetch)),
             lead_only: super::tuning().lead_only_wake,
+            sweep: super::tuning().staged_sweep,
         };
         let thread = std::thread::Builder::new()
             .name(format!("silica-k2h-{}", K::NAME))

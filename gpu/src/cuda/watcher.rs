@@ -23,9 +23,6 @@ use std::time::{Duration, Instant};
 
 /// Most entries one busy poll takes before completing them.
 const RUN: u64 = 4096;
-/// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`); staged
-/// batches normally go right after a completion pass or when the ring is quiet.
-const SWEEP: Duration = Duration::from_micros(100);
 
 /// The completion thread's state: K2H polling, watchdog, restarts.
 pub(super) struct Watcher<K: Kernel> {
@@ -41,6 +38,10 @@ pub(super) struct Watcher<K: Kernel> {
     pub(super) prefetch: Arc<AtomicU32>,
     /// Whether a finished run wakes only one of its futures (`Tuning::lead_only_wake`).
     pub(super) lead_only: bool,
+    /// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`;
+    /// `Tuning::staged_sweep`); staged batches normally go when full, right after a completion
+    /// pass, or when the ring is quiet.
+    pub(super) sweep: Duration,
 }
 
 /// Reply cells the thread has started completing, in ring order, kept until their callers
@@ -182,7 +183,7 @@ impl<K: Kernel> Watcher<K> {
         loop {
             // Find the run of whole entries (every word tagged), then count it into its cells.
             let t0 = Instant::now();
-            if t0 - last_sweep >= SWEEP {
+            if t0 - last_sweep >= self.sweep {
                 // Fallbacks: staged batches nobody flushed, lead-only wake-ups nobody fanned out.
                 last_sweep = t0;
                 self.shared.sweep_staged();
