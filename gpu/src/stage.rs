@@ -71,7 +71,8 @@ pub(crate) const SHARDS: usize = 64;
 /// Messages in a batch before it goes by itself. 128 rather than 64: fewer runs (claims,
 /// cells, kernel publishes, lead wake-ups) for the same calls; G2 on an H200 went 15.5-15.8 ->
 /// 17.8 M calls/s (64 callers x 256 in flight) and 16.1-16.8 -> 19.9 (16 x 256, spinning) in
-/// one run; 256 was slower again (more entries held per run, so the ring filled).
+/// one run, and gained with 131,072- and 262,144-entry rings on another; 256 was slower again
+/// (more entries held per run, so the ring filled). docs/BENCHMARKS.md has the runs.
 const DEFAULT_MAX: usize = 128;
 
 const OPEN: u8 = 0;

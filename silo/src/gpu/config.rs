@@ -32,9 +32,11 @@ impl Default for GpuConfig {
                 // Calls in flight per ring. On the persistent ring an entry is reusable only
                 // after its caller has read its reply, so a ring smaller than the calls in
                 // flight makes callers queue for room: G2 on an H200 went 2.2 -> 7.7 M calls/s
-                // with 4,096 -> 65,536 entries, and 15.5-15.8 -> 18.4 with 262,144 on another
-                // (the ring filled less often: a run's positions wait for its first reader).
-                // 131,072 entries: 16 MiB of pinned host memory per ring.
+                // with 4,096 -> 65,536 entries. Larger rings fill less often (a run's
+                // positions wait for its first reader, in ring order): 131,072 entries with
+                // 128-message batches gave 12.3-13.4 -> 13.7-14.0 on one machine, 262,144 more
+                // on two (docs/BENCHMARKS.md) at 32 MiB of pinned host memory per ring;
+                // 131,072 take 16 MiB.
                 capacity: 1 << 17,
                 ..RingConfig::default()
             },
