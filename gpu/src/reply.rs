@@ -289,6 +289,12 @@ impl<R> ReplyCell<R> {
         }
     }
 
+    /// Whether a lead-only completion still waits for its fan-out.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) fn fan_out_pending(&self) -> bool {
+        self.fan_out.load(Ordering::Relaxed)
+    }
+
     /// Completion-thread fallback: fans out a lead-only completion that was already pending at
     /// the previous check (a pass of entries or a sweep; its lead's task has not polled it
     /// since).

@@ -51,6 +51,10 @@ struct Open<R> {
     /// The cell being completed and the end of its run of entries.
     current: *const ReplyCell<R>,
     current_end: u64,
+    /// Done cells whose lead-only fan-out was pending at their completion: the ones the
+    /// passes and sweeps check (`fan_out_stale`), rather than every open cell, which a slow
+    /// reader's backlog can make thousands.
+    fanning: Vec<Arc<ReplyCell<R>>>,
 }
 
 impl<R: silica_grains::gpu::GpuType> Open<R> {
@@ -97,6 +101,12 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             }
             let stop = to.min(self.current_end);
             q.clear_cells(clear_from, stop);
+            // Held across `finish`, which drops the ring's reference once the cell is done.
+            let held = self
+                .cells
+                .back()
+                .filter(|c| Arc::as_ptr(c) == self.current)
+                .cloned();
             // SAFETY: `current` is live (`cells` holds it or its count is not yet zero); only
             // this thread completes its entries, each once, and records them as K2H-resident
             // before counting them.
@@ -107,8 +117,20 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
                 (*self.current).set_in_k2h((stop - first) as usize);
                 ReplyCell::finish(self.current, (stop - t) as usize, lead_only);
             }
+            if let Some(cell) = held.filter(|c| c.is_done() && c.fan_out_pending()) {
+                self.fanning.push(cell);
+            }
             t = stop;
         }
+    }
+
+    /// Fans out the lead-only completions still pending since the previous check (see
+    /// `ReplyCell::fan_out_if_stale`) and forgets the ones done.
+    fn fan_out_stale(&mut self) {
+        self.fanning.retain(|c| {
+            c.fan_out_if_stale();
+            c.fan_out_pending()
+        });
     }
 
     /// Drops the cells whose callers have read them (or whose entries a rescue moved); returns
@@ -172,6 +194,7 @@ impl<K: Kernel> Watcher<K> {
             cells: VecDeque::new(),
             current: std::ptr::null(),
             current_end: ready,
+            fanning: Vec::new(),
         };
         let prefetch = u64::from(self.prefetch.load(Ordering::Relaxed));
         let mut idle_since = Instant::now();
@@ -187,7 +210,7 @@ impl<K: Kernel> Watcher<K> {
                 // Fallbacks: staged batches nobody flushed, lead-only wake-ups nobody fanned out.
                 last_sweep = t0;
                 self.shared.sweep_staged();
-                open.cells.iter().for_each(|c| c.fan_out_if_stale());
+                open.fan_out_stale();
             }
             let mut end = ready;
             while end - ready < RUN && q.k2h_complete(end) {
@@ -208,7 +231,7 @@ impl<K: Kernel> Watcher<K> {
                 if self.lead_only {
                     // Runs whose lead has not been polled since the previous pass: wake the
                     // rest from here (a pass, not a sweep, of delay under load).
-                    open.cells.iter().for_each(|c| c.fan_out_if_stale());
+                    open.fan_out_stale();
                 }
                 // Nagle's "ack": batches awaited while these ran go out now (see `stage.rs`).
                 flush_skipped = self.shared.flush_after_completion();
@@ -406,9 +429,49 @@ mod tests {
             cells: VecDeque::from([cell]),
             current: std::ptr::null(),
             current_end: 3,
+            fanning: Vec::new(),
         };
         assert_eq!(open.release(3), 3);
         assert!(open.cells.is_empty());
         assert_eq!(woken(), [1, 1, 1]);
+    }
+
+    // Pins the passes' fallback: a lead-only completion nobody fanned out is fanned out at the
+    // second check, once, and then leaves the list the passes walk.
+    #[test]
+    fn stale_fan_outs_go_at_the_second_check() {
+        let cell = Arc::new(ReplyCell::<u32>::new(0, 2));
+        let counts: Vec<_> = (0..2)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        for (i, c) in counts.iter().enumerate() {
+            assert!(!cell.register(i as u32, &Waker::from(c.clone())));
+        }
+        let raw = Arc::into_raw(cell.clone());
+        // SAFETY: test-only; this thread plays the completing thread.
+        unsafe { ReplyCell::finish(raw, 2, true) };
+        assert!(cell.fan_out_pending());
+        let woken = || {
+            counts
+                .iter()
+                .map(|c| c.0.load(Ordering::SeqCst))
+                .sum::<usize>()
+        };
+        let mut open = Open {
+            cells: VecDeque::from([cell.clone()]),
+            current: std::ptr::null(),
+            current_end: 2,
+            fanning: vec![cell],
+        };
+        open.fan_out_stale();
+        assert_eq!(
+            (woken(), open.fanning.len()),
+            (1, 1),
+            "the first check only looks"
+        );
+        open.fan_out_stale();
+        assert_eq!((woken(), open.fanning.len()), (2, 0));
+        open.fan_out_stale();
+        assert_eq!(woken(), 2, "nobody woken twice");
     }
 }
