@@ -9,8 +9,8 @@
 //! A staged batch (`stage.rs`) is one cell awaited by one future per entry: each registers its
 //! own waker under its entry index. The first future to read the done cell decodes every K2H
 //! entry of the run into the cell ([`ReplyCell::decode_run`]), which frees the positions; each
-//! future then takes its own outcome from the cell, with loads only. The persistent ring's completion
-//! thread wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`,
+//! future then takes its own outcome from the cell, with loads only. The persistent ring's
+//! completion thread wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`,
 //! `Tuning::lead_only_wake`, on by default): the first future polled after completion wakes
 //! the rest from its own (runtime) thread, and the completion thread wakes them itself if
 //! nobody did by its next pass of entries or its next sweep
@@ -200,14 +200,11 @@ impl<R> ReplyCell<R> {
             if flags & RESCUED != 0 {
                 return false;
             }
-            // Another thread decodes the run now (at most one run's entries): wait for it.
-            if flags & RESCUING == 0 {
-                // SAFETY: the cell is done (checked by the caller); `rescue` lets one call
-                // decode.
-                if unsafe { self.rescue(&mut decode) } {
-                    return true;
-                }
+            // SAFETY: the cell is done (checked by the caller); `rescue` lets one call decode.
+            if flags & RESCUING == 0 && unsafe { self.rescue(&mut decode) } {
+                return true;
             }
+            // Another thread is decoding the run (at most one run's entries): wait for it.
             std::hint::spin_loop();
         }
     }

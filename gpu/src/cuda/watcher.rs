@@ -391,13 +391,11 @@ mod tests {
         }
     }
 
-    // Pins that a cell never leaves the completion thread with a lead-only fan-out pending: a
-    // lead woken in vain (its future had read already) and a rescue that consumed the cell
-    // must not leave the other futures asleep until their timeout.
-    #[test]
-    fn released_cells_fan_out_what_is_pending() {
-        let cell = Arc::new(ReplyCell::<u32>::new(0, 3));
-        let counts: Vec<_> = (0..3)
+    /// A cell of `len` entries, each awaited by a future with a counting waker, finished with
+    /// a lead-only wake-up (its entries recorded as K2H-resident).
+    fn finished_lead_only(len: usize) -> (Arc<ReplyCell<u32>>, Vec<Arc<Count>>) {
+        let cell = Arc::new(ReplyCell::<u32>::new(0, len));
+        let counts: Vec<_> = (0..len)
             .map(|_| Arc::new(Count(AtomicUsize::new(0))))
             .collect();
         for (i, c) in counts.iter().enumerate() {
@@ -406,17 +404,24 @@ mod tests {
         let raw = Arc::into_raw(cell.clone());
         // SAFETY: test-only; this thread plays the completing thread.
         unsafe {
-            cell.set_in_k2h(3);
-            ReplyCell::finish(raw, 3, true);
+            cell.set_in_k2h(len);
+            ReplyCell::finish(raw, len, true);
         }
-        let woken = || {
-            counts
-                .iter()
-                .map(|c| c.0.load(Ordering::SeqCst))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(woken().iter().sum::<usize>(), 1, "one lead woken");
-        // SAFETY: as above; the cell is done.
+        (cell, counts)
+    }
+
+    fn woken(counts: &[Arc<Count>]) -> Vec<usize> {
+        counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect()
+    }
+
+    // Pins that a cell never leaves the completion thread with a lead-only fan-out pending: a
+    // lead woken in vain (its future had read already) and a rescue that consumed the cell
+    // must not leave the other futures asleep until their timeout.
+    #[test]
+    fn released_cells_fan_out_what_is_pending() {
+        let (cell, counts) = finished_lead_only(3);
+        assert_eq!(woken(&counts).iter().sum::<usize>(), 1, "one lead woken");
+        // SAFETY: test-only; the cell is done and this thread plays the completing thread.
         assert!(unsafe {
             cell.rescue(|t| {
                 Some(Ok(crate::reply::Reply {
@@ -433,30 +438,16 @@ mod tests {
         };
         assert_eq!(open.release(3), 3);
         assert!(open.cells.is_empty());
-        assert_eq!(woken(), [1, 1, 1]);
+        assert_eq!(woken(&counts), [1, 1, 1]);
     }
 
     // Pins the passes' fallback: a lead-only completion nobody fanned out is fanned out at the
     // second check, once, and then leaves the list the passes walk.
     #[test]
     fn stale_fan_outs_go_at_the_second_check() {
-        let cell = Arc::new(ReplyCell::<u32>::new(0, 2));
-        let counts: Vec<_> = (0..2)
-            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
-            .collect();
-        for (i, c) in counts.iter().enumerate() {
-            assert!(!cell.register(i as u32, &Waker::from(c.clone())));
-        }
-        let raw = Arc::into_raw(cell.clone());
-        // SAFETY: test-only; this thread plays the completing thread.
-        unsafe { ReplyCell::finish(raw, 2, true) };
+        let (cell, counts) = finished_lead_only(2);
         assert!(cell.fan_out_pending());
-        let woken = || {
-            counts
-                .iter()
-                .map(|c| c.0.load(Ordering::SeqCst))
-                .sum::<usize>()
-        };
+        let total = || woken(&counts).iter().sum::<usize>();
         let mut open = Open {
             cells: VecDeque::from([cell.clone()]),
             current: std::ptr::null(),
@@ -465,13 +456,13 @@ mod tests {
         };
         open.fan_out_stale();
         assert_eq!(
-            (woken(), open.fanning.len()),
+            (total(), open.fanning.len()),
             (1, 1),
             "the first check only looks"
         );
         open.fan_out_stale();
-        assert_eq!((woken(), open.fanning.len()), (2, 0));
+        assert_eq!((total(), open.fanning.len()), (2, 0));
         open.fan_out_stale();
-        assert_eq!(woken(), 2, "nobody woken twice");
+        assert_eq!(total(), 2, "nobody woken twice");
     }
 }

@@ -63,9 +63,7 @@ impl<F> Deadline<F> {
             },
         }
     }
-}
 
-impl<F> Deadline<F> {
     /// The future inside, to poll without the deadline (a poll that must not register).
     pub(crate) fn inner(self: Pin<&mut Self>) -> Pin<&mut F> {
         self.project().inner
