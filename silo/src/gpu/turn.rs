@@ -103,6 +103,29 @@ where
             }
         }
     }
+
+    fn poll_awaited(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Payload, CallError>> {
+        let spin = self.call.slotted.ring.settings.reply_spin;
+        if self.call.spun || spin.is_zero() {
+            return self.poll_turn(cx);
+        }
+        self.as_mut().project().call.spun = true;
+        let start = Instant::now();
+        loop {
+            if let Poll::Ready(result) = self.as_mut().poll_turn(cx) {
+                return Poll::Ready(result);
+            }
+            if start.elapsed() >= spin {
+                return Poll::Pending;
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        }
+    }
 }
 
 impl<K: Kernel> Entered<K> {
@@ -132,35 +155,6 @@ where
         let polled = self.poll_awaited(cx);
         ISSUING.set(outer);
         polled
-    }
-}
-
-impl<F, K> GpuTurn<F, K>
-where
-    F: Future<Output = Result<Payload, CallError>> + Send + 'static,
-    K: Kernel,
-{
-    fn poll_awaited(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Payload, CallError>> {
-        let spin = self.call.slotted.ring.settings.reply_spin;
-        if self.call.spun || spin.is_zero() {
-            return self.poll_turn(cx);
-        }
-        self.as_mut().project().call.spun = true;
-        let start = Instant::now();
-        loop {
-            if let Poll::Ready(result) = self.as_mut().poll_turn(cx) {
-                return Poll::Ready(result);
-            }
-            if start.elapsed() >= spin {
-                return Poll::Pending;
-            }
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-        }
     }
 }
 
