@@ -303,14 +303,13 @@ impl<R> ReplyCell<R> {
     }
 
     /// Registers (or replaces) the waker of the future reading entry `index`; returns whether
-    /// the cell is done (checked after registering, so a completion is never missed).
-    pub(crate) fn register(&self, index: u32, waker: &Waker) -> bool {
+    /// the cell is done (checked after registering, so a completion is never missed). `first`:
+    /// the future has no waker on this cell or its batch yet, so there is none to replace (a
+    /// search of the list per registration made a run's registrations cost its length squared).
+    pub(crate) fn register(&self, index: u32, waker: &Waker, first: bool) -> bool {
         {
             let mut list = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            match list.iter_mut().find(|(i, _)| *i == index) {
-                Some((_, w)) => w.clone_from(waker),
-                None => list.push((index, waker.clone())),
-            }
+            list.replace_or_push(index, waker, first);
         }
         self.done.load(Ordering::SeqCst)
     }
@@ -426,7 +425,38 @@ impl<R> ReplyCell<R> {
                 }
             }
         }
-        self.register(0, cx.waker())
+        self.register(0, cx.waker(), false)
+    }
+}
+
+/// A list of (entry, waker) pairs: a batch's waiters before it is submitted, its cell's after.
+pub(crate) trait Waiters: AsMut<[(u32, Waker)]> {
+    fn push_waiter(&mut self, waiter: (u32, Waker));
+
+    /// Sets the waker of entry `index`: replaces the one there, or adds it. `first`: the
+    /// entry's future has registered nowhere yet, so there is none to search for.
+    fn replace_or_push(&mut self, index: u32, waker: &Waker, first: bool) {
+        let kept = if first {
+            None
+        } else {
+            self.as_mut().iter_mut().find(|(i, _)| *i == index)
+        };
+        match kept {
+            Some((_, w)) => w.clone_from(waker),
+            None => self.push_waiter((index, waker.clone())),
+        }
+    }
+}
+
+impl Waiters for Vec<(u32, Waker)> {
+    fn push_waiter(&mut self, waiter: (u32, Waker)) {
+        self.push(waiter);
+    }
+}
+
+impl Waiters for SmallVec<[(u32, Waker); 1]> {
+    fn push_waiter(&mut self, waiter: (u32, Waker)) {
+        self.push(waiter);
     }
 }
 
@@ -519,7 +549,7 @@ mod tests {
             let cell = Arc::new(ReplyCell::<u32>::new(0, 3));
             let wakers = counters(3);
             for (i, (_, w)) in wakers.iter().enumerate() {
-                assert!(!cell.register(i as u32, w));
+                assert!(!cell.register(i as u32, w, true));
             }
             let raw = Arc::into_raw(cell.clone());
             // SAFETY: test-only, this thread plays the completing thread.

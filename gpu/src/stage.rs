@@ -53,7 +53,7 @@ use crate::clock::HlcStamp;
 use crate::error::RingError;
 use crate::kernel::Kernel;
 use crate::queue::INVALID_SLOT;
-use crate::reply::{Outcome, Reply, ReplyCell};
+use crate::reply::{Outcome, Reply, ReplyCell, Waiters};
 use crate::ring::RingShared;
 use crate::slots::{SlotId, SlotStatus};
 use std::cell::Cell;
@@ -273,15 +273,12 @@ impl<K: Kernel> Batch<K> {
 
     /// Registers the waker of entry `index` while the batch is open or waits for room;
     /// `false` if it was submitted (or failed) meanwhile.
-    fn wait_unsubmitted(&self, index: u32, waker: &Waker) -> bool {
+    fn wait_unsubmitted(&self, index: u32, waker: &Waker, first: bool) -> bool {
         let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if !matches!(self.state.load(Ordering::SeqCst), OPEN | PENDING) {
             return false;
         }
-        match w.iter_mut().find(|(i, _)| *i == index) {
-            Some((_, old)) => old.clone_from(waker),
-            None => w.push((index, waker.clone())),
-        }
+        w.replace_or_push(index, waker, first);
         true
     }
 
@@ -713,7 +710,7 @@ impl<K: Kernel> StagedReply<K> {
                     if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                         return Poll::Pending;
                     }
-                    if batch.wait_unsubmitted(*index, cx.waker()) {
+                    if batch.wait_unsubmitted(*index, cx.waker(), registered.is_none()) {
                         *registered = Some(cx.waker().clone());
                         if shared.await_open(batch.home) {
                             // Quiet after all: send it (its waker moves to the cell).
@@ -726,7 +723,7 @@ impl<K: Kernel> StagedReply<K> {
                 PENDING => {
                     // Woken for new ring room (or polled again): move waiting batches first.
                     shared.drain_pending();
-                    if batch.wait_unsubmitted(*index, cx.waker()) {
+                    if batch.wait_unsubmitted(*index, cx.waker(), registered.is_none()) {
                         *registered = Some(cx.waker().clone());
                         return Poll::Pending;
                     }
@@ -743,8 +740,8 @@ impl<K: Kernel> StagedReply<K> {
             if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 return Poll::Pending;
             }
-            *registered = Some(cx.waker().clone());
-            if !cell.register(*index, cx.waker()) {
+            let first = registered.replace(cx.waker().clone()).is_none();
+            if !cell.register(*index, cx.waker(), first) {
                 return Poll::Pending;
             }
         }

@@ -16,8 +16,35 @@ pub type Payload = SmallVec<[u8; 32]>;
 
 /// Encodes arguments or a result.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, CallError> {
-    postcard::to_extend(value, Payload::new())
+    postcard::serialize_with_flavor(value, PayloadFlavor(Payload::new()))
         .map_err(|e| CallError::rejected(RejectCode::BadArguments, format!("encode failed: {e}")))
+}
+
+/// Postcard's output into a [`Payload`] with plain pushes and slice copies (its generic
+/// `Extend` output went through `SmallVec::extend`'s reserve-and-iterate once per byte).
+struct PayloadFlavor(Payload);
+
+impl postcard::ser_flavors::Flavor for PayloadFlavor {
+    type Output = Payload;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        // Postcard writes varints as slices of up to 10 bytes: pushed, not copied with a call.
+        if data.len() <= 16 {
+            data.iter().for_each(|&b| self.0.push(b));
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Payload> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes arguments or a result; trailing bytes are an error, not ignored.

@@ -66,6 +66,7 @@ pub use id::{GrainId, GrainKey, GrainType};
 pub use placement::{PlacementStrategy, SiloAddress};
 pub use reference::{
     CallOptions, GrainFactory, GrainReference, Invoker, PendingCall, RawGrainRef, Request,
+    TypedCall,
 };
 pub use silica_grains_macros::{GpuType, grain};
 

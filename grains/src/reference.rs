@@ -8,10 +8,13 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
 
 use crate::codec::Payload;
 use crate::grain::{GrainOptions, MethodInfo};
@@ -88,6 +91,43 @@ impl Future for PendingCall {
             ),
             PendingState::Waiting(future) => future.as_mut().poll(cx),
         }
+    }
+}
+
+/// The future of a call made through a typed reference (what `#[grain]`'s reference methods
+/// return): the invoker's [`PendingCall`], its answer decoded as `T`. A plain struct rather
+/// than an `async` block, so the future callers keep in flight is no larger than the call
+/// itself (an `async` block held both the encoding's result and the call it became).
+#[must_use = "a call's answer is only seen by awaiting it"]
+pub struct TypedCall<T> {
+    pending: PendingCall,
+    output: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> TypedCall<T> {
+    /// The call `sent`, or its error if the arguments could not be sent (for instance, could not
+    /// be encoded): that error is the answer.
+    pub fn new(sent: Result<PendingCall, CallError>) -> Self {
+        Self {
+            pending: sent.unwrap_or_else(|error| PendingCall::answered(Err(error))),
+            output: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Future for TypedCall<T> {
+    type Output = Result<T, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.pending)
+            .poll(cx)
+            .map(|answer| crate::codec::decode(&answer?))
+    }
+}
+
+impl<T> fmt::Debug for TypedCall<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TypedCall").field(&self.pending).finish()
     }
 }
 

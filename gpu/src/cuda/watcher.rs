@@ -399,7 +399,7 @@ mod tests {
             .map(|_| Arc::new(Count(AtomicUsize::new(0))))
             .collect();
         for (i, c) in counts.iter().enumerate() {
-            assert!(!cell.register(i as u32, &Waker::from(c.clone())));
+            assert!(!cell.register(i as u32, &Waker::from(c.clone()), true));
         }
         let raw = Arc::into_raw(cell.clone());
         // SAFETY: test-only; this thread plays the completing thread.

@@ -95,10 +95,12 @@ impl<K: Kernel> GpuActivation<K> {
     /// method's first poll), the message is staged. It goes out when the call is awaited and
     /// the ring is quiet, when the thread's batch is full, or when the ring's consumer finishes
     /// a pass or goes idle: on a busy ring, calls awaited close together share one run.
-    pub fn call(&self, request: K::Request) -> GpuCall<K> {
+    ///
+    /// The future borrows the activation: a message belongs to the turn that sends it.
+    pub fn call(&self, request: K::Request) -> GpuCall<'_, K> {
         GpuCall {
             state: CallState::Unsent {
-                entry: self.entry.clone(),
+                entry: &self.entry,
                 request,
                 stamp: self.stamp,
             },
@@ -124,13 +126,15 @@ impl<K: Kernel> GpuActivation<K> {
 
 /// The future of one message to a GPU activation: see [`GpuActivation::call`].
 #[must_use = "the message is sent when the future is first polled"]
-pub struct GpuCall<K: Kernel> {
-    state: CallState<K>,
+pub struct GpuCall<'a, K: Kernel> {
+    state: CallState<'a, K>,
 }
 
-enum CallState<K: Kernel> {
+enum CallState<'a, K: Kernel> {
     Unsent {
-        entry: Arc<Slotted<K>>,
+        /// Borrowed, not cloned: a clone and its drop were two more atomic writes a call on
+        /// the activation's reference count.
+        entry: &'a Slotted<K>,
         request: K::Request,
         stamp: HlcStamp,
     },
@@ -138,9 +142,9 @@ enum CallState<K: Kernel> {
     Taken,
 }
 
-impl<K: Kernel> Unpin for GpuCall<K> {}
+impl<K: Kernel> Unpin for GpuCall<'_, K> {}
 
-impl<K: Kernel> Future for GpuCall<K> {
+impl<K: Kernel> Future for GpuCall<'_, K> {
     type Output = K::Response;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<K::Response> {

@@ -129,7 +129,7 @@ fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenS
     // Spanned so that a type that cannot travel is reported at the method's declaration.
     let (args_grains, output_grains) = (respan(grains, m.args_span), respan(grains, m.output_span));
     let encode = quote_spanned! {m.args_span=> #args_grains::codec::encode(&(#(&#names,)*))};
-    let decode = quote_spanned! {m.output_span=> #output_grains::codec::decode::<#output>(&bytes)};
+    let typed_call = quote_spanned! {m.output_span=> #output_grains::TypedCall::<#output>::new};
     quote! {
         #(#docs)*
         #default_doc
@@ -137,11 +137,7 @@ fn reference_method(m: &Method, wire_name: &str, grains: &TokenStream) -> TokenS
             -> impl ::core::future::Future<Output = ::core::result::Result<#output, #grains::CallError>>
                 + ::core::marker::Send + 'static + use<>
         {
-            let call = #encode.map(|args| self.raw.invoke_raw(#wire_name, #name, args));
-            async move {
-                let bytes = call?.await?;
-                #decode
-            }
+            #typed_call(#encode.map(|args| self.raw.invoke_raw(#wire_name, #name, args)))
         }
     }
 }
