@@ -60,7 +60,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -256,8 +256,11 @@ pub(crate) struct Batch<K: Kernel> {
     /// when it is published (so a published batch costs no extra wake-up), woken if it fails.
     /// `state` leaves `OPEN`/`PENDING` only under this lock.
     waiters: Mutex<Vec<(u32, Waker)>>,
-    /// Futures that have not read (or dropped) their outcome yet.
-    readers: AtomicUsize,
+    /// Futures that have not read (or dropped) their outcome yet, counted without an atomic
+    /// write per staged message: the batch's length is added when it is published, and each
+    /// future subtracts one when done (so the count can go below zero while the batch is open,
+    /// if futures are dropped before it is sent).
+    readers: AtomicIsize,
 }
 
 impl<K: Kernel> Batch<K> {
@@ -299,6 +302,8 @@ impl<K: Kernel> Batch<K> {
 
     /// One future is done with its entry; the last one lets the ring reuse the positions.
     fn release_reader(&self) {
+        // Before the batch is published the count is at most zero, so only a release after the
+        // publish (which adds the length) can bring it from one to zero.
         if self.readers.fetch_sub(1, Ordering::SeqCst) == 1
             && self.state.load(Ordering::SeqCst) == SUBMITTED
             && let Some(cell) = self.cell.get()
@@ -364,7 +369,7 @@ impl<K: Kernel> RingShared<K> {
                     error: OnceLock::new(),
                     waiting: Mutex::new(Vec::new()),
                     waiters: Mutex::new(Vec::new()),
-                    readers: AtomicUsize::new(0),
+                    readers: AtomicIsize::new(0),
                 });
                 st.shards[home].open.store(id, Ordering::Relaxed);
                 st.open_mask.0.fetch_or(1 << home, Ordering::SeqCst);
@@ -374,7 +379,6 @@ impl<K: Kernel> RingShared<K> {
         };
         let index = shard.items.len() as u32;
         shard.items.push(Item { slot, hlc, request });
-        batch.readers.fetch_add(1, Ordering::Relaxed);
         let raced = mark_at.is_some_and(|m| {
             mark != batch.id
                 && m.compare_exchange(mark, batch.id, Ordering::AcqRel, Ordering::Acquire)
@@ -629,7 +633,10 @@ impl<K: Kernel> RingShared<K> {
         let _ = batch.cell.set(cell);
         batch.state.store(SUBMITTED, Ordering::SeqCst);
         drop(waiters);
-        if batch.readers.load(Ordering::SeqCst) == 0
+        // Every staged message has its future: the run's readers are its length, less those
+        // already gone. If none is left, the run is consumed now.
+        let readers = items.len() as isize;
+        if batch.readers.fetch_add(readers, Ordering::SeqCst) + readers == 0
             && let Some(cell) = batch.cell.get()
         {
             cell.mark_consumed();
@@ -648,7 +655,10 @@ enum Inner<K: Kernel> {
         batch: Arc<Batch<K>>,
         index: u32,
         slot: SlotId,
-        registered: Option<Waker>,
+        /// Whether this future left a waker on its batch or cell. Not the waker itself: a
+        /// clone and its drop were two more atomic writes a call, and a pending future is
+        /// polled again only when woken (or spuriously), which re-registers by search.
+        registered: bool,
         high: u64,
         /// Resolved: its reader count was released.
         read: bool,
@@ -663,7 +673,7 @@ impl<K: Kernel> StagedReply<K> {
                 batch,
                 index,
                 slot,
-                registered: None,
+                registered: false,
                 high: 0,
                 read: false,
             },
@@ -698,8 +708,9 @@ impl<K: Kernel> StagedReply<K> {
             } => (batch, index, slot, registered, high),
         };
         let shared = &batch.shared;
-        // `registered` holds the waker this future left on the batch or its cell: a batch
-        // moves its waiters to the cell when published, so the registration carries over.
+        // `registered`: this future left a waker on the batch or its cell (a batch moves its
+        // waiters to the cell when published, so the registration carries over); a later
+        // registration replaces it.
         loop {
             match batch.state.load(Ordering::Acquire) {
                 OPEN if shared.flush_now() => {
@@ -707,11 +718,8 @@ impl<K: Kernel> StagedReply<K> {
                 }
                 OPEN => {
                     // Busy ring: the batch stays open to collect more (see "Flush policy").
-                    if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        return Poll::Pending;
-                    }
-                    if batch.wait_unsubmitted(*index, cx.waker(), registered.is_none()) {
-                        *registered = Some(cx.waker().clone());
+                    if batch.wait_unsubmitted(*index, cx.waker(), !*registered) {
+                        *registered = true;
                         if shared.await_open(batch.home) {
                             // Quiet after all: send it (its waker moves to the cell).
                             shared.flush_shard(batch.home, Some(batch.id), Flush::Await);
@@ -723,8 +731,8 @@ impl<K: Kernel> StagedReply<K> {
                 PENDING => {
                     // Woken for new ring room (or polled again): move waiting batches first.
                     shared.drain_pending();
-                    if batch.wait_unsubmitted(*index, cx.waker(), registered.is_none()) {
-                        *registered = Some(cx.waker().clone());
+                    if batch.wait_unsubmitted(*index, cx.waker(), !*registered) {
+                        *registered = true;
                         return Poll::Pending;
                     }
                 }
@@ -737,10 +745,7 @@ impl<K: Kernel> StagedReply<K> {
         }
         let cell = batch.cell.get().expect("a submitted batch has its cell");
         if !cell.is_done() {
-            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                return Poll::Pending;
-            }
-            let first = registered.replace(cx.waker().clone()).is_none();
+            let first = !std::mem::replace(registered, true);
             if !cell.register(*index, cx.waker(), first) {
                 return Poll::Pending;
             }
@@ -772,15 +777,9 @@ impl<K: Kernel> Future for StagedReply<K> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let out = self.poll_staged(cx);
         if out.is_ready()
-            && let Inner::Staged {
-                batch,
-                registered,
-                read,
-                ..
-            } = &mut self.inner
+            && let Inner::Staged { batch, read, .. } = &mut self.inner
         {
             *read = true;
-            *registered = None;
             // A run decoded into its cell is consumed already: its readers need not count down
             // (one more write to a line every core reading the run shares).
             if !batch.cell.get().is_some_and(|c| c.is_consumed()) {

@@ -216,6 +216,38 @@ fn dropped_future_in_open_batch() {
     assert_eq!(shared.queue.head(), 4);
 }
 
+// Pins the reader count of a run whose futures were dropped before it went (the count goes
+// below zero while the batch is open; the publish adds the run's length): with none left the
+// run is consumed as it is published (its positions are reusable once it ran); with one left,
+// when that one reads its reply.
+#[test]
+fn readers_dropped_before_their_batch_goes() {
+    let (shared, slot) = shared();
+    let p = Polled::new();
+    let mut busy = stage(&shared, slot, 1);
+    assert!(p.poll(&mut busy).is_pending());
+    let staged = |amount| {
+        let (batch, index) = shared.stage(slot, Add { amount }, 0, Order::Ring).unwrap();
+        (batch.clone(), StagedReply::new(Ok((batch, index)), slot))
+    };
+    let (batch, first) = staged(2);
+    drop(first);
+    drop(staged(3).1);
+    complete_all(&shared);
+    assert_eq!(count_of(p.poll(&mut busy)), 1);
+    shared.flush_all();
+    assert!(batch.cell.get().unwrap().is_consumed(), "no reader left");
+
+    let (batch, mut kept) = staged(4);
+    drop(staged(5).1);
+    shared.flush_all();
+    let cell = batch.cell.get().unwrap();
+    assert!(!cell.is_consumed(), "one reader left");
+    complete_all(&shared);
+    assert_eq!(count_of(p.poll(&mut kept)), 4);
+    assert!(cell.is_consumed(), "read by its last reader");
+}
+
 // Pins that a batch that fails to submit (the ring shut down) wakes the futures waiting on it
 // while it was open, with the error.
 #[test]
