@@ -8,6 +8,9 @@
 //! - `SILICA_BENCH_ONLY`: `g1`, `g2` or `g4` (default all).
 //! - `SILICA_BENCH_G4`: activations for G4 (default 1,000,000).
 //! - `SILICA_BENCH_SECS`: seconds per G2 configuration (default 2).
+//! - `SILICA_BENCH_WARMUP_SECS`: seconds of the same G2 configuration run first and not counted
+//!   (default 1): the first calls activate the grains, and a fresh process (or machine) is
+//!   slower at first.
 //! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas,
 //!   `f` appended for fan-out rounds, `t` for a task per call (default: pipelined, 4 callers a
 //!   core x 64 and x 256 without spin, 1 a core x 256 spinning 50 us; fan-out, 4 callers a
@@ -162,7 +165,7 @@ async fn g1(name: &str, kind: BackendKind) {
             percentile(&samples, 0.5).as_secs_f64() * 1e6,
             percentile(&samples, 0.99).as_secs_f64() * 1e6,
         );
-        println!("   {}", staging_summary(&silo));
+        println!("   {}", staging_summary(&ring_stats(&silo, &[])));
         silo.shutdown().await;
     }
 }
@@ -235,6 +238,8 @@ async fn caller(grains: Vec<TallyRef>, mode: G2Mode, mut running: Running) -> u6
 }
 
 /// G2: `callers` callers, each keeping `window` calls in flight to its own grains, as `mode` says.
+/// A warm-up round of the same shape goes first and is not counted: it activates the grains
+/// (G4 measures activation) and lets the process reach its steady state.
 async fn g2(
     name: &str,
     kind: BackendKind,
@@ -243,27 +248,21 @@ async fn g2(
     let silo = silo(kind, 1 << 16, spin);
     let factory = silo.grain_factory();
     let secs: f64 = env("SILICA_BENCH_SECS").map_or(2.0, |s| s.parse().unwrap());
+    let warmup: f64 = env("SILICA_BENCH_WARMUP_SECS").map_or(1.0, |s| s.parse().unwrap());
+    let grains: Vec<Vec<TallyRef>> = (0..callers)
+        .map(|c| {
+            (0..window)
+                .map(|i| factory.get(format!("g2-{c}-{i}")))
+                .collect()
+        })
+        .collect();
+    if warmup > 0.0 {
+        run_callers(&grains, mode, Duration::from_secs_f64(warmup)).await;
+    }
+    let before = ring_stats(&silo, &[]);
     let run_for = Duration::from_secs_f64(secs);
     let started = Instant::now();
-    let running = || Running {
-        started,
-        run_for,
-        answers: 0,
-        running: true,
-    };
-    let mut tasks = Vec::new();
-    for c in 0..callers {
-        let grains: Vec<TallyRef> = (0..window)
-            .map(|i| factory.get(format!("g2-{c}-{i}")))
-            .collect();
-        if mode == G2Mode::Tasks {
-            for g in grains {
-                tasks.push(tokio::spawn(caller(vec![g], mode, running())));
-            }
-        } else {
-            tasks.push(tokio::spawn(caller(grains, mode, running())));
-        }
-    }
+    let tasks = spawn_callers(&grains, mode, started, run_for);
     // The ring's queue depth (submitted, not yet completed) while the callers run: where a
     // call waits.
     let depths = {
@@ -295,20 +294,63 @@ async fn g2(
         spin,
         total as f64 / elapsed / 1e6
     );
-    println!("   {}", staging_summary(&silo));
+    let stats = ring_stats(&silo, &before);
+    println!("   {}", staging_summary(&stats));
     let mean = depths.iter().sum::<u64>() as f64 / depths.len().max(1) as f64;
     let max = depths.iter().max().copied().unwrap_or(0);
     println!(
         "   ring queue depth: mean {mean:.0}, max {max} ({} samples); {}",
         depths.len(),
-        ring_summary(&silo)
+        ring_summary(&stats)
     );
     silo.shutdown().await;
 }
 
+/// The callers of one G2 round over `grains` (a list per caller), started now.
+fn spawn_callers(
+    grains: &[Vec<TallyRef>],
+    mode: G2Mode,
+    started: Instant,
+    run_for: Duration,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    let running = || Running {
+        started,
+        run_for,
+        answers: 0,
+        running: true,
+    };
+    let mut tasks = Vec::new();
+    for caller_grains in grains {
+        if mode == G2Mode::Tasks {
+            for g in caller_grains {
+                tasks.push(tokio::spawn(caller(vec![g.clone()], mode, running())));
+            }
+        } else {
+            tasks.push(tokio::spawn(caller(caller_grains.clone(), mode, running())));
+        }
+    }
+    tasks
+}
+
+/// One G2 round of `run_for`, its answers not counted.
+async fn run_callers(grains: &[Vec<TallyRef>], mode: G2Mode, run_for: Duration) {
+    for t in spawn_callers(grains, mode, Instant::now(), run_for) {
+        t.await.unwrap();
+    }
+}
+
+/// The ring's counters (`name`, value), less those of `before` (counters only grow).
+fn ring_stats(silo: &Silo, before: &[(&'static str, u64)]) -> Vec<(&'static str, u64)> {
+    let earlier = |name: &str| before.iter().find(|(n, _)| *n == name).map_or(0, |s| s.1);
+    silo.gpu_status()[0].devices[0]
+        .ring_stats
+        .iter()
+        .map(|&(n, v)| (n, v.saturating_sub(earlier(n))))
+        .collect()
+}
+
 /// The ring's own counters but the staging ones (`name=value`), for diagnosis.
-fn ring_summary(silo: &Silo) -> String {
-    let stats = &silo.gpu_status()[0].devices[0].ring_stats;
+fn ring_summary(stats: &[(&'static str, u64)]) -> String {
     stats
         .iter()
         .filter(|(n, _)| !n.starts_with("stage_"))
@@ -319,8 +361,7 @@ fn ring_summary(silo: &Silo) -> String {
 
 /// How the ring took the calls: mean messages per submitted staged batch, and what submitted
 /// the batches (the ring's `stage_*` counters).
-fn staging_summary(silo: &Silo) -> String {
-    let stats = &silo.gpu_status()[0].devices[0].ring_stats;
+fn staging_summary(stats: &[(&'static str, u64)]) -> String {
     let get = |name: &str| stats.iter().find(|(n, _)| *n == name).map_or(0, |s| s.1);
     let (batches, messages) = (get("stage_batches"), get("stage_messages"));
     let causes: Vec<String> = stats
