@@ -161,8 +161,35 @@ impl<R> ReplyCell<R> {
     /// # Safety
     /// Called only after the cell is done (observed with acquire: the completing thread has
     /// finished with every entry). One call at a time decodes (the flags say which).
-    pub(crate) unsafe fn rescue(&self, mut decode: impl FnMut(u64) -> Option<Outcome<R>>) -> bool {
+    pub(crate) unsafe fn rescue(&self, decode: impl FnMut(u64) -> Option<Outcome<R>>) -> bool {
         debug_assert!(self.is_done());
+        // SAFETY: as this function's.
+        unsafe { self.move_out(decode) }
+    }
+
+    /// Decodes the cell's K2H entries into the cell before it is done, on the completion
+    /// thread (`Tuning::decode_on_completion`): its callers then read their outcomes from the
+    /// cell with loads only, and its ring positions are free as soon as the cell is done,
+    /// whenever its callers come.
+    ///
+    /// # Safety
+    /// Called only by the thread that completes the cell's entries, after every one of them
+    /// finished and was recorded as K2H-resident, and before the `finish` that makes it done
+    /// (so no caller reads it yet).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) unsafe fn decode_finished(&self, decode: impl FnMut(u64) -> Option<Outcome<R>>) {
+        debug_assert!(!self.is_done());
+        // SAFETY: as this function's; no caller has entered the cell, so the flags are clear.
+        let moved = unsafe { self.move_out(decode) };
+        debug_assert!(moved);
+    }
+
+    /// Moves the K2H entries into the cell unless a caller is decoding them; see `rescue`.
+    ///
+    /// # Safety
+    /// Every entry below `in_k2h` has finished, and only the completing thread or a caller
+    /// that saw the cell done calls this.
+    unsafe fn move_out(&self, mut decode: impl FnMut(u64) -> Option<Outcome<R>>) -> bool {
         if self
             .k2h_readers
             .compare_exchange(0, RESCUING, Ordering::AcqRel, Ordering::Relaxed)
@@ -623,6 +650,30 @@ mod tests {
             })
             .collect();
         readers.into_iter().for_each(|r| r.join().unwrap());
+    }
+
+    // Pins the completion thread's decode (`decode_finished`): a run decoded before it is done
+    // is consumed the moment it is done, and its readers find every outcome in the cell
+    // (their K2H entries are never read again).
+    #[test]
+    fn run_decoded_on_completion_is_read_from_the_cell() {
+        let cell = Arc::new(ReplyCell::new(100, 3));
+        let raw = Arc::into_raw(cell.clone());
+        let gone = |_: u64| -> Option<Outcome<u32>> { panic!("K2H read after the run's decode") };
+        // SAFETY: test-only; this thread plays the completing thread, every entry finished.
+        unsafe {
+            cell.set_in_k2h(3);
+            cell.decode_finished(|t| Some(reply(t as u32)));
+            assert!(!cell.is_done());
+            ReplyCell::finish(raw, 3, false);
+        }
+        assert!(cell.is_consumed(), "its positions are free once done");
+        assert!(
+            !cell.decode_run(gone),
+            "nothing left for a reader to decode"
+        );
+        let all: Vec<u32> = (0..3).map(|i| value(cell.take_one(i, gone))).collect();
+        assert_eq!(all, [100, 101, 102]);
     }
 
     // Pins the handshake: no rescue while a caller is decoding K2H entries (it would let the

@@ -22,6 +22,9 @@
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`, the default), `0`
 //!   for all.
+//! - `SILICA_BENCH_DECODE`: `1` to have the persistent ring's completion thread decode every
+//!   finished run into its reply cell (`silica_gpu::cuda::Tuning::decode_on_completion`), `0`
+//!   to leave it to the run's first reader.
 //! - `SILICA_BENCH_SWEEP_US`: the persistent ring's fallback sweep period
 //!   (`silica_gpu::cuda::Tuning::staged_sweep`, default 100 us).
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
@@ -482,6 +485,9 @@ fn main() {
         let mut tuning = silica_gpu::cuda::Tuning::default();
         if let Some(lead) = env("SILICA_BENCH_LEAD_ONLY") {
             tuning.lead_only_wake = lead == "1";
+        }
+        if let Some(decode) = env("SILICA_BENCH_DECODE") {
+            tuning.decode_on_completion = decode == "1";
         }
         if let Some(us) = env("SILICA_BENCH_SWEEP_US") {
             tuning.staged_sweep = Duration::from_micros(us.parse().expect("SILICA_BENCH_SWEEP_US"));

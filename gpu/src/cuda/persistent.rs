@@ -44,6 +44,8 @@ pub(super) struct Stats {
     pub(super) complete_ns: AtomicU64,
     /// Entries of done-but-unread cells moved out of K2H while producers waited for room.
     pub(super) rescued: AtomicU64,
+    /// Entries decoded into their cells as their runs finished (`Tuning::decode_on_completion`).
+    pub(super) decoded: AtomicU64,
 }
 
 /// Kernel parameters; mirrors `struct SilicaRing` in the generated source.
@@ -208,6 +210,7 @@ impl<K: Kernel> PersistentBackend<K> {
             ptx,
             prefetch: Arc::new(AtomicU32::new(super::tuning().k2h_prefetch)),
             lead_only: super::tuning().lead_only_wake,
+            decode: super::tuning().decode_on_completion,
             sweep: super::tuning().staged_sweep,
         };
         let thread = std::thread::Builder::new()
@@ -312,6 +315,10 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             (
                 "completion_rescued_entries",
                 s.rescued.load(Ordering::Relaxed),
+            ),
+            (
+                "completion_decoded_entries",
+                s.decoded.load(Ordering::Relaxed),
             ),
             ("kernel_publishes", ctrl(STAT_PUBLISHES)),
             ("kernel_published_entries", ctrl(STAT_ENTRIES)),

@@ -38,6 +38,9 @@ pub(super) struct Watcher<K: Kernel> {
     pub(super) prefetch: Arc<AtomicU32>,
     /// Whether a finished run wakes only one of its futures (`Tuning::lead_only_wake`).
     pub(super) lead_only: bool,
+    /// Whether this thread decodes each finished run into its cell before it wakes the run's
+    /// futures (`Tuning::decode_on_completion`).
+    pub(super) decode: bool,
     /// How often the thread sweeps staged batches and stale fan-outs (see `stage.rs`;
     /// `Tuning::staged_sweep`); staged batches normally go when full, right after a completion
     /// pass, or when the ring is quiet.
@@ -55,6 +58,8 @@ struct Open<R> {
     /// passes and sweeps check (`fan_out_stale`), rather than every open cell, which a slow
     /// reader's backlog can make thousands.
     fanning: Vec<Arc<ReplyCell<R>>>,
+    /// Entries decoded into their cells by `complete` (see `Watcher::decode`).
+    decoded: u64,
 }
 
 impl<R: silica_grains::gpu::GpuType> Open<R> {
@@ -67,7 +72,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
         q: &crate::queue::SubmitRing<R>,
         from: u64,
         to: u64,
-        lead_only: bool,
+        (lead_only, decode_runs): (bool, bool),
         decode: impl Fn(u64) -> Option<Outcome<R>>,
     ) {
         let mut t = from;
@@ -115,6 +120,11 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
                 let high = (t..stop).map(|e| q.k2h_hlc(e)).max().unwrap_or(0);
                 (*self.current).raise_high(high);
                 (*self.current).set_in_k2h((stop - first) as usize);
+                if decode_runs && stop == self.current_end {
+                    // Every entry of the run has finished; none is counted done yet.
+                    (*self.current).decode_finished(&decode);
+                    self.decoded += stop - first;
+                }
                 ReplyCell::finish(self.current, (stop - t) as usize, lead_only);
             }
             if let Some(cell) = held.filter(|c| c.is_done() && c.fan_out_pending()) {
@@ -195,6 +205,7 @@ impl<K: Kernel> Watcher<K> {
             current: std::ptr::null(),
             current_end: ready,
             fanning: Vec::new(),
+            decoded: 0,
         };
         let prefetch = u64::from(self.prefetch.load(Ordering::Relaxed));
         let mut idle_since = Instant::now();
@@ -222,9 +233,11 @@ impl<K: Kernel> Watcher<K> {
             let found = end != ready;
             if found {
                 let t1 = Instant::now();
-                open.complete(q, ready, end, self.lead_only, |t| {
+                open.complete(q, ready, end, (self.lead_only, self.decode), |t| {
                     self.shared.k2h_outcome(t)
                 });
+                let decoded = std::mem::take(&mut open.decoded);
+                self.stats.decoded.fetch_add(decoded, Ordering::Relaxed);
                 let n = end - ready;
                 ready = end;
                 q.set_ready(ready);
@@ -435,6 +448,7 @@ mod tests {
             current: std::ptr::null(),
             current_end: 3,
             fanning: Vec::new(),
+            decoded: 0,
         };
         assert_eq!(open.release(3), 3);
         assert!(open.cells.is_empty());
@@ -453,6 +467,7 @@ mod tests {
             current: std::ptr::null(),
             current_end: 2,
             fanning: vec![cell],
+            decoded: 0,
         };
         open.fan_out_stale();
         assert_eq!(
