@@ -209,8 +209,9 @@ impl<R> ReplyCell<R> {
         true
     }
 
-    /// Decodes the cell's K2H entries into the cell, once, for all of its futures: the first
-    /// future to read a done staged run does it (a [`ReplyCell::rescue`] on its own thread),
+    /// Decodes the cell's K2H entries into the cell, once, for all of its futures, unless the
+    /// completion thread did already (`decode_finished`, the persistent ring's default): the
+    /// first future to read a done staged run does it (a [`ReplyCell::rescue`] on its own thread),
     /// and every other future then reads its outcome from the cell with loads only. Readers
     /// decoding their own entries each wrote the cell's shared reader count twice (and their
     /// batch's once), so every core reading the run fought over the same lines; an H200

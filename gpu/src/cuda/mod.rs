@@ -58,7 +58,9 @@ impl Default for Tuning {
             // message on H200 machines (docs/BENCHMARKS.md, 2026-12-02, third session).
             h2k_streaming: true,
             staged_sweep: std::time::Duration::from_micros(100),
-            decode_on_completion: false,
+            // G2 on one H200 machine, same-run A/Bs: 64 x 256 +5% and +5%, 16 x 256 spinning
+            // +6% and +6%, a task per call even, and no rescues (docs/BENCHMARKS.md).
+            decode_on_completion: true,
         }
     }
 }
