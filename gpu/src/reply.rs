@@ -80,6 +80,9 @@ pub(crate) struct ReplyCell<R> {
     fan_out_seen: AtomicBool,
     /// Highest HLC among the cell's K2H entries (0 when not recorded).
     high: AtomicU64,
+    /// A staged run: one future per entry (`stage.rs`), rather than one future reading the
+    /// whole batch (`Ring::submit_batch`), which decodes its entries on its own thread.
+    staged: bool,
 }
 
 // SAFETY: each result is written once by the single consumer that owns its ring entry, before
@@ -89,7 +92,17 @@ unsafe impl<R: Send> Sync for ReplyCell<R> {}
 unsafe impl<R: Send> Send for ReplyCell<R> {}
 
 impl<R> ReplyCell<R> {
+    /// The cell of a batch that one future reads (`Ring::submit_batch`).
     pub(crate) fn new(first: u64, len: usize) -> Self {
+        Self::with_readers(first, len, false)
+    }
+
+    /// The cell of a staged run, read by one future per entry.
+    pub(crate) fn new_staged(first: u64, len: usize) -> Self {
+        Self::with_readers(first, len, true)
+    }
+
+    fn with_readers(first: u64, len: usize, staged: bool) -> Self {
         Self {
             first,
             results: (0..len).map(|_| UnsafeCell::new(Stored::Empty)).collect(),
@@ -103,7 +116,14 @@ impl<R> ReplyCell<R> {
             fan_out: AtomicBool::new(false),
             fan_out_seen: AtomicBool::new(false),
             high: AtomicU64::new(0),
+            staged,
         }
+    }
+
+    /// Whether it is a staged run's cell (see `new_staged`).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
+    pub(crate) fn is_staged(&self) -> bool {
+        self.staged
     }
 
     /// Ring entries the cell covers.
@@ -658,7 +678,7 @@ mod tests {
     // (their K2H entries are never read again).
     #[test]
     fn run_decoded_on_completion_is_read_from_the_cell() {
-        let cell = Arc::new(ReplyCell::new(100, 3));
+        let cell = Arc::new(ReplyCell::new_staged(100, 3));
         let raw = Arc::into_raw(cell.clone());
         let gone = |_: u64| -> Option<Outcome<u32>> { panic!("K2H read after the run's decode") };
         // SAFETY: test-only; this thread plays the completing thread, every entry finished.

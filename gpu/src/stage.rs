@@ -610,7 +610,7 @@ impl<K: Kernel> RingShared<K> {
         stats
             .messages
             .fetch_add(items.len() as u64, Ordering::Relaxed);
-        let cell = Arc::new(ReplyCell::new(first, items.len()));
+        let cell = Arc::new(ReplyCell::new_staged(first, items.len()));
         // Futures that waited (open or for room) wait on the cell from now on, no wake-up. They
         // move before any entry is published (the cell may complete at once), and the lock is
         // held until the batch is `SUBMITTED`, so no future registers on the batch in between.

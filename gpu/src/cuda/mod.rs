@@ -38,8 +38,9 @@ pub struct Tuning {
     /// How often the completion thread sweeps for staged batches nobody sent (a batch goes at
     /// the second sweep that finds it open) and for lead-only wake-ups nobody fanned out.
     pub staged_sweep: std::time::Duration,
-    /// Whether the completion thread decodes every finished multi-message run into its reply
-    /// cell before it wakes the run's futures (they then read with loads only, and the run's
+    /// Whether the completion thread decodes every finished staged run (`Ring::stage`, one
+    /// future per message; not `Ring::submit_batch` batches) into its reply cell before it
+    /// wakes the run's futures (they then read with loads only, and the run's
     /// ring positions are free at once), rather than leaving that to the run's first reader
     /// (and to rescues when the ring fills while a run waits for its readers).
     pub decode_on_completion: bool,

@@ -120,7 +120,9 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
                 let high = (t..stop).map(|e| q.k2h_hlc(e)).max().unwrap_or(0);
                 (*self.current).raise_high(high);
                 (*self.current).set_in_k2h((stop - first) as usize);
-                if decode_runs && stop == self.current_end {
+                // Staged runs only: a batch's one future decodes its entries on its own thread
+                // (decoding 1,024-entry batches here made this thread the ring's bottleneck).
+                if decode_runs && stop == self.current_end && (*self.current).is_staged() {
                     // Every entry of the run has finished; none is counted done yet.
                     (*self.current).decode_finished(&decode);
                     self.decoded += stop - first;
