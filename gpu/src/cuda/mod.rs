@@ -40,9 +40,9 @@ pub struct Tuning {
     pub staged_sweep: std::time::Duration,
     /// Whether the completion thread decodes every finished staged run (`Ring::stage`, one
     /// future per message; not `Ring::submit_batch` batches) into its reply cell before it
-    /// wakes the run's futures (they then read with loads only, and the run's
-    /// ring positions are free at once), rather than leaving that to the run's first reader
-    /// (and to rescues when the ring fills while a run waits for its readers).
+    /// wakes the run's futures: they then read with loads only, and the run's ring positions
+    /// are free at once. Off: the run's first reader decodes it (and rescues free the ring
+    /// when it fills while a run waits for its readers).
     pub decode_on_completion: bool,
 }
 
@@ -60,7 +60,7 @@ impl Default for Tuning {
             h2k_streaming: true,
             staged_sweep: std::time::Duration::from_micros(100),
             // G2 on one H200 machine, same-run A/Bs: 64 x 256 +5% and +5%, 16 x 256 spinning
-            // +6% and +6%, a task per call even, and no rescues (docs/BENCHMARKS.md).
+            // +6% and +6%, a task per call unchanged, and no rescues (docs/BENCHMARKS.md).
             decode_on_completion: true,
         }
     }
