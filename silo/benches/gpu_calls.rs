@@ -268,12 +268,13 @@ async fn g2(
     let tasks = spawn_callers(&grains, mode, started, run_for);
     // The ring's queue depth (submitted, not yet completed) while the callers run: where a
     // call waits.
+    // A thread of its own: a Tokio timer starved while every worker was busy with callers.
     let depths = {
         let silo = silo.clone();
-        tokio::spawn(async move {
+        std::thread::spawn(move || {
             let mut depths = Vec::new();
             while started.elapsed() < run_for {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                std::thread::sleep(Duration::from_millis(2));
                 depths.push(silo.gpu_status()[0].devices[0].load.queue_depth);
             }
             depths
@@ -283,7 +284,7 @@ async fn g2(
     for t in tasks {
         total += t.await.unwrap();
     }
-    let depths = depths.await.unwrap();
+    let depths = depths.join().unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     let capacity = env("SILICA_BENCH_CAPACITY").unwrap_or_else(|| "default".into());
     let how = match mode {
