@@ -7,9 +7,11 @@
 //! the cell consumed once it has read them, which lets the ring reuse their positions.
 //!
 //! A staged batch (`stage.rs`) is one cell awaited by one future per entry: each registers its
-//! own waker under its entry index. The first future to read the done cell decodes every K2H
-//! entry of the run into the cell ([`ReplyCell::decode_run`]), which frees the positions; each
-//! future then takes its own outcome from the cell, with loads only. The persistent ring's
+//! own waker under its entry index. The persistent ring's completion thread decodes every K2H
+//! entry of the run into the cell before the cell is done ([`ReplyCell::decode_finished`],
+//! `Tuning::decode_on_completion`, on by default), which frees the positions; with that off,
+//! the first future to read the done cell does it ([`ReplyCell::decode_run`]). Each future then
+//! takes its own outcome from the cell, with loads only. The persistent ring's
 //! completion thread wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`,
 //! `Tuning::lead_only_wake`, on by default): the first future polled after completion wakes
 //! the rest from its own (runtime) thread, and the completion thread wakes them itself if
