@@ -12,12 +12,17 @@
 //!   (default 1): the first calls activate the grains, and a fresh process (or machine) is
 //!   slower at first.
 //! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas,
-//!   `f` appended for fan-out rounds, `t` for a task per call (default: pipelined, 4 callers a
-//!   core x 64 and x 256 without spin, 1 a core x 256 spinning 50 us; fan-out, 4 callers a
-//!   core x 256; a task per call, 4 x 256). A pipelined caller keeps `window` calls in flight,
+//!   `f` appended for fan-out rounds, `t` for a task per call, `p` for pipelined callers on
+//!   threads of their own (default: pipelined, 4 callers a core x 64 and x 256 without spin,
+//!   1 a core x 256 spinning 50 us; fan-out, 4 callers a core x 256; a task per call, 4 x
+//!   256). A pipelined caller keeps `window` calls in flight,
 //!   each answer starting the next call; a fan-out caller issues `window` calls, awaits them
 //!   all, and starts again; with `t`, each of the `window` calls is a task of its own that
-//!   calls its grain again as soon as it is answered.
+//!   calls its grain again as soon as it is answered; with `p`, the callers are spread over
+//!   threads that each run a current-thread runtime (thread-per-core services), so no caller
+//!   moves between threads.
+//! - `SILICA_BENCH_CALLER_THREADS`: threads for `p` (default `TOKIO_WORKER_THREADS`, else one a
+//!   core less two).
 //! - `SILICA_BENCH_CAPACITY`: ring entries (default `GpuConfig`'s).
 //! - `SILICA_BENCH_LEAD_ONLY`: `1` to have the persistent ring's completion thread wake one
 //!   future per finished run (`silica_gpu::cuda::Tuning::lead_only_wake`, the default), `0`
@@ -184,6 +189,10 @@ enum G2Mode {
     /// Each of the `window` calls is its own task, awaiting one call at a time (the Orleans
     /// shape: many callers, each one call in flight).
     Tasks,
+    /// Pipelined callers spread over threads of their own, each running a current-thread
+    /// runtime (thread-per-core services): a caller never moves between threads, so the calls
+    /// of one staged run wake callers on the thread that issued them.
+    PerThread,
 }
 
 /// Whether the run goes on; reads the clock once every 64 answers (a read per call would be
@@ -222,7 +231,7 @@ async fn caller(grains: Vec<TallyRef>, mode: G2Mode, mut running: Running) -> u6
                 }
             }
         }
-        G2Mode::Pipelined => {
+        G2Mode::Pipelined | G2Mode::PerThread => {
             let mut in_flight = FuturesUnordered::new();
             for g in &grains {
                 in_flight.push(g.add(1));
@@ -288,9 +297,13 @@ async fn g2(
     let elapsed = started.elapsed().as_secs_f64();
     let capacity = env("SILICA_BENCH_CAPACITY").unwrap_or_else(|| "default".into());
     let how = match mode {
-        G2Mode::Pipelined => "pipelined",
-        G2Mode::FanOut => "fan-out rounds",
-        G2Mode::Tasks => "a task per call",
+        G2Mode::Pipelined => "pipelined".to_string(),
+        G2Mode::FanOut => "fan-out rounds".to_string(),
+        G2Mode::Tasks => "a task per call".to_string(),
+        G2Mode::PerThread => format!(
+            "pipelined, on {} threads of current-thread runtimes",
+            caller_threads().min(callers)
+        ),
     };
     println!(
         "G2 {name}: {callers} callers x {window} in flight ({how}), spin {:?}, ring capacity \
@@ -317,13 +330,43 @@ fn spawn_callers(
     started: Instant,
     run_for: Duration,
 ) -> Vec<tokio::task::JoinHandle<u64>> {
-    let running = || Running {
+    let running = move || Running {
         started,
         run_for,
         answers: 0,
         running: true,
     };
     let mut tasks = Vec::new();
+    if mode == G2Mode::PerThread {
+        let threads = caller_threads().min(grains.len()).max(1);
+        for thread in 0..threads {
+            let mine: Vec<Vec<TallyRef>> = grains
+                .iter()
+                .skip(thread)
+                .step_by(threads)
+                .cloned()
+                .collect();
+            let callers = running;
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a caller thread's runtime");
+                runtime.block_on(async move {
+                    let local: Vec<_> = mine
+                        .into_iter()
+                        .map(|g| tokio::spawn(caller(g, mode, callers())))
+                        .collect();
+                    let mut answers = 0;
+                    for t in local {
+                        answers += t.await.unwrap();
+                    }
+                    answers
+                })
+            }));
+        }
+        return tasks;
+    }
     for caller_grains in grains {
         if mode == G2Mode::Tasks {
             for g in caller_grains {
@@ -334,6 +377,21 @@ fn spawn_callers(
         }
     }
     tasks
+}
+
+/// Threads for `PerThread` callers: `SILICA_BENCH_CALLER_THREADS`, else the runtime's workers
+/// (`TOKIO_WORKER_THREADS`), else one a core less two (the ring's completion thread and the
+/// silo's own tasks keep theirs).
+fn caller_threads() -> usize {
+    env("SILICA_BENCH_CALLER_THREADS")
+        .or_else(|| env("TOKIO_WORKER_THREADS"))
+        .map(|n| {
+            n.parse()
+                .expect("SILICA_BENCH_CALLER_THREADS: a thread count")
+        })
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, |n| n.get().saturating_sub(2).max(1))
+        })
 }
 
 /// One G2 round of `run_for`, its answers not counted.
@@ -436,12 +494,12 @@ async fn g4(name: &str, kind: BackendKind, n: usize) {
 }
 
 /// G2's (callers, calls in flight each, reply spin, mode): `SILICA_BENCH_G2` as
-/// `callers x window x spin_us` items separated by commas, with `f` appended for fan-out rounds
-/// or `t` for a task per call
+/// `callers x window x spin_us` items separated by commas, with `f` appended for fan-out rounds,
+/// `t` for a task per call or `p` for callers on threads of their own
 /// (e.g. `64x256x0f`), else four defaults.
 fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
-    const FORMAT: &str =
-        "SILICA_BENCH_G2: callers x window x spin_us, f or t appended for fan-out or tasks";
+    const FORMAT: &str = "SILICA_BENCH_G2: callers x window x spin_us, f, t or p appended for fan-out, tasks or \
+         caller threads";
     if let Some(list) = env("SILICA_BENCH_G2") {
         return list
             .split(',')
@@ -451,6 +509,8 @@ fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
                     (rest, G2Mode::FanOut)
                 } else if let Some(rest) = item.strip_suffix('t') {
                     (rest, G2Mode::Tasks)
+                } else if let Some(rest) = item.strip_suffix('p') {
+                    (rest, G2Mode::PerThread)
                 } else {
                     (item, G2Mode::Pipelined)
                 };
