@@ -140,14 +140,12 @@ impl<R> ReplyCell<R> {
     /// registers its call's timeout elsewhere (the silo's deadline wheel), so the ring does
     /// not have to watch it any more; see `Ring::wakes_long_waits`.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    /// Returns whether it woke them (the first time).
-    pub(crate) fn wake_long_wait(&self) -> bool {
+    pub(crate) fn wake_long_wait(&self) {
         if self.long_woken.load(Ordering::Relaxed) || self.long_woken.swap(true, Ordering::SeqCst) {
-            return false;
+            return;
         }
         let all = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
         all.into_iter().for_each(|(_, w)| w.wake());
-        true
     }
 
     /// Whether it is a staged run's cell (see `new_staged`).
@@ -664,13 +662,13 @@ mod tests {
         for (i, (_, w)) in wakers.iter().enumerate() {
             assert!(!cell.register(i as u32, w, true));
         }
-        assert!(cell.wake_long_wait());
+        cell.wake_long_wait();
         assert_eq!(woken(&wakers), [1, 1, 1]);
         // Woken, still waiting: each registers again; a second long-wait check wakes nobody.
         for (i, (_, w)) in wakers.iter().enumerate() {
             assert!(!cell.register(i as u32, w, false));
         }
-        assert!(!cell.wake_long_wait());
+        cell.wake_long_wait();
         assert_eq!(woken(&wakers), [1, 1, 1], "woken once for waiting long");
         let raw = Arc::into_raw(cell.clone());
         // SAFETY: test-only, this thread plays the completing thread.

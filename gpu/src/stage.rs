@@ -294,19 +294,18 @@ impl<K: Kernel> Batch<K> {
     /// Wakes the futures waiting on the batch while it waits for room, once: it opened longer
     /// ago than the ring's long-wait bound (see `ReplyCell::wake_long_wait`).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    fn wake_long_wait(&self) -> bool {
+    fn wake_long_wait(&self) {
         if self.long_woken.swap(true, Ordering::SeqCst) {
-            return false;
+            return;
         }
         let waiters = {
             let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             if !matches!(self.state.load(Ordering::SeqCst), OPEN | PENDING) {
-                return false;
+                return;
             }
             std::mem::take(&mut *w)
         };
         waiters.into_iter().for_each(|(_, w)| w.wake());
-        true
     }
 
     /// Forgets the waker of entry `index` (its future is gone), wherever it waits now.
@@ -537,11 +536,10 @@ impl<K: Kernel> RingShared<K> {
     /// completion thread's to check (`ReplyCell::wake_long_wait`); open batches are published
     /// or queued here within two sweeps.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    /// Returns how many batches it woke.
-    pub(crate) fn wake_long_waits_for_room(&self, cutoff: Instant) -> u64 {
+    pub(crate) fn wake_long_waits_for_room(&self, cutoff: Instant) {
         let st = &self.stager;
         if st.pending_len.load(Ordering::SeqCst) == 0 {
-            return 0;
+            return;
         }
         let old: Vec<Arc<Batch<K>>> = {
             let pending = st.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -552,7 +550,7 @@ impl<K: Kernel> RingShared<K> {
                 .cloned()
                 .collect()
         };
-        old.iter().filter(|b| b.wake_long_wait()).count() as u64
+        old.iter().for_each(|b| b.wake_long_wait());
     }
 
     /// Staging counters (name, value), for `Ring::backend_stats`.

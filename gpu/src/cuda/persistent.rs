@@ -46,9 +46,6 @@ pub(super) struct Stats {
     pub(super) rescued: AtomicU64,
     /// Entries decoded into their cells as their runs finished (`Tuning::decode_on_completion`).
     pub(super) decoded: AtomicU64,
-    /// Runs (in flight or waiting for room) whose futures were woken for waiting long
-    /// (`Tuning::long_wait`).
-    pub(super) long_waits: AtomicU64,
 }
 
 /// Kernel parameters; mirrors `struct SilicaRing` in the generated source.
@@ -327,10 +324,6 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
             (
                 "completion_decoded_entries",
                 s.decoded.load(Ordering::Relaxed),
-            ),
-            (
-                "completion_long_wait_runs",
-                s.long_waits.load(Ordering::Relaxed),
             ),
             ("kernel_publishes", ctrl(STAT_PUBLISHES)),
             ("kernel_published_entries", ctrl(STAT_ENTRIES)),

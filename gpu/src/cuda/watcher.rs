@@ -141,14 +141,12 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
     /// Wakes, once each, the futures of the runs in flight (from `ready` on, oldest first)
     /// whose batch opened before `cutoff` (see `ReplyCell::wake_long_wait`). Runs are in ring
     /// order, which is about the order they opened: it stops at the first younger one.
-    /// Returns how many runs it woke.
-    fn wake_long_waits(&self, q: &crate::queue::SubmitRing<R>, ready: u64, cutoff: Instant) -> u64 {
-        let mut woken = 0;
+    fn wake_long_waits(&self, q: &crate::queue::SubmitRing<R>, ready: u64, cutoff: Instant) {
         // Wakes an old staged run's futures; `false` at a young run (those after it are too).
-        let mut visit = |cell: &ReplyCell<R>| match cell.opened() {
+        let visit = |cell: &ReplyCell<R>| match cell.opened() {
             Some(opened) if opened >= cutoff => false,
             Some(_) => {
-                woken += u64::from(cell.wake_long_wait());
+                cell.wake_long_wait();
                 true
             }
             // Not staged (a lone `submit` or a `submit_batch`): its caller registers itself.
@@ -159,7 +157,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             // SAFETY: the run being completed still has entries to complete, so the ring's
             // reference keeps its cell (see `complete`).
             if !visit(unsafe { &*self.current }) {
-                return woken;
+                return;
             }
             t = self.current_end;
         }
@@ -168,17 +166,16 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             let ptr = q.peek_cell(t);
             if ptr.is_null() {
                 // Claimed, not yet published: it and those after it are young.
-                return woken;
+                return;
             }
             // SAFETY: a published entry not yet completed holds the ring's reference to its
             // cell, and only this thread completes (and clears) entries.
             let cell = unsafe { &*ptr };
             if !visit(cell) {
-                return woken;
+                return;
             }
             t = cell.first + cell.len() as u64;
         }
-        woken
     }
 
     /// Fans out the lead-only completions still pending since the previous check (see
@@ -271,9 +268,8 @@ impl<K: Kernel> Watcher<K> {
                 open.fan_out_stale();
                 // Calls waiting long: their callers register their timeouts now.
                 if let Some(cutoff) = self.long_wait.and_then(|d| t0.checked_sub(d)) {
-                    let woken = open.wake_long_waits(q, ready, cutoff)
-                        + self.shared.wake_long_waits_for_room(cutoff);
-                    self.stats.long_waits.fetch_add(woken, Ordering::Relaxed);
+                    open.wake_long_waits(q, ready, cutoff);
+                    self.shared.wake_long_waits_for_room(cutoff);
                 }
             }
             let mut end = ready;
