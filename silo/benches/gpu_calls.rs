@@ -30,10 +30,6 @@
 //! - `SILICA_BENCH_DECODE`: `1` to have the persistent ring's completion thread decode every
 //!   finished run into its reply cell (`silica_gpu::cuda::Tuning::decode_on_completion`), `0`
 //!   to leave it to the run's first reader.
-//! - `SILICA_BENCH_LONG_WAIT_US`: microseconds a staged call waits on the persistent ring
-//!   before its completion thread wakes it (`silica_gpu::cuda::Tuning::long_wait`), or `off`:
-//!   then every GPU call registers its timeout with the silo's deadline wheel when it first
-//!   waits.
 //! - `SILICA_BENCH_SWEEP_US`: the persistent ring's fallback sweep period
 //!   (`silica_gpu::cuda::Tuning::staged_sweep`, default 100 us).
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
@@ -553,10 +549,6 @@ fn main() {
         }
         if let Some(decode) = env("SILICA_BENCH_DECODE") {
             tuning.decode_on_completion = decode == "1";
-        }
-        if let Some(us) = env("SILICA_BENCH_LONG_WAIT_US") {
-            tuning.long_wait = (us != "off")
-                .then(|| Duration::from_micros(us.parse().expect("SILICA_BENCH_LONG_WAIT_US")));
         }
         if let Some(us) = env("SILICA_BENCH_SWEEP_US") {
             tuning.staged_sweep = Duration::from_micros(us.parse().expect("SILICA_BENCH_SWEEP_US"));

@@ -153,7 +153,11 @@ mod cuda {
         assert!(hazard.served_by().await.unwrap().starts_with("CUDA "));
         let timeout = Duration::from_millis(50);
         let start = Instant::now();
-        let error = hazard.with_timeout(timeout).run(1, 400).await.unwrap_err();
+        let error = hazard
+            .with_timeout(timeout)
+            .run(1, 400)
+            .await
+            .unwrap_err();
         let waited = start.elapsed();
         assert_eq!(error, CallError::Timeout(timeout));
         assert!(waited >= timeout, "timed out early: {waited:?}");

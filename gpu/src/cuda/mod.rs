@@ -49,9 +49,8 @@ pub struct Tuning {
     /// thread sleeps). This is what lets a caller skip registering the first wait of a call
     /// with a timeout of its own (`StagedReply::wakes_long_waits`): the silo registers a GPU
     /// call in its deadline wheel only if it still waits after such a wake-up, so its timeout
-    /// can end up this much later than asked. `None`: the thread wakes nobody early, and every
-    /// GPU call registers its timeout when it first waits.
-    pub long_wait: Option<std::time::Duration>,
+    /// can end up this much later than asked.
+    pub long_wait: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -70,7 +69,7 @@ impl Default for Tuning {
             // G2 on one H200 machine, same-run A/Bs: 64 x 256 +5% and +5%, 16 x 256 spinning
             // +6% and +6%, a task per call unchanged, and no rescues (docs/BENCHMARKS.md).
             decode_on_completion: true,
-            long_wait: Some(std::time::Duration::from_millis(1)),
+            long_wait: std::time::Duration::from_millis(1),
         }
     }
 }

@@ -229,9 +229,7 @@ impl<K: Kernel> PersistentBackend<K> {
         // Only the kernel reads H2K, checking every word's tag: producers may stream.
         shared.queue.set_stream_h2k(super::tuning().h2k_streaming);
         // The completion thread's sweeps wake futures that wait long (`wake_long_waits`).
-        if super::tuning().long_wait.is_some() {
-            shared.set_wakes_long_waits();
-        }
+        shared.set_wakes_long_waits();
         Ok(Self {
             shared,
             run,

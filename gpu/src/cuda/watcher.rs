@@ -46,7 +46,7 @@ pub(super) struct Watcher<K: Kernel> {
     /// pass, or when the ring is quiet.
     pub(super) sweep: Duration,
     /// Futures waiting longer than this are woken at the next sweep (`Tuning::long_wait`).
-    pub(super) long_wait: Option<Duration>,
+    pub(super) long_wait: Duration,
 }
 
 /// Reply cells the thread has started completing, in ring order, kept until their callers
@@ -267,7 +267,7 @@ impl<K: Kernel> Watcher<K> {
                 self.shared.sweep_staged();
                 open.fan_out_stale();
                 // Calls waiting long: their callers register their timeouts now.
-                if let Some(cutoff) = self.long_wait.and_then(|d| t0.checked_sub(d)) {
+                if let Some(cutoff) = t0.checked_sub(self.long_wait) {
                     open.wake_long_waits(q, ready, cutoff);
                     self.shared.wake_long_waits_for_room(cutoff);
                 }
