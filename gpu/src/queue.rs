@@ -320,14 +320,6 @@ impl<R: GpuType> SubmitRing<R> {
         };
     }
 
-    /// Entry `t`'s cell pointer, left in place; null while its producer is between claim and
-    /// publish. Only the completing thread may dereference it: the pointer holds the ring's
-    /// reference to the cell until that thread completes the entry.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn peek_cell(&self, t: u64) -> *const ReplyCell<R> {
-        self.cells[(t & (self.cap - 1)) as usize].load(Ordering::Acquire)
-    }
-
     /// Takes entry `t`'s cell pointer, waiting out a producer between claim and publish.
     pub(crate) fn take_cell(&self, t: u64) -> *const ReplyCell<R> {
         let at = &self.cells[(t & (self.cap - 1)) as usize];

@@ -85,11 +85,6 @@ pub(crate) struct ReplyCell<R> {
     /// A staged run: one future per entry (`stage.rs`), rather than one future reading the
     /// whole batch (`Ring::submit_batch`), which decodes its entries on its own thread.
     staged: bool,
-    /// When the staged run's batch opened (its first message was staged): how long its
-    /// futures have waited at most (see [`ReplyCell::wake_long_wait`]).
-    opened: Option<Instant>,
-    /// Its waiting futures were woken once for waiting long.
-    long_woken: AtomicBool,
 }
 
 // SAFETY: each result is written once by the single consumer that owns its ring entry, before
@@ -101,15 +96,15 @@ unsafe impl<R: Send> Send for ReplyCell<R> {}
 impl<R> ReplyCell<R> {
     /// The cell of a batch that one future reads (`Ring::submit_batch`).
     pub(crate) fn new(first: u64, len: usize) -> Self {
-        Self::with_readers(first, len, None)
+        Self::with_readers(first, len, false)
     }
 
-    /// The cell of a staged run, read by one future per entry; its batch opened at `opened`.
-    pub(crate) fn new_staged(first: u64, len: usize, opened: Instant) -> Self {
-        Self::with_readers(first, len, Some(opened))
+    /// The cell of a staged run, read by one future per entry.
+    pub(crate) fn new_staged(first: u64, len: usize) -> Self {
+        Self::with_readers(first, len, true)
     }
 
-    fn with_readers(first: u64, len: usize, opened: Option<Instant>) -> Self {
+    fn with_readers(first: u64, len: usize, staged: bool) -> Self {
         Self {
             first,
             results: (0..len).map(|_| UnsafeCell::new(Stored::Empty)).collect(),
@@ -123,29 +118,8 @@ impl<R> ReplyCell<R> {
             fan_out: AtomicBool::new(false),
             fan_out_seen: AtomicBool::new(false),
             high: AtomicU64::new(0),
-            staged: opened.is_some(),
-            opened,
-            long_woken: AtomicBool::new(false),
+            staged,
         }
-    }
-
-    /// When the staged run's batch opened (`None` for other cells).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    pub(crate) fn opened(&self) -> Option<Instant> {
-        self.opened
-    }
-
-    /// Wakes every future waiting on the cell, once: its run has been out longer than the
-    /// ring's long-wait bound (`cuda::Tuning::long_wait`). A woken future that still waits
-    /// registers its call's timeout elsewhere (the silo's deadline wheel), so the ring does
-    /// not have to watch it any more; see `Ring::wakes_long_waits`.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    pub(crate) fn wake_long_wait(&self) {
-        if self.long_woken.load(Ordering::Relaxed) || self.long_woken.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let all = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
-        all.into_iter().for_each(|(_, w)| w.wake());
     }
 
     /// Whether it is a staged run's cell (see `new_staged`).
@@ -649,33 +623,6 @@ mod tests {
         }
     }
 
-    // Pins the long-wait wake-up: a run in flight too long wakes every future waiting on it, once
-    // (they then register their timeouts with the caller's own deadline); a future registered
-    // after that is woken by the completion as usual, and a lone cell is never long-woken.
-    #[test]
-    fn long_wait_wakes_the_waiters_once() {
-        let opened = Instant::now();
-        let cell = Arc::new(ReplyCell::<u32>::new_staged(0, 3, opened));
-        assert_eq!(cell.opened(), Some(opened));
-        assert_eq!(ReplyCell::<u32>::new(0, 1).opened(), None);
-        let wakers = counters(3);
-        for (i, (_, w)) in wakers.iter().enumerate() {
-            assert!(!cell.register(i as u32, w, true));
-        }
-        cell.wake_long_wait();
-        assert_eq!(woken(&wakers), [1, 1, 1]);
-        // Woken, still waiting: each registers again; a second long-wait check wakes nobody.
-        for (i, (_, w)) in wakers.iter().enumerate() {
-            assert!(!cell.register(i as u32, w, false));
-        }
-        cell.wake_long_wait();
-        assert_eq!(woken(&wakers), [1, 1, 1], "woken once for waiting long");
-        let raw = Arc::into_raw(cell.clone());
-        // SAFETY: test-only, this thread plays the completing thread.
-        unsafe { ReplyCell::finish(raw, 3, false) };
-        assert_eq!(woken(&wakers), [2, 2, 2], "the completion still wakes them");
-    }
-
     // Pins the rescue: a done cell nobody has read gives up its K2H entries (the ring may reuse
     // them) and its callers read the same outcomes from the cell; a caller that already took
     // its entry from K2H is unaffected.
@@ -733,7 +680,7 @@ mod tests {
     // (their K2H entries are never read again).
     #[test]
     fn run_decoded_on_completion_is_read_from_the_cell() {
-        let cell = Arc::new(ReplyCell::new_staged(100, 3, Instant::now()));
+        let cell = Arc::new(ReplyCell::new_staged(100, 3));
         let raw = Arc::into_raw(cell.clone());
         let gone = |_: u64| -> Option<Outcome<u32>> { panic!("K2H read after the run's decode") };
         // SAFETY: test-only; this thread plays the completing thread, every entry finished.

@@ -127,9 +127,6 @@ pub(crate) struct RingShared<K: Kernel> {
     consumer_sleeping: AtomicBool,
     faults: AtomicU64,
     last_fault: Mutex<Option<Arc<RingFault>>>,
-    /// The backend's consumer wakes futures that wait long (see
-    /// `StagedReply::wakes_long_waits`); set once by the backend when it starts.
-    long_wait_wakes: AtomicBool,
 }
 
 impl<K: Kernel> RingShared<K> {
@@ -147,19 +144,7 @@ impl<K: Kernel> RingShared<K> {
             consumer_sleeping: AtomicBool::new(false),
             faults: AtomicU64::new(0),
             last_fault: Mutex::new(None),
-            long_wait_wakes: AtomicBool::new(false),
         }
-    }
-
-    /// Whether the consumer wakes futures that wait long (`StagedReply::wakes_long_waits`).
-    pub(crate) fn wakes_long_waits(&self) -> bool {
-        self.long_wait_wakes.load(Ordering::Relaxed)
-    }
-
-    /// Called by a backend whose consumer wakes futures that wait long, before any is staged.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    pub(crate) fn set_wakes_long_waits(&self) {
-        self.long_wait_wakes.store(true, Ordering::Relaxed);
     }
 
     /// Registers the calling thread as the consumer producers unpark.

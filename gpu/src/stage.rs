@@ -63,7 +63,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 /// Staging shards per ring; threads are spread over them round-robin. At most 64: one bit
 /// each in [`Stager::open_mask`].
@@ -262,11 +261,6 @@ pub(crate) struct Batch<K: Kernel> {
     /// future subtracts one when done (so the count can go below zero while the batch is open,
     /// if futures are dropped before it is sent).
     readers: AtomicIsize,
-    /// When its first message was staged (one clock read a batch): the longest any of its
-    /// futures has waited. Its cell keeps it (see `ReplyCell::wake_long_wait`).
-    opened: Instant,
-    /// Its waiters were woken once while it waited for room, for waiting long.
-    long_woken: AtomicBool,
 }
 
 impl<K: Kernel> Batch<K> {
@@ -289,23 +283,6 @@ impl<K: Kernel> Batch<K> {
         }
         w.replace_or_push(index, waker, first);
         true
-    }
-
-    /// Wakes the futures waiting on the batch while it waits for room, once: it opened longer
-    /// ago than the ring's long-wait bound (see `ReplyCell::wake_long_wait`).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    fn wake_long_wait(&self) {
-        if self.long_woken.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let waiters = {
-            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if !matches!(self.state.load(Ordering::SeqCst), OPEN | PENDING) {
-                return;
-            }
-            std::mem::take(&mut *w)
-        };
-        waiters.into_iter().for_each(|(_, w)| w.wake());
     }
 
     /// Forgets the waker of entry `index` (its future is gone), wherever it waits now.
@@ -393,8 +370,6 @@ impl<K: Kernel> RingShared<K> {
                     waiting: Mutex::new(Vec::new()),
                     waiters: Mutex::new(Vec::new()),
                     readers: AtomicIsize::new(0),
-                    opened: Instant::now(),
-                    long_woken: AtomicBool::new(false),
                 });
                 st.shards[home].open.store(id, Ordering::Relaxed);
                 st.open_mask.0.fetch_or(1 << home, Ordering::SeqCst);
@@ -531,28 +506,6 @@ impl<K: Kernel> RingShared<K> {
         self.drain_pending();
     }
 
-    /// The persistent ring's long-wait fallback for batches waiting for room: wakes the futures
-    /// of those that opened before `cutoff` (oldest first), once each. Published runs are the
-    /// completion thread's to check (`ReplyCell::wake_long_wait`); open batches are published
-    /// or queued here within two sweeps.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
-    pub(crate) fn wake_long_waits_for_room(&self, cutoff: Instant) {
-        let st = &self.stager;
-        if st.pending_len.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let old: Vec<Arc<Batch<K>>> = {
-            let pending = st.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending
-                .iter()
-                .take_while(|b| b.opened < cutoff)
-                .filter(|b| !b.long_woken.load(Ordering::Relaxed))
-                .cloned()
-                .collect()
-        };
-        old.iter().for_each(|b| b.wake_long_wait());
-    }
-
     /// Staging counters (name, value), for `Ring::backend_stats`.
     pub(crate) fn staging_stats(&self) -> Vec<(&'static str, u64)> {
         let s = &self.stager.stats;
@@ -657,7 +610,7 @@ impl<K: Kernel> RingShared<K> {
         stats
             .messages
             .fetch_add(items.len() as u64, Ordering::Relaxed);
-        let cell = Arc::new(ReplyCell::new_staged(first, items.len(), batch.opened));
+        let cell = Arc::new(ReplyCell::new_staged(first, items.len()));
         // Futures that waited (open or for room) wait on the cell from now on, no wake-up. They
         // move before any entry is published (the cell may complete at once), and the lock is
         // held until the batch is `SUBMITTED`, so no future registers on the batch in between.
@@ -727,19 +680,6 @@ impl<K: Kernel> StagedReply<K> {
             Err(e) => Inner::Refused(Some(e)),
         };
         Self { inner }
-    }
-
-    /// Whether the ring wakes this future by itself if it waits long (about
-    /// `cuda::Tuning::long_wait`), besides when its reply comes or the ring fails: then a
-    /// caller with a timeout need not register the first wait of this future anywhere else,
-    /// only a wait after such a wake-up. `true` on the persistent CUDA ring, whose completion
-    /// thread checks the runs in flight at every sweep; `false` on the batch backends, whose
-    /// consumer is busy in a launch while one runs.
-    pub fn wakes_long_waits(&self) -> bool {
-        match &self.inner {
-            Inner::Staged { batch, .. } => batch.shared.wakes_long_waits(),
-            Inner::Refused(_) => false,
-        }
     }
 
     /// The highest HLC stamp among the responses of the run this message went in with (at

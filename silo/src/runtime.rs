@@ -43,8 +43,8 @@ pub(crate) struct SiloInner {
     pub(crate) catalog: Catalog,
     /// Shared with GPU variants, which merge their devices' stamps into it.
     pub(crate) clock: Arc<HybridClock>,
-    /// The timeouts of calls waiting for their answers (shared with GPU variants' rings).
-    pub(crate) deadlines: Arc<DeadlineWheel>,
+    /// The timeouts of calls waiting for their answers.
+    pub(crate) deadlines: DeadlineWheel,
     pub(crate) tracker: TaskTracker,
     /// The runtime the silo started on: activations run here whoever calls them.
     pub(crate) runtime: tokio::runtime::Handle,
@@ -70,7 +70,7 @@ impl SiloInner {
             registry,
             catalog: Catalog::new(),
             clock,
-            deadlines: Arc::new(DeadlineWheel::start(&runtime)),
+            deadlines: DeadlineWheel::start(&runtime),
             tracker: TaskTracker::new(),
             runtime,
             stopping: CancellationToken::new(),

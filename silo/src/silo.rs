@@ -181,7 +181,6 @@ fn start_gpu_variants(inner: &Arc<SiloInner>) {
             choices: &choices,
             no_devices: no_devices.clone(),
             clock: inner.clock.clone(),
-            deadlines: inner.deadlines.clone(),
             max_result_bytes: inner.config.max_message_bytes,
             runtime: inner.runtime.clone(),
             tracker: inner.tracker.clone(),

@@ -44,13 +44,6 @@ pub struct Tuning {
     /// are free at once. Off: the run's first reader decodes it (and rescues free the ring
     /// when it fills while a run waits for its readers).
     pub decode_on_completion: bool,
-    /// How long a staged call may wait on the ring before the completion thread wakes it
-    /// anyway (checked at each sweep, so up to `staged_sweep` later, or a millisecond while the
-    /// thread sleeps). This is what lets a caller skip registering the first wait of a call
-    /// with a timeout of its own (`StagedReply::wakes_long_waits`): the silo registers a GPU
-    /// call in its deadline wheel only if it still waits after such a wake-up, so its timeout
-    /// can end up this much later than asked.
-    pub long_wait: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -69,7 +62,6 @@ impl Default for Tuning {
             // G2 on one H200 machine, same-run A/Bs: 64 x 256 +5% and +5%, 16 x 256 spinning
             // +6% and +6%, a task per call unchanged, and no rescues (docs/BENCHMARKS.md).
             decode_on_completion: true,
-            long_wait: std::time::Duration::from_millis(1),
         }
     }
 }

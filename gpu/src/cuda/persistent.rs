@@ -212,7 +212,6 @@ impl<K: Kernel> PersistentBackend<K> {
             lead_only: super::tuning().lead_only_wake,
             decode: super::tuning().decode_on_completion,
             sweep: super::tuning().staged_sweep,
-            long_wait: super::tuning().long_wait,
         };
         let thread = std::thread::Builder::new()
             .name(format!("silica-k2h-{}", K::NAME))
@@ -228,8 +227,6 @@ impl<K: Kernel> PersistentBackend<K> {
         shared.queue.set_callers_read_k2h();
         // Only the kernel reads H2K, checking every word's tag: producers may stream.
         shared.queue.set_stream_h2k(super::tuning().h2k_streaming);
-        // The completion thread's sweeps wake futures that wait long (`wake_long_waits`).
-        shared.set_wakes_long_waits();
         Ok(Self {
             shared,
             run,

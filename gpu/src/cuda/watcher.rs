@@ -45,8 +45,6 @@ pub(super) struct Watcher<K: Kernel> {
     /// `Tuning::staged_sweep`); staged batches normally go when full, right after a completion
     /// pass, or when the ring is quiet.
     pub(super) sweep: Duration,
-    /// Futures waiting longer than this are woken at the next sweep (`Tuning::long_wait`).
-    pub(super) long_wait: Duration,
 }
 
 /// Reply cells the thread has started completing, in ring order, kept until their callers
@@ -138,46 +136,6 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
         }
     }
 
-    /// Wakes, once each, the futures of the runs in flight (from `ready` on, oldest first)
-    /// whose batch opened before `cutoff` (see `ReplyCell::wake_long_wait`). Runs are in ring
-    /// order, which is about the order they opened: it stops at the first younger one.
-    fn wake_long_waits(&self, q: &crate::queue::SubmitRing<R>, ready: u64, cutoff: Instant) {
-        // Wakes an old staged run's futures; `false` at a young run (those after it are too).
-        let visit = |cell: &ReplyCell<R>| match cell.opened() {
-            Some(opened) if opened >= cutoff => false,
-            Some(_) => {
-                cell.wake_long_wait();
-                true
-            }
-            // Not staged (a lone `submit` or a `submit_batch`): its caller registers itself.
-            None => true,
-        };
-        let mut t = ready;
-        if t < self.current_end && !self.current.is_null() {
-            // SAFETY: the run being completed still has entries to complete, so the ring's
-            // reference keeps its cell (see `complete`).
-            if !visit(unsafe { &*self.current }) {
-                return;
-            }
-            t = self.current_end;
-        }
-        let tail = q.tail();
-        while t < tail {
-            let ptr = q.peek_cell(t);
-            if ptr.is_null() {
-                // Claimed, not yet published: it and those after it are young.
-                return;
-            }
-            // SAFETY: a published entry not yet completed holds the ring's reference to its
-            // cell, and only this thread completes (and clears) entries.
-            let cell = unsafe { &*ptr };
-            if !visit(cell) {
-                return;
-            }
-            t = cell.first + cell.len() as u64;
-        }
-    }
-
     /// Fans out the lead-only completions still pending since the previous check (see
     /// `ReplyCell::fan_out_if_stale`) and forgets the ones done.
     fn fan_out_stale(&mut self) {
@@ -266,11 +224,6 @@ impl<K: Kernel> Watcher<K> {
                 last_sweep = t0;
                 self.shared.sweep_staged();
                 open.fan_out_stale();
-                // Calls waiting long: their callers register their timeouts now.
-                if let Some(cutoff) = t0.checked_sub(self.long_wait) {
-                    open.wake_long_waits(q, ready, cutoff);
-                    self.shared.wake_long_waits_for_room(cutoff);
-                }
             }
             let mut end = ready;
             while end - ready < RUN && q.k2h_complete(end) {

@@ -7,7 +7,6 @@
 //! `CallError::Timeout`. A call never times out early; it may wait up to one sweep period longer
 //! than its timeout (1/16 of the timeout, between 1 ms and 250 ms; see `wheel`).
 
-mod covered;
 mod wheel;
 
 use std::future::Future;
@@ -18,7 +17,6 @@ use std::time::Duration;
 
 use silica_grains::{CallError, Payload};
 
-pub(crate) use covered::{CoveredDeadline, CoveredWait};
 pub(crate) use wheel::DeadlineWheel;
 use wheel::Shard;
 
@@ -44,12 +42,6 @@ impl Ticket {
             self.shard.remove(key);
         }
     }
-
-    /// Whether its call still waits (refreshing the waker); `false` once it timed out.
-    fn still_waiting(&self, waker: &std::task::Waker) -> bool {
-        self.key
-            .is_some_and(|key| self.shard.still_waiting(key, waker))
-    }
 }
 
 impl Drop for Ticket {
@@ -70,6 +62,11 @@ impl<F> Deadline<F> {
                 key: None,
             },
         }
+    }
+
+    /// The future inside, to poll without the deadline (a poll that must not register).
+    pub(crate) fn inner(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().inner
     }
 }
 

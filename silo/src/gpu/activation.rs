@@ -15,9 +15,6 @@ use super::rings::DeviceRing;
 /// What the call path needs from the silo, shared by every activation of a GPU variant.
 pub(crate) struct RingSettings {
     pub(crate) clock: Arc<HybridClock>,
-    /// The silo's deadline wheel, where a call registers its timeout when its ring does not
-    /// cover the wait (see `turn.rs`).
-    pub(crate) deadlines: Arc<crate::deadline::DeadlineWheel>,
     pub(crate) max_result_bytes: usize,
     pub(crate) reply_spin: Duration,
 }

@@ -172,27 +172,20 @@ impl<K: Kernel> Future for GpuCall<'_, K> {
             }
         }
         let polled = match &mut self.state {
-            CallState::Sent(reply) => match Pin::new(&mut *reply).poll(cx) {
-                Poll::Pending => {
-                    if reply.wakes_long_waits() {
-                        // The ring wakes this wait if it runs long: the turn's deadline need
-                        // not register it (see `deadline::covered`).
-                        TURN.with_borrow_mut(|t| t.ring_covers_wait = true);
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(r) => r.map(|r| (reply.run_high_stamp(), r)),
-            },
+            CallState::Sent(reply) => Pin::new(&mut *reply)
+                .poll(cx)
+                .map(|r| r.map(|r| (reply.run_high_stamp(), r))),
             _ => panic!("GpuCall polled after completion"),
         };
         match polled {
-            Ok((high, r)) => {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok((high, r))) => {
                 // The run's highest stamp: merged once, the other calls of the run skip it.
                 let high = high.unwrap_or(r.stamp).max(r.stamp);
                 TURN.with_borrow_mut(|t| t.latest_stamp = t.latest_stamp.max(high));
                 Poll::Ready(r.response)
             }
-            Err(error) => {
+            Poll::Ready(Err(error)) => {
                 TURN.with_borrow_mut(|t| {
                     t.failure.get_or_insert_with(|| Box::new(error));
                 });
@@ -211,9 +204,6 @@ impl<K: Kernel> Future for GpuCall<'_, K> {
 pub(crate) struct TurnRecord {
     pub(crate) failure: Option<Box<RingError>>,
     pub(crate) latest_stamp: HlcStamp,
-    /// A message of the turn waits on a ring that wakes it if it waits long
-    /// (`StagedReply::wakes_long_waits`).
-    pub(crate) ring_covers_wait: bool,
 }
 
 const _: () = assert!(

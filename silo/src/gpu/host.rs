@@ -36,7 +36,6 @@ pub(crate) struct HostStart<'a> {
     pub(crate) choices: &'a [silica_gpu::BackendChoice],
     pub(crate) no_devices: Option<String>,
     pub(crate) clock: Arc<silica_clocks::HybridClock>,
-    pub(crate) deadlines: Arc<crate::deadline::DeadlineWheel>,
     pub(crate) max_result_bytes: usize,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) tracker: TaskTracker,
@@ -285,7 +284,12 @@ impl<G: GpuGrain> GpuHost<G> {
     }
 
     /// Runs the method on a per-call value; `slotted` has the call entered already.
-    fn dispatch(&self, slotted: Arc<Slotted<G::Kernel>>, envelope: &Envelope) -> Answered {
+    fn dispatch(
+        &self,
+        silo: &SiloInner,
+        slotted: Arc<Slotted<G::Kernel>>,
+        envelope: &Envelope,
+    ) -> Answered {
         let activation = GpuActivation {
             entry: slotted.clone(),
             stamp: HlcStamp::from(envelope.hlc),
@@ -299,7 +303,7 @@ impl<G: GpuGrain> GpuHost<G> {
                 slotted.exit();
                 Answered::Ready(Err(error))
             }
-            Ok(turn) => GpuTurn::new(turn, slotted).start(envelope.timeout),
+            Ok(turn) => GpuTurn::new(turn, slotted).start(silo, envelope.timeout),
         }
     }
 }
@@ -308,7 +312,6 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
     fn start(&self, start: HostStart<'_>) {
         let settings = Arc::new(RingSettings {
             clock: start.clock,
-            deadlines: start.deadlines,
             max_result_bytes: start.max_result_bytes,
             reply_spin: start.config.reply_spin,
         });
@@ -345,10 +348,10 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
             return None;
         }
         if core.options.stateless_worker.is_some() {
-            return core.worker().map(|w| self.dispatch(w, envelope));
+            return core.worker().map(|w| self.dispatch(silo, w, envelope));
         }
         match core.activation_for(&envelope.target) {
-            Ok(Some(slotted)) => Some(self.dispatch(slotted, envelope)),
+            Ok(Some(slotted)) => Some(self.dispatch(silo, slotted, envelope)),
             Ok(None) => Some(Answered::Running(wait_then_resend(
                 core.clone(),
                 silo.clone(),

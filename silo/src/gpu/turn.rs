@@ -20,7 +20,7 @@ use silica_grains::{CallError, Payload, PendingCall};
 use super::activation::Slotted;
 use super::grain::{ISSUING, TURN, TurnRecord};
 use crate::activation::Answered;
-use crate::deadline::{CoveredDeadline, CoveredWait, DeadlineWheel};
+use crate::runtime::SiloInner;
 
 pin_project_lite::pin_project! {
     /// A GPU call in progress: the method's turn (`InterfaceDispatch::dispatch_consumed`, held
@@ -38,8 +38,6 @@ pin_project_lite::pin_project! {
 struct Entered<K: Kernel> {
     slotted: Arc<Slotted<K>>,
     latest_stamp: HlcStamp,
-    /// The last poll left the turn waiting on a ring that wakes it if it waits long.
-    covered: bool,
     spun: bool,
     finished: bool,
 }
@@ -56,7 +54,6 @@ where
             call: Entered {
                 slotted,
                 latest_stamp: HlcStamp::default(),
-                covered: false,
                 spun: false,
                 finished: false,
             },
@@ -66,10 +63,9 @@ where
     /// Places the turn with its deadline in its one allocation, polls it once there without
     /// spinning (its messages are staged, see `grain::ISSUING`) and answers now if the method
     /// already finished; otherwise the turn is the call's wait, ended with `Timeout` after
-    /// `timeout` (registered with the silo's deadline wheel only for a wait its ring does not
-    /// cover, see `deadline::covered`).
-    pub(crate) fn start(self, timeout: Duration) -> Answered {
-        let mut call = Box::pin(CoveredDeadline::new(self, timeout));
+    /// `timeout`.
+    pub(crate) fn start(self, silo: &SiloInner, timeout: Duration) -> Answered {
+        let mut call = Box::pin(silo.deadline(self, timeout));
         let mut cx = Context::from_waker(Waker::noop());
         let outer = ISSUING.replace(true);
         let polled = call.as_mut().inner().poll_turn(&mut cx);
@@ -89,7 +85,6 @@ where
         let polled = this.turn.poll(cx);
         let record: TurnRecord = TURN.replace(outer);
         call.latest_stamp = call.latest_stamp.max(record.latest_stamp);
-        call.covered = record.ring_covers_wait;
         if let Some(error) = record.failure {
             let error = call.slotted.fail(*error);
             return Poll::Ready(call.finish(Err(error)));
@@ -130,20 +125,6 @@ where
                 std::hint::spin_loop();
             }
         }
-    }
-}
-
-impl<F, K> CoveredWait for GpuTurn<F, K>
-where
-    F: Future<Output = Result<Payload, CallError>> + Send + 'static,
-    K: Kernel,
-{
-    fn wheel(&self) -> &DeadlineWheel {
-        &self.call.slotted.ring.settings.deadlines
-    }
-
-    fn wait_covered(&self) -> bool {
-        self.call.covered
     }
 }
 
