@@ -122,3 +122,45 @@ async fn cpu_call_past_its_timeout_ends_with_timeout() {
     lingering_call_times_out(meter).await;
     silo.shutdown().await;
 }
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::time::{Duration, Instant};
+
+    use silica_gpu::{BackendChoice, BackendKind};
+    use silica_grains::{CallError, GrainReference};
+    use silica_silo::Silo;
+
+    use super::gpu_support::*;
+
+    // Pins the timeout of a GPU call stuck on the persistent ring (its kernel stalls for 400 ms):
+    // the silo's deadline wheel ends it on time, not its late reply, and the grain answers again
+    // once the stall is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs a CUDA GPU"]
+    async fn gpu_call_stuck_on_its_ring_ends_with_timeout() {
+        let cuda = vec![BackendChoice::Exact {
+            kind: BackendKind::CudaPersistent,
+            device: 0,
+        }];
+        let silo = Silo::builder()
+            .config(devices(cuda, 16))
+            .register_gpu_variant::<HazardCpu, HazardGpu>()
+            .start()
+            .unwrap();
+        let hazard: HazardRef = silo.grain_factory().get("slow");
+        assert!(hazard.served_by().await.unwrap().starts_with("CUDA "));
+        let timeout = Duration::from_millis(50);
+        let start = Instant::now();
+        let error = hazard.with_timeout(timeout).run(1, 400).await.unwrap_err();
+        let waited = start.elapsed();
+        assert_eq!(error, CallError::Timeout(timeout));
+        assert!(waited >= timeout, "timed out early: {waited:?}");
+        assert!(
+            waited < Duration::from_millis(250),
+            "timed out {waited:?} after the call, its kernel stalls 400 ms"
+        );
+        assert_eq!(hazard.run(0, 7).await.unwrap(), 7);
+        silo.shutdown().await;
+    }
+}
