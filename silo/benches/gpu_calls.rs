@@ -32,6 +32,8 @@
 //!   to leave it to the run's first reader.
 //! - `SILICA_BENCH_SWEEP_US`: the persistent ring's fallback sweep period
 //!   (`silica_gpu::cuda::Tuning::staged_sweep`, default 100 us).
+//! - `SILICA_BENCH_PIN`: `1` to give each persistent ring's completion thread core 0 to
+//!   itself and pin the runtime's threads to the other cores, one each in turn (Linux).
 //! - `TOKIO_WORKER_THREADS`: the runtime's workers (Tokio's own variable).
 //! - `SILICA_BENCH_GLOBAL_QUEUE_INTERVAL`: Tokio's `global_queue_interval` (how many local tasks
 //!   a worker runs between looks at the queue of tasks woken from outside the runtime, such as
@@ -138,7 +140,41 @@ fn silo(kind: BackendKind, slots: u32, reply_spin: Duration) -> Silo {
         .expect("silo starts");
     let status = &silo.gpu_status()[0];
     assert!(status.on_device(), "no device ring: {:?}", status.problems);
+    if pinning() {
+        pin_completion_threads();
+    }
     silo
+}
+
+fn pinning() -> bool {
+    env("SILICA_BENCH_PIN").is_some_and(|v| v == "1")
+}
+
+/// Pins thread `tid` (0: the calling thread) to core `cpu`.
+fn pin(tid: libc::pid_t, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the call reads it and changes only affinity.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(result, 0, "sched_setaffinity({tid}, {cpu})");
+}
+
+/// Gives the persistent rings' completion threads (`silica-k2h-*`) core 0.
+fn pin_completion_threads() {
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let task = task.expect("a task");
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("silica-k2h") {
+            let tid = task
+                .file_name()
+                .to_string_lossy()
+                .parse()
+                .expect("a thread id");
+            pin(tid, 0);
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -558,6 +594,14 @@ fn main() {
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if pinning() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        builder.on_thread_start(move || {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            pin(0, 1 + n % (cores - 1).max(1));
+        });
+    }
     if let Some(n) = env("SILICA_BENCH_GLOBAL_QUEUE_INTERVAL") {
         builder.global_queue_interval(n.parse().expect("SILICA_BENCH_GLOBAL_QUEUE_INTERVAL"));
     }
