@@ -308,6 +308,7 @@ async fn g2(
         run_callers(&grains, mode, Duration::from_secs_f64(warmup)).await;
     }
     let before = ring_stats(&silo, &[]);
+    let parks_before = WORKER_PARKS.load(std::sync::atomic::Ordering::Relaxed);
     let run_for = Duration::from_secs_f64(secs);
     let started = Instant::now();
     let tasks = spawn_callers(&grains, mode, started, run_for);
@@ -349,15 +350,20 @@ async fn g2(
     );
     let stats = ring_stats(&silo, &before);
     println!("   {}", staging_summary(&stats));
+    let parks = WORKER_PARKS.load(std::sync::atomic::Ordering::Relaxed) - parks_before;
     let mean = depths.iter().sum::<u64>() as f64 / depths.len().max(1) as f64;
     let max = depths.iter().max().copied().unwrap_or(0);
     println!(
-        "   ring queue depth: mean {mean:.0}, max {max} ({} samples); {}",
+        "   ring queue depth: mean {mean:.0}, max {max} ({} samples); runtime threads parked \
+         {parks} times; {}",
         depths.len(),
         ring_summary(&stats)
     );
     silo.shutdown().await;
 }
+
+/// Times the runtime's threads went to sleep for want of tasks (Tokio's `on_thread_park`).
+static WORKER_PARKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The callers of one G2 round over `grains` (a list per caller), started now.
 fn spawn_callers(
@@ -594,6 +600,9 @@ fn main() {
     // Tokio's worker count comes from TOKIO_WORKER_THREADS when set (default: one per core).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    builder.on_thread_park(|| {
+        WORKER_PARKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
     if pinning() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let next = std::sync::atomic::AtomicUsize::new(0);

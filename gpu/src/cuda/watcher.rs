@@ -224,6 +224,9 @@ impl<K: Kernel> Watcher<K> {
                 last_sweep = t0;
                 self.shared.sweep_staged();
                 open.fan_out_stale();
+                self.stats
+                    .sweep_ns
+                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
             let mut end = ready;
             while end - ready < RUN && q.k2h_complete(end) {
@@ -260,6 +263,7 @@ impl<K: Kernel> Watcher<K> {
                 self.stats.entries.fetch_add(n, Ordering::Relaxed);
                 idle_since = Instant::now();
             }
+            let t3 = Instant::now();
             if q.has_waiters() || self.shared.waits_for_room() {
                 // The ring is full (or nearly): free entries whose callers have not read them.
                 let moved = open.rescue_front(|t| self.shared.k2h_outcome(t));
@@ -271,11 +275,15 @@ impl<K: Kernel> Watcher<K> {
                 q.set_head(head);
                 self.shared.room_for_staged();
             }
+            self.stats
+                .release_ns
+                .fetch_add(t3.elapsed().as_nanos() as u64, Ordering::Relaxed);
             if found {
                 continue;
             }
             if last_check.elapsed() >= Duration::from_micros(500) {
                 last_check = Instant::now();
+                let check_started = last_check;
                 let stopping = self.stop.load(Ordering::SeqCst);
                 let deadline = *stop_deadline
                     .get_or_insert_with(|| Instant::now() + self.shared.config.stall_timeout);
@@ -294,6 +302,9 @@ impl<K: Kernel> Watcher<K> {
                 if !stopping {
                     stop_deadline = None;
                 }
+                self.stats
+                    .check_ns
+                    .fetch_add(check_started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 let hb = self.ctrl.heartbeat();
                 if hb != beat.0 {
                     beat = (hb, Instant::now());
@@ -329,10 +340,15 @@ impl<K: Kernel> Watcher<K> {
             if idle_since.elapsed() < self.shared.config.consumer_spin {
                 std::hint::spin_loop();
             } else {
+                let parked = Instant::now();
                 self.shared.park_consumer(
                     || q.k2h_ready(ready) || open.front_consumed() || self.shared.has_staged(),
                     Duration::from_millis(1),
                 );
+                self.stats
+                    .park_ns
+                    .fetch_add(parked.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.stats.parks.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
