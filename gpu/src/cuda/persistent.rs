@@ -46,11 +46,9 @@ pub(super) struct Stats {
     pub(super) rescued: AtomicU64,
     /// Entries decoded into their cells as their runs finished (`Tuning::decode_on_completion`).
     pub(super) decoded: AtomicU64,
-    /// Where the rest of the thread's time goes: fallback sweeps, freeing read entries (and
-    /// rescues), the kernel checks (stream status, heartbeat), and sleeping (parks, and their
-    /// count).
+    /// Where the rest of the thread's time goes: fallback sweeps, the kernel checks (stream
+    /// status, heartbeat), and sleeping (parks, and their count).
     pub(super) sweep_ns: AtomicU64,
-    pub(super) release_ns: AtomicU64,
     pub(super) check_ns: AtomicU64,
     pub(super) park_ns: AtomicU64,
     pub(super) parks: AtomicU64,
@@ -329,10 +327,6 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
                 s.decoded.load(Ordering::Relaxed),
             ),
             ("completion_sweep_ns", s.sweep_ns.load(Ordering::Relaxed)),
-            (
-                "completion_release_ns",
-                s.release_ns.load(Ordering::Relaxed),
-            ),
             ("completion_check_ns", s.check_ns.load(Ordering::Relaxed)),
             ("completion_park_ns", s.park_ns.load(Ordering::Relaxed)),
             ("completion_parks", s.parks.load(Ordering::Relaxed)),

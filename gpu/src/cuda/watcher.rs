@@ -149,13 +149,12 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
     /// the new `head`.
     fn release(&mut self, ready: u64) -> u64 {
         while self.cells.front().is_some_and(|c| c.is_consumed()) {
-            // A lead-only wake-up may have gone to a future that had already read its entry
-            // (it polled between `done` and the wake-up; its waker stays registered), and a
-            // rescued cell can be consumed before any of its waiting futures was woken: fan
-            // out what is still pending, as the passes would have, before the cell leaves them.
-            if let Some(cell) = self.cells.pop_front() {
-                cell.fan_out();
-            }
+            // A done cell whose lead-only fan-out is pending is in `fanning` (see `complete`),
+            // which keeps it until its lead fans out or a later check does (a lead that had
+            // already read its entry, or a rescued cell). Fanning out here instead woke every
+            // future of every run from this thread whenever its lead had not polled yet, which,
+            // with runs decoded (so consumed) as they finish, was nearly always.
+            self.cells.pop_front();
         }
         self.cells.front().map_or(ready, |c| c.first)
     }
@@ -263,7 +262,6 @@ impl<K: Kernel> Watcher<K> {
                 self.stats.entries.fetch_add(n, Ordering::Relaxed);
                 idle_since = Instant::now();
             }
-            let t3 = Instant::now();
             if q.has_waiters() || self.shared.waits_for_room() {
                 // The ring is full (or nearly): free entries whose callers have not read them.
                 let moved = open.rescue_front(|t| self.shared.k2h_outcome(t));
@@ -275,9 +273,6 @@ impl<K: Kernel> Watcher<K> {
                 q.set_head(head);
                 self.shared.room_for_staged();
             }
-            self.stats
-                .release_ns
-                .fetch_add(t3.elapsed().as_nanos() as u64, Ordering::Relaxed);
             if found {
                 continue;
             }
