@@ -342,13 +342,33 @@ impl<R> ReplyCell<R> {
         self.fan_out.load(Ordering::Relaxed)
     }
 
-    /// Completion-thread fallback: fans out a lead-only completion that was already pending at
-    /// the previous check (a pass of entries or a sweep; its lead's task has not polled it
-    /// since).
+    /// Completion-thread fallback for a lead-only completion that was already pending at the
+    /// previous check (a pass of entries or a sweep; no woken future has polled it since, or
+    /// the lead had already read its entry): wakes one more of its futures, which fans out the
+    /// rest from its own thread when polled (as any reader of a done cell does). One wake-up a
+    /// check, not the whole run's: waking every future of late runs from the completion thread
+    /// slowed it enough that runs were late more often (G2 rows at half speed, the thread's
+    /// sweeps taking over half of its time).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the persistent ring
     pub(crate) fn fan_out_if_stale(&self) {
-        if self.fan_out.load(Ordering::Relaxed) && self.fan_out_seen.swap(true, Ordering::Relaxed) {
-            self.fan_out();
+        if !(self.fan_out.load(Ordering::Relaxed)
+            && self.fan_out_seen.swap(true, Ordering::Relaxed))
+        {
+            return;
+        }
+        let next = {
+            let mut list = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            let next = list.pop();
+            if list.is_empty() {
+                // Nobody left after this one: no fan-out is pending any more.
+                self.fan_out.store(false, Ordering::SeqCst);
+            }
+            next
+        };
+        // The next check looks again before it wakes another.
+        self.fan_out_seen.store(false, Ordering::Relaxed);
+        if let Some((_, waker)) = next {
+            waker.wake();
         }
     }
 
@@ -591,8 +611,9 @@ mod tests {
     }
 
     // Pins lead-only completion: finishing a run wakes one of its waiting futures; the others
-    // are woken once, when the lead is polled (`fan_out`), or by the completion thread's second
-    // check (pass or sweep) if nobody polls (`fan_out_if_stale`); never lost, never woken twice.
+    // are woken once, when the lead is polled (`fan_out`); if nobody polls, every second check
+    // of the completion thread (pass or sweep) wakes one more (`fan_out_if_stale`), whose poll
+    // fans out the rest; none lost, none woken twice.
     #[test]
     fn lead_only_completion_fans_out_once() {
         for lead_polls in [true, false] {
@@ -615,12 +636,44 @@ mod tests {
                     "the first check only looks"
                 );
                 cell.fan_out_if_stale();
+                assert_eq!(
+                    woken(&wakers).iter().sum::<usize>(),
+                    2,
+                    "the second check wakes one more"
+                );
+                assert!(cell.fan_out_pending(), "the rest wait for its poll");
+                // That future's poll, as `StagedReply::poll` does for a done cell.
+                cell.fan_out();
             }
             assert_eq!(woken(&wakers), [1, 1, 1]);
             cell.fan_out();
             cell.fan_out_if_stale();
             assert_eq!(woken(&wakers), [1, 1, 1], "nobody woken twice");
         }
+    }
+
+    // Pins the fallback's escalation when no woken future ever polls (each had already read its
+    // entry, say): every second check wakes one more, until all were woken once and no fan-out
+    // is pending.
+    #[test]
+    fn stale_fan_out_wakes_one_more_each_second_check() {
+        let cell = Arc::new(ReplyCell::<u32>::new(0, 4));
+        let wakers = counters(4);
+        for (i, (_, w)) in wakers.iter().enumerate() {
+            assert!(!cell.register(i as u32, w, true));
+        }
+        let raw = Arc::into_raw(cell.clone());
+        // SAFETY: test-only, this thread plays the completing thread.
+        unsafe { ReplyCell::finish(raw, 4, true) };
+        for woken_so_far in 2..=4 {
+            cell.fan_out_if_stale();
+            cell.fan_out_if_stale();
+            assert_eq!(woken(&wakers).iter().sum::<usize>(), woken_so_far);
+        }
+        assert!(!cell.fan_out_pending());
+        cell.fan_out_if_stale();
+        cell.fan_out_if_stale();
+        assert_eq!(woken(&wakers), [1, 1, 1, 1], "nobody woken twice");
     }
 
     // Pins the rescue: a done cell nobody has read gives up its K2H entries (the ring may reuse
