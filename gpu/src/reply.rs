@@ -14,8 +14,8 @@
 //! takes its own outcome from the cell, with loads only. The persistent ring's
 //! completion thread wakes only one of them (the lead, [`ReplyCell::finish`] with `lead_only`,
 //! `Tuning::lead_only_wake`, on by default): the first future polled after completion wakes
-//! the rest from its own (runtime) thread, and the completion thread wakes them itself if
-//! nobody did by its next pass of entries or its next sweep
+//! the rest from its own (runtime) thread, and the completion thread wakes one more if nobody
+//! did by its next pass of entries or its next sweep, and so on
 //! ([`ReplyCell::fan_out_if_stale`]). So one thread does not make every wake-up of a busy
 //! ring: with 62-message batches on H200 machines, G2 (64 callers x 256 calls in flight) gained
 //! 18-79% in same-run comparisons. The batch backends wake every future.

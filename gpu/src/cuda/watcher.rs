@@ -136,8 +136,8 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
         }
     }
 
-    /// Fans out the lead-only completions still pending since the previous check (see
-    /// `ReplyCell::fan_out_if_stale`) and forgets the ones done.
+    /// Wakes one more future of each lead-only completion still pending since the previous
+    /// check (see `ReplyCell::fan_out_if_stale`) and forgets the ones done.
     fn fan_out_stale(&mut self) {
         self.fanning.retain(|c| {
             c.fan_out_if_stale();
@@ -440,11 +440,12 @@ mod tests {
         counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect()
     }
 
-    // Pins that a cell never leaves the completion thread with a lead-only fan-out pending: a
-    // lead woken in vain (its future had read already) and a rescue that consumed the cell
-    // must not leave the other futures asleep until their timeout.
+    // Pins that a cell leaves `cells` without waking anyone, its pending lead-only fan-out left
+    // to the checks of `fanning` (where `complete` put it): a lead woken in vain (its future had
+    // read already) and a rescue that consumed the cell must not leave the other futures asleep
+    // until their timeout, and the thread must not wake the whole run at once either.
     #[test]
-    fn released_cells_fan_out_what_is_pending() {
+    fn released_cells_leave_pending_fan_outs_to_the_checks() {
         let (cell, counts) = finished_lead_only(3);
         assert_eq!(woken(&counts).iter().sum::<usize>(), 1, "one lead woken");
         // SAFETY: test-only; the cell is done and this thread plays the completing thread.
@@ -457,19 +458,29 @@ mod tests {
             })
         });
         let mut open = Open {
-            cells: VecDeque::from([cell]),
+            cells: VecDeque::from([cell.clone()]),
             current: std::ptr::null(),
             current_end: 3,
-            fanning: Vec::new(),
+            fanning: vec![cell],
             decoded: 0,
         };
         assert_eq!(open.release(3), 3);
         assert!(open.cells.is_empty());
+        assert_eq!(
+            woken(&counts).iter().sum::<usize>(),
+            1,
+            "release wakes nobody"
+        );
+        // Nobody polls: every second check wakes one more, until all were woken.
+        for _ in 0..4 {
+            open.fan_out_stale();
+        }
         assert_eq!(woken(&counts), [1, 1, 1]);
+        assert!(open.fanning.is_empty());
     }
 
-    // Pins the passes' fallback: a lead-only completion nobody fanned out is fanned out at the
-    // second check, once, and then leaves the list the passes walk.
+    // Pins the passes' fallback: a lead-only completion nobody fanned out wakes one more future
+    // at the second check (here the last one), once, and then leaves the list the passes walk.
     #[test]
     fn stale_fan_outs_go_at_the_second_check() {
         let (cell, counts) = finished_lead_only(2);
