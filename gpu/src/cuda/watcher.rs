@@ -152,8 +152,8 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             // A done cell whose lead-only fan-out is pending is in `fanning` (see `complete`),
             // which keeps it until its lead fans out or a later check does (a lead that had
             // already read its entry, or a rescued cell). Fanning out here instead woke every
-            // future of every run from this thread whenever its lead had not polled yet, which,
-            // with runs decoded (so consumed) as they finish, was nearly always.
+            // future of a run from this thread whenever its lead had not polled yet; with runs
+            // decoded (so consumed) as they finish, under load that was most runs.
             self.cells.pop_front();
         }
         self.cells.front().map_or(ready, |c| c.first)
