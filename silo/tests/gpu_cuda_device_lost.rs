@@ -6,7 +6,6 @@ mod gpu_support;
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use silica_gpu::{BackendChoice, BackendKind};
     use silica_grains::CallError;
     use silica_silo::Silo;
 
@@ -17,12 +16,8 @@ mod cuda {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs a CUDA GPU"]
     async fn a_lost_device_fails_calls_in_flight_then_the_cpu_implementation_serves() {
-        let cuda = vec![BackendChoice::Exact {
-            kind: BackendKind::CudaPersistent,
-            device: 0,
-        }];
         let silo = Silo::builder()
-            .config(devices(cuda, 16))
+            .config(cuda_persistent(16))
             .register_gpu_variant::<HazardCpu, HazardGpu>()
             .register::<TallyCpu>()
             .start()

@@ -127,7 +127,6 @@ async fn cpu_call_past_its_timeout_ends_with_timeout() {
 mod cuda {
     use std::time::{Duration, Instant};
 
-    use silica_gpu::{BackendChoice, BackendKind};
     use silica_grains::{CallError, GrainReference};
     use silica_silo::Silo;
 
@@ -139,12 +138,8 @@ mod cuda {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs a CUDA GPU"]
     async fn gpu_call_stuck_on_its_ring_ends_with_timeout() {
-        let cuda = vec![BackendChoice::Exact {
-            kind: BackendKind::CudaPersistent,
-            device: 0,
-        }];
         let silo = Silo::builder()
-            .config(devices(cuda, 16))
+            .config(cuda_persistent(16))
             .register_gpu_variant::<HazardCpu, HazardGpu>()
             .start()
             .unwrap();

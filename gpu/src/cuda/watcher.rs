@@ -246,8 +246,8 @@ impl<K: Kernel> Watcher<K> {
                 ready = end;
                 q.set_ready(ready);
                 if self.lead_only {
-                    // Runs whose lead has not been polled since the previous pass: wake the
-                    // rest from here (a pass, not a sweep, of delay under load).
+                    // Runs whose lead has not been polled since the previous pass: wake one more
+                    // of their futures from here (a pass, not a sweep, of delay under load).
                     open.fan_out_stale();
                 }
                 // Nagle's "ack": batches awaited while these ran go out now (see `stage.rs`).

@@ -150,6 +150,17 @@ pub fn cpu_rings(n: usize, slots: u32) -> SiloConfig {
     )
 }
 
+/// A silo config whose GPU variants run on the persistent CUDA ring of device 0, `slots` slots.
+pub fn cuda_persistent(slots: u32) -> SiloConfig {
+    devices(
+        vec![BackendChoice::Exact {
+            kind: BackendKind::CudaPersistent,
+            device: 0,
+        }],
+        slots,
+    )
+}
+
 /// A silo config whose GPU variants run on exactly `choices`.
 pub fn devices(choices: Vec<BackendChoice>, slots: u32) -> SiloConfig {
     SiloConfig {
