@@ -65,8 +65,8 @@ pub use grain::{
 pub use id::{GrainId, GrainKey, GrainType};
 pub use placement::{PlacementStrategy, SiloAddress};
 pub use reference::{
-    CallOptions, GrainFactory, GrainReference, Invoker, PendingCall, RawGrainRef, Request,
-    TypedCall,
+    CallOptions, CallRequest, GrainFactory, GrainReference, Invoker, PendingCall, RawGrainRef,
+    Request, RouteMemo, TypedCall,
 };
 pub use silica_grains_macros::{GpuType, grain};
 

@@ -4,13 +4,15 @@
 //!
 //! A reference is an id plus an invoker. Inside a silo the invoker is the silo itself; an external
 //! client's invoker sends calls to a gateway. References are cheap to clone, `Send + Sync`, and
-//! usable from any task.
+//! usable from any task. Each reference also keeps a [`RouteMemo`]: what its invoker learned
+//! about where the calls go, so that the next calls skip the lookups.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,11 +44,81 @@ pub struct Request {
     pub options: CallOptions,
 }
 
+/// One call as a reference hands it to [`Invoker::invoke_memo`]: a [`Request`] whose target is
+/// borrowed from the reference, so a call that needs no owned request copies no id.
+#[derive(Clone, Copy, Debug)]
+pub struct CallRequest<'a> {
+    /// The grain called.
+    pub target: &'a GrainId,
+    /// The interface the reference was typed with.
+    pub interface: &'static str,
+    /// The method name.
+    pub method: &'static str,
+    /// Per-call options.
+    pub options: CallOptions,
+}
+
+impl CallRequest<'_> {
+    /// The owned request, with the postcard-encoded argument tuple `args`.
+    pub fn into_request(self, args: Payload) -> Request {
+        Request {
+            target: self.target.clone(),
+            interface: self.interface,
+            method: self.method,
+            args,
+            options: self.options,
+        }
+    }
+}
+
 /// Carries calls from references to grains: the silo in-process, a gateway connection outside.
 pub trait Invoker: Send + Sync + 'static {
     /// Sends the request now (calls issued in order are delivered in order, whenever their
     /// futures are polled) and returns the future of the encoded return value or typed error.
     fn invoke(&self, request: Request) -> PendingCall;
+
+    /// [`Self::invoke`] for a call made through a reference whose memo is `memo`: an invoker
+    /// that can remember where the reference's calls go (see [`RouteMemo`]) overrides this.
+    /// Same semantics as `invoke`; the default builds the request and calls it.
+    fn invoke_memo(&self, call: CallRequest<'_>, args: Payload, memo: &RouteMemo) -> PendingCall {
+        let _ = memo;
+        self.invoke(call.into_request(args))
+    }
+}
+
+/// What an invoker learned about where one reference's calls go (the silo: the grain type's
+/// registration and its GPU activation), set by the invoker on a call and read on the next
+/// ones. Empty until then; a clone of a reference shares what was set before the clone.
+///
+/// Only the invoker that set it reads it (a reference's invoker never changes), and it must
+/// check that what it remembered still holds: the memo is a hint, never the authority.
+#[derive(Clone, Default)]
+pub struct RouteMemo(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl RouteMemo {
+    /// What the invoker set, if anything.
+    pub fn get(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.0.get().map(|memo| &**memo)
+    }
+
+    /// What the invoker set, setting `init()` first if nothing is set yet.
+    pub fn get_or_init(
+        &self,
+        init: impl FnOnce() -> Arc<dyn Any + Send + Sync>,
+    ) -> &(dyn Any + Send + Sync) {
+        &**self.0.get_or_init(init)
+    }
+}
+
+impl fmt::Debug for RouteMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.0.get().is_some() {
+            "set"
+        } else {
+            "empty"
+        };
+        f.debug_tuple("RouteMemo").field(&state).finish()
+    }
 }
 
 /// The future of one call as an invoker returns it: answered already (for instance a turn that
@@ -147,6 +219,7 @@ pub struct RawGrainRef {
     id: GrainId,
     invoker: Arc<dyn Invoker>,
     options: CallOptions,
+    memo: RouteMemo,
 }
 
 impl RawGrainRef {
@@ -156,6 +229,7 @@ impl RawGrainRef {
             id,
             invoker,
             options: CallOptions::default(),
+            memo: RouteMemo::default(),
         }
     }
 
@@ -182,13 +256,13 @@ impl RawGrainRef {
         method: &'static str,
         args: Payload,
     ) -> PendingCall {
-        self.invoker.invoke(Request {
-            target: self.id.clone(),
+        let call = CallRequest {
+            target: &self.id,
             interface,
             method,
-            args,
             options: self.options,
-        })
+        };
+        self.invoker.invoke_memo(call, args, &self.memo)
     }
 }
 

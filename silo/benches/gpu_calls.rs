@@ -229,6 +229,8 @@ enum G2Mode {
     /// runtime (thread-per-core services): a caller never moves between threads, so the calls
     /// of one staged run wake callers on the thread that issued them.
     PerThread,
+    /// Pipelined, the window kept in a fixed-capacity set.
+    Bounded,
 }
 
 /// Whether the run goes on; reads the clock once every 64 answers (a read per call would be
@@ -264,6 +266,20 @@ async fn caller(grains: Vec<TallyRef>, mode: G2Mode, mut running: Running) -> u6
                 for call in calls {
                     call.await.unwrap();
                     running.answers += 1;
+                }
+            }
+        }
+        G2Mode::Bounded => {
+            let mut in_flight = futures_buffered::FuturesUnorderedBounded::new(grains.len());
+            for g in &grains {
+                in_flight.push(g.add(1));
+            }
+            let mut next = 0usize;
+            while let Some(result) = in_flight.next().await {
+                result.unwrap();
+                if running.answered() {
+                    in_flight.push(grains[next % grains.len()].add(1));
+                    next += 1;
                 }
             }
         }
@@ -335,6 +351,7 @@ async fn g2(
     let capacity = env("SILICA_BENCH_CAPACITY").unwrap_or_else(|| "default".into());
     let how = match mode {
         G2Mode::Pipelined => "pipelined".to_string(),
+        G2Mode::Bounded => "pipelined, bounded set".to_string(),
         G2Mode::FanOut => "fan-out rounds".to_string(),
         G2Mode::Tasks => "a task per call".to_string(),
         G2Mode::PerThread => format!(
@@ -551,6 +568,8 @@ fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
                     (rest, G2Mode::FanOut)
                 } else if let Some(rest) = item.strip_suffix('t') {
                     (rest, G2Mode::Tasks)
+                } else if let Some(rest) = item.strip_suffix('b') {
+                    (rest, G2Mode::Bounded)
                 } else if let Some(rest) = item.strip_suffix('p') {
                     (rest, G2Mode::PerThread)
                 } else {

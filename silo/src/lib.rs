@@ -75,6 +75,7 @@ pub mod error;
 pub mod gpu;
 pub mod link;
 mod registry;
+mod remembered;
 mod runtime;
 pub mod silo;
 

@@ -4,16 +4,18 @@
 //! refuse call cycles and overload, then run the turn inline if the activation is idle (see
 //! `activation::inline`) or queue it, and wait for the answer or the deadline.
 //! `SiloInner::receive` first merges the HLC timestamp of an envelope from outside the silo.
+//! A reference that remembers its route takes a shorter path to GPU variants (`remembered`).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use silica_client::Envelope;
+use silica_client::{CallChain, Envelope};
 use silica_clocks::{HybridClock, wall_clock_ms};
 use silica_grains::Payload;
 use silica_grains::{
-    CallError, GrainFactory, GrainOptions, Interleave, Invoker, PendingCall, RejectCode, Request,
+    CallError, CallOptions, CallRequest, GrainFactory, GrainId, GrainOptions, Interleave, Invoker,
+    PendingCall, RejectCode, Request, RouteMemo,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +118,12 @@ impl SiloInner {
 
     /// The envelope for a request made through a reference on this silo.
     fn envelope(&self, request: Request) -> Envelope {
+        self.envelope_with_chain(request, chain_for_outgoing_call())
+    }
+
+    /// The envelope for a request made through a reference on this silo, from inside the turns
+    /// `chain` names (see `chain_for_outgoing_call`).
+    pub(crate) fn envelope_with_chain(&self, request: Request, chain: CallChain) -> Envelope {
         Envelope {
             target: request.target,
             interface: Cow::Borrowed(request.interface),
@@ -125,12 +133,14 @@ impl SiloInner {
             // an in-process call is no clock event, and ticking it on every call made all cores
             // write one cache line. Silo links must stamp envelopes that leave with a tick.
             hlc: self.clock.last(),
-            chain: chain_for_outgoing_call(),
-            timeout: request
-                .options
-                .timeout
-                .unwrap_or(self.config.default_call_timeout),
+            chain,
+            timeout: self.timeout_of(request.options),
         }
+    }
+
+    /// How long a call made with `options` waits for its answer.
+    pub(crate) fn timeout_of(&self, options: CallOptions) -> std::time::Duration {
+        options.timeout.unwrap_or(self.config.default_call_timeout)
     }
 
     /// Receives an envelope from outside this silo: merges its HLC timestamp (rejecting one too
@@ -201,7 +211,7 @@ impl SiloInner {
     }
 
     /// The wait for `answered`, at most `timeout`.
-    fn wait_for(&self, answered: Answered, timeout: std::time::Duration) -> PendingCall {
+    pub(crate) fn wait_for(&self, answered: Answered, timeout: std::time::Duration) -> PendingCall {
         match answered {
             Answered::Ready(result) => PendingCall::answered(result),
             Answered::Timed(pending) => pending,
@@ -253,7 +263,12 @@ impl SiloInner {
                 ),
             )
         })?;
-        if would_wait_on_itself(&envelope, kind, &registration.options) {
+        if would_wait_on_itself(
+            &envelope.chain,
+            &envelope.target,
+            kind,
+            &registration.options,
+        ) {
             return Err(CallError::CycleDetected {
                 chain: envelope.chain.ids_then(&envelope.target),
             });
@@ -403,15 +418,16 @@ impl std::future::Future for Reply {
     }
 }
 
-/// Whether the call would wait for a turn that is itself waiting on this call's chain. Every
-/// waiting turn of the target must let the call interleave; a stateless worker deadlocks only
-/// when all the activations its pool may have are waiting on the chain.
-fn would_wait_on_itself(envelope: &Envelope, kind: Interleave, options: &GrainOptions) -> bool {
-    let mut waiting = envelope
-        .chain
-        .links()
-        .iter()
-        .filter(|link| link.grain == envelope.target);
+/// Whether a call to `target` would wait for a turn that is itself waiting on the call's
+/// `chain`. Every waiting turn of the target must let the call interleave; a stateless worker
+/// deadlocks only when all the activations its pool may have are waiting on the chain.
+pub(crate) fn would_wait_on_itself(
+    chain: &CallChain,
+    target: &GrainId,
+    kind: Interleave,
+    options: &GrainOptions,
+) -> bool {
+    let mut waiting = chain.links().iter().filter(|link| link.grain == *target);
     match options.stateless_worker {
         None => waiting.any(|link| !kind.may_join(link.turn, options.reentrant)),
         Some(pool) => waiting.count() >= pool,
@@ -435,6 +451,10 @@ impl Invoker for SiloInvoker {
     fn invoke(&self, request: Request) -> PendingCall {
         let envelope = self.silo.envelope(request);
         self.silo.send(envelope)
+    }
+
+    fn invoke_memo(&self, call: CallRequest<'_>, args: Payload, memo: &RouteMemo) -> PendingCall {
+        self.silo.send_remembered(call, args, memo)
     }
 }
 

@@ -1,6 +1,7 @@
-//! The per-thread cache of GPU activations on the call path: a thread that called an activation
-//! before it was collected (or retired) never reaches the old one again; its next call goes to
-//! a fresh activation that resumes from the saved state.
+//! The caches of GPU activations on the call path (each thread's, and each reference's memo): a
+//! thread or reference that called an activation before it was collected (or retired) never
+//! reaches the old one again; its next call goes to a fresh activation that resumes from the
+//! saved state.
 
 mod gpu_support;
 
@@ -8,8 +9,10 @@ use gpu_support::*;
 use silica_silo::Silo;
 
 // Pins that repeated idle collections on the caller's own thread (current-thread runtime, so
-// every call after the first finds the activation in that thread's cache) each end the cached
-// activation: every next call resumes from the state the last one saved.
+// every call after the first finds the activation in that thread's cache and in the reference's
+// memo) each end the cached activation: every next call resumes from the state the last one
+// saved. Six rounds: more activations than a reference's memo remembers (four), so the last
+// rounds take the catalog path.
 #[tokio::test(flavor = "current_thread")]
 async fn collected_activation_is_not_reached_through_the_cache() {
     let saved = Saved::default();
@@ -19,7 +22,7 @@ async fn collected_activation_is_not_reached_through_the_cache() {
         .start()
         .unwrap();
     let tally: TallyRef = silo.grain_factory().get("cached");
-    for round in 1..=3u32 {
+    for round in 1..=6u32 {
         let (total, _) = tally.add(1).await.unwrap();
         assert_eq!(
             total,

@@ -233,6 +233,37 @@ async fn bad_calls_to_a_gpu_variant_are_rejected() {
     silo.shutdown().await;
 }
 
+// Pins that a reference's remembered route (its `RouteMemo`, set by its first call) checks
+// every later call as the envelope path does: an unknown method, oversized arguments and a cast
+// to an interface the grain does not implement are each refused with their typed error, and the
+// reference's next good call reaches the same activation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_route_still_checks_every_call() {
+    let config = SiloConfig {
+        max_message_bytes: 64,
+        ..cpu_rings(1, 8)
+    };
+    let silo = tally_silo(config, &Saved::default());
+    let tally: TallyRef = silo.grain_factory().get("memo");
+    assert_eq!(tally.add(1).await.unwrap(), (1, 1));
+    let raw = tally.as_raw();
+    let unknown = raw
+        .invoke_raw(TallyRef::INTERFACE, "nope", Payload::new())
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.reject_code(), Some(RejectCode::UnknownMethod));
+    let oversized = raw
+        .invoke_raw(TallyRef::INTERFACE, "add", Payload::from_slice(&[1; 65]))
+        .await
+        .unwrap_err();
+    assert_eq!(oversized.reject_code(), Some(RejectCode::TooLarge));
+    let adder: AdderRef = tally.cast();
+    let wrong = adder.add([0.0; 6], [0.0; 6]).await.unwrap_err();
+    assert_eq!(wrong.reject_code(), Some(RejectCode::WrongInterface));
+    assert_eq!(tally.add(1).await.unwrap(), (2, 2), "the same activation");
+    silo.shutdown().await;
+}
+
 // Pins clocks through the device: the stamp the ring puts on a response is merged into the
 // silo's clock, so what the grain did on the device happened before anything the caller does
 // next.

@@ -35,6 +35,9 @@ pub(crate) struct Slotted<K: Kernel> {
     pub(crate) used: AtomicBool,
     /// Consecutive sweeps that found it unused.
     pub(crate) idle_sweeps: AtomicU32,
+    /// Set before the activation is retired (and cleared if an idle close finds a call in
+    /// flight after all): references' memos check it (see `memo`).
+    pub(crate) retiring: AtomicBool,
     /// For stateless workers: which pool entry this is (ring index, worker index).
     pub(crate) worker: Option<(usize, usize)>,
     /// Weak: the catalog holds activations, so a strong reference would be a cycle. Only a
@@ -43,8 +46,8 @@ pub(crate) struct Slotted<K: Kernel> {
 }
 
 impl<K: Kernel> Slotted<K> {
-    /// Marks a call starting. `SeqCst`: a call entering through the thread's cache pairs it
-    /// with the host's epoch (see `recent`).
+    /// Marks a call starting. `SeqCst`: a call entering through the thread's cache or a
+    /// reference's memo pairs it with the host's epoch or `retiring` (see `recent`, `memo`).
     pub(crate) fn enter(&self) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         if !self.used.load(Ordering::Relaxed) {

@@ -7,12 +7,14 @@
 //! wait for it to go), then its slot is deactivated and its state saved, then it is removed; so
 //! the next activation always loads the state the last one saved.
 
+use std::any::Any;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use silica_client::Envelope;
+use silica_clocks::HlcTimestamp;
 use silica_gpu::{HlcStamp, Kernel};
 use silica_grains::{
     BoxFuture, CallError, DeactivationReason, GrainId, GrainOptions, GrainType, InterfaceDispatch,
@@ -23,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use super::activation::{RingSettings, Slotted};
 use super::config::GpuConfig;
 use super::grain::{GpuActivation, GpuGrain, GpuStateStore, StateLost};
+use super::memo::ActivationMemo;
 use super::recent::{self, Epoch};
 use super::rings::RingSet;
 use super::status::{GpuDeviceStatus, GpuTypeStatus};
@@ -48,12 +51,46 @@ pub(crate) trait GpuRoute: Send + Sync + 'static {
     /// Routes a checked call to a GPU activation; `None` when no device can take it and the
     /// CPU implementation serves instead.
     fn route(&self, silo: &Arc<SiloInner>, envelope: &Envelope) -> Option<Answered>;
+    /// A memo for one reference's calls to grains of this variant (see `memo`), or `None`
+    /// when its calls cannot use one (stateless workers).
+    fn new_memo(&self) -> Option<Box<dyn Any + Send + Sync>>;
+    /// [`Self::route`] for a checked call to `id` through a reference's memo (made by
+    /// `new_memo`): the remembered activation while it is current, else the catalog's, then
+    /// remembered. `None` when the call must take the envelope path instead: no device can
+    /// take it, or its activation is being deactivated.
+    fn route_memo(
+        &self,
+        silo: &SiloInner,
+        id: &GrainId,
+        call: GpuCallParts<'_>,
+        memo: &(dyn Any + Send + Sync),
+    ) -> Option<Answered>;
     /// One idle-collection sweep `period` after the last.
     fn sweep(&self, period: Duration);
     /// Deactivates every activation (saving its state) and stops the rings.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
     /// Which devices serve the variant, and why some do not.
     fn status(&self) -> GpuTypeStatus;
+}
+
+/// What the method dispatch of one checked call needs: the envelope's fields, borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct GpuCallParts<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) args: &'a [u8],
+    pub(crate) hlc: HlcTimestamp,
+    pub(crate) timeout: Duration,
+}
+
+impl<'a> GpuCallParts<'a> {
+    pub(crate) fn of(envelope: &'a Envelope) -> Self {
+        Self {
+            method: &envelope.method,
+            args: &envelope.args,
+            hlc: envelope.hlc,
+            timeout: envelope.timeout,
+        }
+    }
 }
 
 /// Everything about one GPU variant but its method dispatch.
@@ -103,6 +140,7 @@ impl<K: Kernel> HostCore<K> {
                 let this = matches!(e, Entry::Active(a) if Arc::ptr_eq(a, slotted));
                 if this {
                     self.epoch.advance();
+                    slotted.retiring.store(true, Ordering::SeqCst);
                 }
                 this
             })
@@ -191,6 +229,7 @@ impl<K: Kernel> HostCore<K> {
             mark: Default::default(),
             used: Default::default(),
             idle_sweeps: Default::default(),
+            retiring: Default::default(),
             worker,
             host: Arc::downgrade(self),
         })
@@ -288,22 +327,22 @@ impl<G: GpuGrain> GpuHost<G> {
         &self,
         silo: &SiloInner,
         slotted: Arc<Slotted<G::Kernel>>,
-        envelope: &Envelope,
+        call: GpuCallParts<'_>,
     ) -> Answered {
         let activation = GpuActivation {
             entry: slotted.clone(),
-            stamp: HlcStamp::from(envelope.hlc),
+            stamp: HlcStamp::from(call.hlc),
         };
         match <G::Interface as InterfaceDispatch<G>>::dispatch_consumed(
             G::create(activation),
-            &envelope.method,
-            &envelope.args,
+            call.method,
+            call.args,
         ) {
             Err(error) => {
                 slotted.exit();
                 Answered::Ready(Err(error))
             }
-            Ok(turn) => GpuTurn::new(turn, slotted).start(silo, envelope.timeout),
+            Ok(turn) => GpuTurn::new(turn, slotted).start(silo, call.timeout),
         }
     }
 }
@@ -347,11 +386,12 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
         if !core.rings()?.any_usable() {
             return None;
         }
+        let call = GpuCallParts::of(envelope);
         if core.options.stateless_worker.is_some() {
-            return core.worker().map(|w| self.dispatch(silo, w, envelope));
+            return core.worker().map(|w| self.dispatch(silo, w, call));
         }
         match core.activation_for(&envelope.target) {
-            Ok(Some(slotted)) => Some(self.dispatch(silo, slotted, envelope)),
+            Ok(Some(slotted)) => Some(self.dispatch(silo, slotted, call)),
             Ok(None) => Some(Answered::Running(wait_then_resend(
                 core.clone(),
                 silo.clone(),
@@ -359,6 +399,37 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
             ))),
             Err(error) => Some(Answered::Ready(Err(error))),
         }
+    }
+
+    fn new_memo(&self) -> Option<Box<dyn Any + Send + Sync>> {
+        let stateless = self.core.options.stateless_worker.is_some();
+        (!stateless).then(|| Box::new(ActivationMemo::<G::Kernel>::default()) as Box<_>)
+    }
+
+    fn route_memo(
+        &self,
+        silo: &SiloInner,
+        id: &GrainId,
+        call: GpuCallParts<'_>,
+        memo: &(dyn Any + Send + Sync),
+    ) -> Option<Answered> {
+        let core = &self.core;
+        let memo = memo.downcast_ref::<ActivationMemo<G::Kernel>>()?;
+        if !core.rings()?.any_usable() {
+            return None;
+        }
+        let slotted = match memo.entered() {
+            Some(slotted) => slotted,
+            None => match core.activation_for(id) {
+                Ok(Some(slotted)) => {
+                    memo.remember(&slotted);
+                    slotted
+                }
+                Ok(None) => return None,
+                Err(error) => return Some(Answered::Ready(Err(error))),
+            },
+        };
+        Some(self.dispatch(silo, slotted, call))
     }
 
     fn sweep(&self, period: Duration) {
@@ -447,10 +518,12 @@ fn close<K: Kernel>(core: &Arc<HostCore<K>>, id: &Arc<GrainId>, reason: Deactiva
         return;
     };
     let Entry::Active(a) = &*entry else { return };
-    // Epoch first, then the check: a call entering through a thread's cache meanwhile either
-    // sees the new epoch or is seen here (see `recent`).
+    // Epoch and flag first, then the check: a call entering through a thread's cache or a
+    // reference's memo meanwhile either sees them or is seen here (see `recent`, `memo`).
     core.epoch.advance();
+    a.retiring.store(true, Ordering::SeqCst);
     if a.in_flight.load(Ordering::SeqCst) > 0 {
+        a.retiring.store(false, Ordering::SeqCst);
         return;
     }
     let slotted = a.clone();
@@ -467,6 +540,7 @@ fn take_for_shutdown<K: Kernel>(core: &HostCore<K>, id: &Arc<GrainId>) -> Option
     };
     let slotted = a.clone();
     core.epoch.advance();
+    slotted.retiring.store(true, Ordering::SeqCst);
     *entry = Entry::Closing;
     Some(slotted)
 }

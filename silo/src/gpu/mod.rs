@@ -20,6 +20,7 @@
 //! - `host`: one variant on the silo: activations, idle collection, shutdown, faults.
 //! - `recent`: each thread's cache of the activations its calls went to, so a call skips the
 //!   catalog's shard lock.
+//! - `memo`: a reference's memo of its grain's activation, so its calls skip even that cache.
 //! - `turn`: one call running on a GPU variant.
 //! - `status`: [`GpuTypeStatus`], what `Silo::gpu_status` reports.
 
@@ -27,6 +28,7 @@ mod activation;
 mod config;
 mod grain;
 mod host;
+mod memo;
 mod recent;
 mod rings;
 mod status;
@@ -34,5 +36,5 @@ mod turn;
 
 pub use config::{GpuConfig, GpuDevices};
 pub use grain::{DefaultState, GpuActivation, GpuCall, GpuGrain, GpuStateStore, StateLost};
-pub(crate) use host::{GpuHost, GpuRoute, HostStart};
+pub(crate) use host::{GpuCallParts, GpuHost, GpuRoute, HostStart};
 pub use status::{GpuDeviceStatus, GpuTypeStatus};

@@ -1,0 +1,113 @@
+//! The call path of a reference that remembers where its calls go (`silica_grains::RouteMemo`).
+//!
+//! A reference's first call on this silo looks up its grain type's registration and checks the
+//! interface, as every call on the envelope path does (`runtime`). If the type has a GPU variant,
+//! the reference remembers both, with a memo of the grain's activation (`gpu::memo`). Its next
+//! calls build no envelope, copy no grain id, and skip the registry, the interface check and
+//! the activation lookups. Everything else is checked on every call, as on the envelope path:
+//! the silo's lifecycle, the size of the arguments, the method, call cycles.
+//!
+//! Calls that need more take the envelope path: a silo in a cluster (the directory decides where
+//! a grain lives), a cycle or a refusal to report, an activation being deactivated, a type whose
+//! CPU implementation serves (no usable device).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use silica_client::CallChain;
+use silica_grains::{CallRequest, Payload, PendingCall, RouteMemo};
+
+use crate::caller::chain_for_outgoing_call;
+use crate::gpu::GpuCallParts;
+use crate::registry::Registration;
+use crate::runtime::{Lifecycle, SiloInner, would_wait_on_itself};
+
+/// What a reference remembers about its calls on this silo.
+struct RememberedRoute {
+    registration: Arc<Registration>,
+    /// The interface the reference's calls were checked for.
+    interface: &'static str,
+    /// The GPU variant's memo of the grain's activation (`GpuRoute::new_memo`).
+    activation: Box<dyn Any + Send + Sync>,
+}
+
+impl SiloInner {
+    /// Sends a call made through a reference whose memo is `memo`: on the remembered route
+    /// if it has one that takes the call, else on the envelope path.
+    pub(crate) fn send_remembered(
+        self: &Arc<Self>,
+        call: CallRequest<'_>,
+        args: Payload,
+        memo: &RouteMemo,
+    ) -> PendingCall {
+        let chain = chain_for_outgoing_call();
+        if let Some(route) = self.remembered_route(call, memo)
+            && let Some(pending) = self.send_on(route, call, &args, &chain)
+        {
+            return pending;
+        }
+        self.send(self.envelope_with_chain(call.into_request(args), chain))
+    }
+
+    /// The call sent on `route`, or `None` if it needs the envelope path.
+    fn send_on(
+        &self,
+        route: &RememberedRoute,
+        call: CallRequest<'_>,
+        args: &Payload,
+        chain: &CallChain,
+    ) -> Option<PendingCall> {
+        if self.lifecycle() != Lifecycle::Running
+            || self.cluster.get().is_some()
+            || args.len() > self.config.max_message_bytes
+        {
+            return None;
+        }
+        let registration = &route.registration;
+        let kind = registration.method_kind(call.method)?;
+        if would_wait_on_itself(chain, call.target, kind, &registration.options) {
+            return None;
+        }
+        let timeout = self.timeout_of(call.options);
+        let parts = GpuCallParts {
+            method: call.method,
+            args,
+            hlc: self.clock.last(),
+            timeout,
+        };
+        let gpu = registration.gpu.as_ref()?;
+        let answered = gpu.route_memo(self, call.target, parts, &*route.activation)?;
+        Some(self.wait_for(answered, timeout))
+    }
+
+    /// The route `memo` remembers for `call`'s interface, remembering it first on the first
+    /// call (a grain type with a GPU variant whose calls can use a memo only).
+    fn remembered_route<'m>(
+        &self,
+        call: CallRequest<'_>,
+        memo: &'m RouteMemo,
+    ) -> Option<&'m RememberedRoute> {
+        let memo = match memo.get() {
+            Some(memo) => memo,
+            None => {
+                let registration = self.registry.get(&call.target.grain_type)?;
+                if registration.handler.interface() != call.interface {
+                    return None;
+                }
+                let activation = registration.gpu.as_ref()?.new_memo()?;
+                memo.get_or_init(|| {
+                    Arc::new(RememberedRoute {
+                        registration: registration.clone(),
+                        interface: call.interface,
+                        activation,
+                    })
+                })
+            }
+        };
+        let route = memo.downcast_ref::<RememberedRoute>()?;
+        // A reference cast to another interface shares its memo: its calls are checked anew.
+        let same =
+            std::ptr::eq(route.interface, call.interface) || route.interface == call.interface;
+        same.then_some(route)
+    }
+}
