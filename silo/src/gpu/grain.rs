@@ -206,13 +206,21 @@ pub(crate) struct TurnRecord {
     pub(crate) latest_stamp: HlcStamp,
 }
 
+impl TurnRecord {
+    /// Nothing reported yet (the thread-local's value between polls).
+    const EMPTY: Self = Self {
+        failure: None,
+        latest_stamp: HlcStamp::new(0, 0),
+    };
+}
+
 const _: () = assert!(
     size_of::<TurnRecord>() <= 32,
     "TurnRecord is copied around every poll"
 );
 
 thread_local! {
-    pub(crate) static TURN: RefCell<TurnRecord> = RefCell::new(TurnRecord::default());
+    pub(crate) static TURN: RefCell<TurnRecord> = const { RefCell::new(TurnRecord::EMPTY) };
     /// Set while the silo issues a GPU call (the turn's first poll, `GpuTurn::start`): its
     /// messages are staged rather than sent, so one thread's burst of calls goes as one run.
     pub(crate) static ISSUING: Cell<bool> = const { Cell::new(false) };
