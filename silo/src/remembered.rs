@@ -1,15 +1,15 @@
 //! The call path of a reference that remembers where its calls go (`silica_grains::RouteMemo`).
 //!
 //! A reference's first call on this silo looks up its grain type's registration and checks the
-//! interface, as every call on the envelope path does (`runtime`). If the type has a GPU variant,
-//! the reference remembers both, with a memo of the grain's activation (`gpu::memo`). Its next
-//! calls build no envelope, copy no grain id, and skip the registry, the interface check and
-//! the activation lookups. Everything else is checked on every call, as on the envelope path:
-//! the silo's lifecycle, the size of the arguments, the method, call cycles.
+//! interface, as every call on the envelope path does (`runtime`), and the reference remembers
+//! both; for a type with a GPU variant, also a memo of the grain's activation (`gpu::memo`). Its
+//! next calls to the GPU variant build no envelope, copy no grain id, and skip the registry, the
+//! interface check and the activation lookups. Everything else is checked on every call, as on
+//! the envelope path: the silo's lifecycle, the size of the arguments, the method, call cycles.
 //!
 //! Calls that need more take the envelope path: a silo in a cluster (the directory decides where
 //! a grain lives), a cycle or a refusal to report, an activation being deactivated, a type whose
-//! CPU implementation serves (no usable device).
+//! CPU implementation serves (it has no GPU variant, or no usable device).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -27,8 +27,9 @@ struct RememberedRoute {
     registration: Arc<Registration>,
     /// The interface the reference's calls were checked for.
     interface: &'static str,
-    /// The GPU variant's memo of the grain's activation (`GpuRoute::new_memo`).
-    activation: Box<dyn Any + Send + Sync>,
+    /// The GPU variant's memo of the grain's activation (`GpuRoute::new_memo`); `None` for a
+    /// type without one, whose calls take the envelope path.
+    activation: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl SiloInner {
@@ -41,26 +42,28 @@ impl SiloInner {
         memo: &RouteMemo,
     ) -> PendingCall {
         let chain = chain_for_outgoing_call();
-        if let Some(route) = self.remembered_route(call, memo)
-            && let Some(pending) = self.send_on(route, call, &args, &chain)
+        // In a cluster the directory decides where a grain lives: the envelope path asks it.
+        if self.cluster.get().is_none()
+            && let Some(route) = self.remembered_route(call, memo)
+            && let Some(activation) = &route.activation
+            && let Some(pending) = self.send_on(route, activation, call, &args, &chain)
         {
             return pending;
         }
         self.send(self.envelope_with_chain(call.into_request(args), chain))
     }
 
-    /// The call sent on `route`, or `None` if it needs the envelope path.
+    /// The call sent on `route` to the GPU activation its memo `activation` remembers, or
+    /// `None` if it needs the envelope path.
     fn send_on(
         &self,
         route: &RememberedRoute,
+        activation: &(dyn Any + Send + Sync),
         call: CallRequest<'_>,
         args: &Payload,
         chain: &CallChain,
     ) -> Option<PendingCall> {
-        if self.lifecycle() != Lifecycle::Running
-            || self.cluster.get().is_some()
-            || args.len() > self.config.max_message_bytes
-        {
+        if self.lifecycle() != Lifecycle::Running || args.len() > self.config.max_message_bytes {
             return None;
         }
         let registration = &route.registration;
@@ -76,12 +79,12 @@ impl SiloInner {
             timeout,
         };
         let gpu = registration.gpu.as_ref()?;
-        let answered = gpu.route_memo(self, call.target, parts, &*route.activation)?;
+        let answered = gpu.route_memo(self, call.target, parts, activation)?;
         Some(self.wait_for(answered, timeout))
     }
 
-    /// The route `memo` remembers for `call`'s interface, remembering it first on the first
-    /// call (a grain type with a GPU variant whose calls can use a memo only).
+    /// The route `memo` remembers for `call`'s interface, remembering it on the first call
+    /// to a registered type that implements the interface.
     fn remembered_route<'m>(
         &self,
         call: CallRequest<'_>,
@@ -94,7 +97,7 @@ impl SiloInner {
                 if registration.handler.interface() != call.interface {
                     return None;
                 }
-                let activation = registration.gpu.as_ref()?.new_memo()?;
+                let activation = registration.gpu.as_ref().and_then(|gpu| gpu.new_memo());
                 memo.get_or_init(|| {
                     Arc::new(RememberedRoute {
                         registration: registration.clone(),
