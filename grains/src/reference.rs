@@ -243,6 +243,11 @@ impl RawGrainRef {
         &self.invoker
     }
 
+    /// What the invoker remembered about this reference's calls (see [`RouteMemo`]).
+    pub fn memo(&self) -> &RouteMemo {
+        &self.memo
+    }
+
     /// The same reference with a different per-call timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);

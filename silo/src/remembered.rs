@@ -45,7 +45,7 @@ impl SiloInner {
         // In a cluster the directory decides where a grain lives: the envelope path asks it.
         if self.cluster.get().is_none()
             && let Some(route) = self.remembered_route(call, memo)
-            && let Some(activation) = &route.activation
+            && let Some(activation) = route.activation.as_deref()
             && let Some(pending) = self.send_on(route, activation, call, &args, &chain)
         {
             return pending;
@@ -112,5 +112,101 @@ impl SiloInner {
         let same =
             std::ptr::eq(route.interface, call.interface) || route.interface == call.interface;
         same.then_some(route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use silica_gpu::samples::{Accumulator, Add, Totals};
+    use silica_gpu::{BackendChoice, BackendKind};
+    use silica_grains::{Grain, GrainContext, GrainReference, grain};
+
+    use super::RememberedRoute;
+    use crate::gpu::memo::ActivationMemo;
+    use crate::gpu::{GpuActivation, GpuConfig, GpuDevices, GpuGrain};
+    use crate::{Silo, SiloConfig};
+
+    #[grain]
+    trait Counter {
+        async fn add(&mut self, amount: u32) -> u64;
+    }
+
+    struct CounterCpu(Totals);
+
+    impl Grain for CounterCpu {
+        type Interface = CounterRef;
+        fn create(_: &GrainContext) -> Self {
+            CounterCpu(Totals::default())
+        }
+    }
+
+    impl Counter for CounterCpu {
+        async fn add(&mut self, amount: u32) -> u64 {
+            self.0.total += u64::from(amount);
+            self.0.total
+        }
+    }
+
+    struct CounterGpu(GpuActivation<Accumulator>);
+
+    impl GpuGrain for CounterGpu {
+        type Interface = CounterRef;
+        type Kernel = Accumulator;
+        fn create(activation: GpuActivation<Accumulator>) -> Self {
+            CounterGpu(activation)
+        }
+    }
+
+    impl Counter for CounterGpu {
+        async fn add(&mut self, amount: u32) -> u64 {
+            self.0.call(Add { amount }).await.total
+        }
+    }
+
+    // Pins that a reference's calls to a GPU variant fill its memo: after the first call the
+    // memo holds the route and the activation, entered through it without the catalog (the
+    // path every later call takes; a memo of the wrong type would silently send every call
+    // down the envelope path).
+    #[tokio::test]
+    async fn calls_to_a_gpu_variant_remember_their_activation() {
+        let gpu = GpuConfig {
+            devices: GpuDevices::Exact(vec![BackendChoice::Exact {
+                kind: BackendKind::Cpu,
+                device: 0,
+            }]),
+            slots_per_device: 8,
+            reply_spin: Duration::ZERO,
+            ..GpuConfig::default()
+        };
+        let silo = Silo::builder()
+            .config(SiloConfig {
+                gpu,
+                ..SiloConfig::default()
+            })
+            .register_gpu_variant::<CounterCpu, CounterGpu>()
+            .start()
+            .unwrap();
+        let counter: CounterRef = silo.grain_factory().get("memo");
+        assert!(
+            counter.as_raw().memo().get().is_none(),
+            "empty before a call"
+        );
+        assert_eq!(counter.add(2).await.unwrap(), 2);
+        assert_eq!(counter.add(3).await.unwrap(), 5);
+        let route = counter
+            .as_raw()
+            .memo()
+            .get()
+            .expect("set by the first call");
+        let route = route.downcast_ref::<RememberedRoute>().expect("the silo's");
+        let activation = route.activation.as_deref().expect("a GPU variant's memo");
+        let activation = activation
+            .downcast_ref::<ActivationMemo<Accumulator>>()
+            .expect("the variant's activation memo");
+        let entered = activation.entered().expect("the current activation");
+        entered.exit();
+        silo.shutdown().await;
     }
 }

@@ -28,7 +28,7 @@ mod activation;
 mod config;
 mod grain;
 mod host;
-mod memo;
+pub(crate) mod memo;
 mod recent;
 mod rings;
 mod status;
