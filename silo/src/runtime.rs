@@ -231,6 +231,7 @@ impl SiloInner {
     }
 
     /// `answer`, ended with `Timeout` after `timeout`, for a caller that places it itself.
+    #[inline(always)]
     pub(crate) fn deadline<F>(&self, answer: F, timeout: std::time::Duration) -> Deadline<F> {
         Deadline::new(answer, timeout, &self.deadlines)
     }

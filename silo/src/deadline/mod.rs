@@ -53,6 +53,7 @@ impl Drop for Ticket {
 impl<F> Deadline<F> {
     /// `inner`, ended with `Timeout` after `timeout`; registered with the calling thread's shard
     /// of `wheel` if it has to wait.
+    #[inline(always)]
     pub(crate) fn new(inner: F, timeout: Duration, wheel: &DeadlineWheel) -> Self {
         Self {
             inner,

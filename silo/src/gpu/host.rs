@@ -342,7 +342,7 @@ impl<G: GpuGrain> GpuHost<G> {
                 slotted.exit();
                 Answered::Ready(Err(error))
             }
-            Ok(turn) => GpuTurn::new(turn, slotted).start(silo, call.timeout),
+            Ok(turn) => GpuTurn::start(turn, slotted, silo, call.timeout),
         }
     }
 }
