@@ -12,6 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -92,13 +93,16 @@ pub trait Invoker: Send + Sync + 'static {
 ///
 /// Only the invoker that set it reads it (a reference's invoker never changes), and it must
 /// check that what it remembered still holds: the memo is a hint, never the authority.
-#[derive(Clone, Default)]
-pub struct RouteMemo(OnceLock<Arc<dyn Any + Send + Sync>>);
+#[derive(Default)]
+pub struct RouteMemo {
+    memo: OnceLock<Arc<dyn Any + Send + Sync>>,
+    called: AtomicBool,
+}
 
 impl RouteMemo {
     /// What the invoker set, if anything.
     pub fn get(&self) -> Option<&(dyn Any + Send + Sync)> {
-        self.0.get().map(|memo| &**memo)
+        self.memo.get().map(|memo| &**memo)
     }
 
     /// What the invoker set, setting `init()` first if nothing is set yet.
@@ -106,13 +110,29 @@ impl RouteMemo {
         &self,
         init: impl FnOnce() -> Arc<dyn Any + Send + Sync>,
     ) -> &(dyn Any + Send + Sync) {
-        &**self.0.get_or_init(init)
+        &**self.memo.get_or_init(init)
+    }
+
+    /// Records a call and says whether the reference made one before: an invoker that sets
+    /// the memo only from a reference's second call on spends nothing on references used
+    /// once (`factory.get(key).method()`, a common shape).
+    pub fn called_before(&self) -> bool {
+        self.called.load(Ordering::Relaxed) || self.called.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Clone for RouteMemo {
+    fn clone(&self) -> Self {
+        Self {
+            memo: self.memo.clone(),
+            called: AtomicBool::new(self.called.load(Ordering::Relaxed)),
+        }
     }
 }
 
 impl fmt::Debug for RouteMemo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.0.get().is_some() {
+        let state = if self.memo.get().is_some() {
             "set"
         } else {
             "empty"

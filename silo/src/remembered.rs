@@ -1,10 +1,11 @@
 //! The call path of a reference that remembers where its calls go (`silica_grains::RouteMemo`).
 //!
-//! A reference's first call on this silo looks up its grain type's registration and checks the
-//! interface, as every call on the envelope path does (`runtime`), and the reference remembers
-//! both; for a type with a GPU variant, also a memo of the grain's activation (`gpu::memo`). Its
-//! next calls to the GPU variant build no envelope, copy no grain id, and skip the registry, the
-//! interface check and the activation lookups. Everything else is checked on every call, as on
+//! A reference's second call on this silo looks up its grain type's registration and checks
+//! the interface, as every call on the envelope path does (`runtime`), and the reference
+//! remembers both; for a type with a GPU variant, also a memo of the grain's activation
+//! (`gpu::memo`). Its next calls to the GPU variant build no envelope, copy no grain id, and skip
+//! the registry, the interface check and the activation lookups. (Its first call only notes that
+//! it was made: a reference used once costs no memo.) Everything else is checked on every call, as on
 //! the envelope path: the silo's lifecycle, the size of the arguments, the method, call cycles.
 //!
 //! Calls that need more take the envelope path: a silo in a cluster (the directory decides where
@@ -83,7 +84,7 @@ impl SiloInner {
         Some(self.wait_for(answered, timeout))
     }
 
-    /// The route `memo` remembers for `call`'s interface, remembering it on the first call
+    /// The route `memo` remembers for `call`'s interface, remembering it on the second call
     /// to a registered type that implements the interface.
     fn remembered_route<'m>(
         &self,
@@ -92,6 +93,8 @@ impl SiloInner {
     ) -> Option<&'m RememberedRoute> {
         let memo = match memo.get() {
             Some(memo) => memo,
+            // A reference used once (`factory.get(key).method()`) remembers nothing.
+            None if !memo.called_before() => return None,
             None => {
                 let registration = self.registry.get(&call.target.grain_type)?;
                 if registration.handler.interface() != call.interface {
@@ -165,10 +168,10 @@ mod tests {
         }
     }
 
-    // Pins that a reference's calls to a GPU variant fill its memo: after the first call the
-    // memo holds the route and the activation, entered through it without the catalog (the
-    // path every later call takes; a memo of the wrong type would silently send every call
-    // down the envelope path).
+    // Pins that a reference's calls to a GPU variant fill its memo: empty after the first call
+    // (a reference used once costs nothing), then holding the route and the activation,
+    // entered through it without the catalog (the path every later call takes; a memo of the
+    // wrong type would silently send every call down the envelope path).
     #[tokio::test]
     async fn calls_to_a_gpu_variant_remember_their_activation() {
         let gpu = GpuConfig {
