@@ -13,7 +13,10 @@
 //!   slower at first.
 //! - `SILICA_BENCH_G2`: G2 configurations, `callers x window x spin_us` separated by commas,
 //!   `f` appended for fan-out rounds, `t` for a task per call, `p` for pipelined callers on
-//!   threads of their own (default: pipelined, 4 callers a core x 64 and x 256 without spin,
+//!   threads of their own, `b` for pipelined callers keeping their window in a fixed-capacity
+//!   set (`futures_buffered::FuturesUnorderedBounded`, which reuses its slots, where
+//!   `FuturesUnordered` allocates a task for each call) (default: pipelined, 4 callers a core
+//!   x 64 and x 256 without spin,
 //!   1 a core x 256 spinning 50 us; fan-out, 4 callers a core x 256; a task per call, 4 x
 //!   256). A pipelined caller keeps `window` calls in flight,
 //!   each answer starting the next call; a fan-out caller issues `window` calls, awaits them
@@ -229,7 +232,8 @@ enum G2Mode {
     /// runtime (thread-per-core services): a caller never moves between threads, so the calls
     /// of one staged run wake callers on the thread that issued them.
     PerThread,
-    /// Pipelined, the window kept in a fixed-capacity set.
+    /// Pipelined, each caller's window kept in a fixed-capacity set that reuses its slots
+    /// (`FuturesUnordered` allocates a task for every call it holds).
     Bounded,
 }
 
@@ -270,35 +274,39 @@ async fn caller(grains: Vec<TallyRef>, mode: G2Mode, mut running: Running) -> u6
             }
         }
         G2Mode::Bounded => {
-            let mut in_flight = futures_buffered::FuturesUnorderedBounded::new(grains.len());
-            for g in &grains {
-                in_flight.push(g.add(1));
-            }
-            let mut next = 0usize;
-            while let Some(result) = in_flight.next().await {
-                result.unwrap();
-                if running.answered() {
-                    in_flight.push(grains[next % grains.len()].add(1));
-                    next += 1;
-                }
-            }
+            let set = futures_buffered::FuturesUnorderedBounded::new(grains.len());
+            pipeline(&grains, &mut running, set, |s, g| s.push(g.add(1))).await;
         }
         G2Mode::Pipelined | G2Mode::PerThread => {
-            let mut in_flight = FuturesUnordered::new();
-            for g in &grains {
-                in_flight.push(g.add(1));
-            }
-            let mut next = 0usize;
-            while let Some(result) = in_flight.next().await {
-                result.unwrap();
-                if running.answered() {
-                    in_flight.push(grains[next % grains.len()].add(1));
-                    next += 1;
-                }
-            }
+            let set = FuturesUnordered::new();
+            pipeline(&grains, &mut running, set, |s, g| s.push(g.add(1))).await;
         }
     }
     running.answers - u64::from(mode == G2Mode::Tasks)
+}
+
+/// A pipelined caller: keeps a call to each of `grains` in flight in `set` (`push` adds one),
+/// each answer starting the next call, until `running` says stop.
+async fn pipeline<S, E>(
+    grains: &[TallyRef],
+    running: &mut Running,
+    mut set: S,
+    push: impl Fn(&mut S, &TallyRef),
+) where
+    S: futures_util::Stream<Item = Result<u64, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    for g in grains {
+        push(&mut set, g);
+    }
+    let mut next = 0usize;
+    while let Some(result) = set.next().await {
+        result.unwrap();
+        if running.answered() {
+            push(&mut set, &grains[next % grains.len()]);
+            next += 1;
+        }
+    }
 }
 
 /// G2: `callers` callers, each keeping `window` calls in flight to its own grains, as `mode` says.
@@ -554,11 +562,11 @@ async fn g4(name: &str, kind: BackendKind, n: usize) {
 
 /// G2's (callers, calls in flight each, reply spin, mode): `SILICA_BENCH_G2` as
 /// `callers x window x spin_us` items separated by commas, with `f` appended for fan-out rounds,
-/// `t` for a task per call or `p` for callers on threads of their own
+/// `t` for a task per call, `p` for callers on threads of their own or `b` for a bounded set
 /// (e.g. `64x256x0f`), else four defaults.
 fn g2_configs() -> Vec<(usize, usize, Duration, G2Mode)> {
-    const FORMAT: &str = "SILICA_BENCH_G2: callers x window x spin_us, f, t or p appended for fan-out, tasks or \
-         caller threads";
+    const FORMAT: &str = "SILICA_BENCH_G2: callers x window x spin_us, f, t, p or b appended for fan-out, \
+         tasks, caller threads or a bounded set";
     if let Some(list) = env("SILICA_BENCH_G2") {
         return list
             .split(',')
