@@ -130,7 +130,7 @@ pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
     kernel_ptx::<K>(
         ordinal,
         info.compute_capability,
-        source::Shape::new(1, source::DEFAULT_WORKERS),
+        source::Shape::of_default_ring(),
     )
     .map(|_| ())
 }
@@ -146,7 +146,7 @@ pub fn bench_hlc_stamp<K: Kernel>(
     let ptx = kernel_ptx::<K>(
         ordinal,
         info.compute_capability,
-        source::Shape::new(1, source::DEFAULT_WORKERS),
+        source::Shape::of_default_ring(),
     )?;
     let ctx = driver::Context::new(ordinal)?;
     ctx.bind()?;

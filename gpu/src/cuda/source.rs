@@ -3,13 +3,11 @@
 //! slot), the launch-per-batch kernel, the clock probe and the HLC benchmark kernel.
 
 use crate::kernel::{Kernel, type_decls};
+use crate::ring::RingConfig;
 use crate::wire::{h2k_data_stride, k2h_data_stride};
 
 /// Most groups of 32 entries a worker warp examines per pass (`Tuning::worker_window`).
 pub(crate) const MAX_WINDOW: u32 = 16;
-
-/// Worker warps the source is generated for when no ring config says (`generated_source`).
-pub(crate) const DEFAULT_WORKERS: u32 = 8;
 
 /// Most loader warps (the polling warp included) a ring kernel may have.
 pub(crate) const MAX_LOADERS: u32 = 8;
@@ -29,6 +27,13 @@ impl Shape {
         let workers = workers.clamp(1, 31);
         let loaders = loaders.clamp(1, MAX_LOADERS).min(32 - workers);
         Self { loaders, workers }
+    }
+
+    /// The shape of a ring with the default [`RingConfig`]: what `generated_source` shows and
+    /// `compile` checks when no ring config says.
+    pub(crate) fn of_default_ring() -> Self {
+        let config = RingConfig::default();
+        Self::new(config.loader_warps, config.worker_warps)
     }
 
     pub(crate) fn warps(self) -> u32 {
@@ -68,10 +73,10 @@ fn wire_defines(h2k_data: usize, k2h_data: usize, shape: Shape) -> String {
     )
 }
 
-/// CUDA source of kernel `K` for [`DEFAULT_WORKERS`] worker warps and one loader, and the line
-/// where the user's handler starts.
+/// CUDA source of kernel `K` for a ring of the default shape, and the line where the user's
+/// handler starts.
 pub(crate) fn generate<K: Kernel>() -> (String, usize) {
-    generate_for::<K>(Shape::new(1, DEFAULT_WORKERS))
+    generate_for::<K>(Shape::of_default_ring())
 }
 
 /// CUDA source of kernel `K` for a ring kernel of `shape` (the poll depth and launch bounds

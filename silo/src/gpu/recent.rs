@@ -72,6 +72,9 @@ pub(crate) fn entered<K: Kernel>(
         let entry = entry.downcast_ref::<Recent<K>>()?;
         Some((entry.slotted.upgrade()?, entry.epoch))
     })?;
+    // The host is recognised by address, and that cannot be an ABA: `slotted` is alive, so its
+    // weak handle keeps its host's allocation from being freed, and `host` is alive too; two
+    // allocations that are both still there never share an address.
     if filled != epoch.current()
         || !std::ptr::eq(slotted.host.as_ptr(), Arc::as_ptr(host))
         || *slotted.grain != *id
