@@ -118,7 +118,8 @@ fn kernel_ptx<K: Kernel>(
     compile::ptx(K::NAME, &src, ordinal, cc)
 }
 
-/// The generated CUDA source of kernel `K` and the line its handler starts on.
+/// The generated CUDA source of kernel `K` for a ring of the default shape (`RingConfig`'s
+/// loader and worker warps) and the line its handler starts on.
 pub fn generated_source<K: Kernel>() -> (String, usize) {
     source::generate::<K>()
 }
@@ -135,8 +136,8 @@ pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
     .map(|_| ())
 }
 
-/// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one CAS
-/// per warp per round). Returns nanoseconds per stamp, amortized over all stamps.
+/// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one
+/// reservation, a max and an add, per warp per round). Returns nanoseconds per stamp, amortized over all stamps.
 pub fn bench_hlc_stamp<K: Kernel>(
     ordinal: usize,
     blocks: u32,

@@ -631,7 +631,8 @@ extern "C" __global__ void silica_batch(SilicaState* states, const unsigned char
 
 extern "C" __global__ void silica_clock_probe(unsigned long long* out) { *out = silica_globaltimer(); }
 
-// HLC stamp cost: every thread stamps `iters` times, one CAS per warp per round.
+// HLC stamp cost: every thread stamps `iters` times, one reservation (a max and an add)
+// per warp per round.
 extern "C" __global__ void silica_hlc_bench(unsigned long long* word, long long offset_ns, unsigned int iters,
                                             unsigned long long* sink) {
     unsigned long long acc = 0;

@@ -335,7 +335,8 @@ pub(crate) fn unread_replies_do_not_hold_the_ring(cfg: RingConfig) -> Arc<Ring<A
     );
     let kept_slot = ring.activate(&Totals::default()).unwrap();
     let busy_slot = ring.activate(&Totals::default()).unwrap();
-    // Never polled: the consumer's sweep submits them.
+    // Never polled: with a 16-entry ring they go as four full batches of 4 (the stage maximum
+    // is a quarter of the capacity), and the ring is then exactly full.
     let kept: Vec<_> = (0..CAPACITY)
         .map(|_| ring.stage(kept_slot, Add { amount: 1 }, HlcStamp::default()))
         .collect();
