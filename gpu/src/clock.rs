@@ -104,6 +104,13 @@ impl HostClock {
         }
     }
 
+    /// Raises the clock to at least `stamp`, a stamp the ring's device issued, so that the
+    /// device word seeded from [`last`](Self::last) after a restart stays ahead of it.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
+    pub(crate) fn observe(&self, stamp: u64) {
+        self.last.fetch_max(stamp, Ordering::AcqRel);
+    }
+
     /// The last value handed out (seeds the GPU clock word).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // used by the CUDA backends
     pub(crate) fn last(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! CUDA faults: a stalled handler, an out-of-bounds write and an unexpected kernel exit each
 //! fail every in-flight call with a typed fault, restart the ring and report the lost slots;
-//! a machine without libcuda gets a typed error, not a panic.
+//! the ring's stamps keep increasing across a restart; a machine without libcuda gets a typed
+//! error, not a panic.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -147,6 +148,42 @@ fn unexpected_exit_restarts() {
             .response
             .amount,
         3
+    );
+}
+
+// Pins: the ring's stamps keep increasing across a restart. A request stamped 10 s ahead
+// pushes the kernel's clock word there; after an unexpected exit the relaunched kernel still
+// stamps above every stamp issued before (it had restarted from the wall clock).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn stamps_keep_increasing_across_a_restart() {
+    let ring = ring();
+    let slot = ring.activate(&Add::default()).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ahead = HlcStamp::new((now_ms + 10_000) << 20, 1);
+    let before = block_on(ring.submit(slot, Command { op: 0, arg: 1 }, ahead))
+        .unwrap()
+        .stamp;
+    assert!(
+        before.hlc > ahead.hlc,
+        "a reply is stamped after its request"
+    );
+    assert!(ring.inject_fault(FaultInjection::KernelExit));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ring.health().faults == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(ring.health().faults, 1);
+    let fresh = ring.activate(&Add::default()).unwrap();
+    let after = block_on(ring.submit(fresh, Command { op: 0, arg: 2 }, HlcStamp::default()))
+        .unwrap()
+        .stamp;
+    assert!(
+        after.hlc > before.hlc,
+        "after the restart {after:?}, before it {before:?}"
     );
 }
 

@@ -60,6 +60,9 @@ struct Open<R> {
     fanning: Vec<Arc<ReplyCell<R>>>,
     /// Entries decoded into their cells by `complete` (see `Watcher::decode`).
     decoded: u64,
+    /// The highest HLC stamp of the entries completed so far: a relaunched kernel's clock word
+    /// starts above it, so the ring's stamps keep increasing across a restart.
+    high_seen: u64,
 }
 
 impl<R: silica_grains::gpu::GpuType> Open<R> {
@@ -82,6 +85,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
                 let ptr = q.take_cell(t);
                 // SAFETY: the ring's reference keeps the cell alive until its entry is counted.
                 if unsafe { (*ptr).len() } == 1 {
+                    self.high_seen = self.high_seen.max(q.k2h_hlc(t));
                     let outcome = decode(t).unwrap_or(Err(RingError::ShutDown));
                     // SAFETY: this thread completes the cell's one entry, once; `finish` then
                     // drops the ring's reference.
@@ -118,6 +122,7 @@ impl<R: silica_grains::gpu::GpuType> Open<R> {
             unsafe {
                 let first = (*self.current).first;
                 let high = (t..stop).map(|e| q.k2h_hlc(e)).max().unwrap_or(0);
+                self.high_seen = self.high_seen.max(high);
                 (*self.current).raise_high(high);
                 (*self.current).set_in_k2h((stop - first) as usize);
                 // Staged runs only: a batch's one future decodes its entries on its own thread
@@ -207,6 +212,7 @@ impl<K: Kernel> Watcher<K> {
             current_end: ready,
             fanning: Vec::new(),
             decoded: 0,
+            high_seen: 0,
         };
         let prefetch = u64::from(self.prefetch.load(Ordering::Relaxed));
         let mut idle_since = Instant::now();
@@ -315,7 +321,7 @@ impl<K: Kernel> Watcher<K> {
                     })
                 });
                 if let (Some((kind, detail)), false) = (fault, stopping) {
-                    match self.restart(kind, detail, stream) {
+                    match self.restart(kind, detail, stream, open.high_seen) {
                         Some(s) => stream = s,
                         None => return,
                     }
@@ -348,12 +354,14 @@ impl<K: Kernel> Watcher<K> {
         }
     }
 
-    /// Fails everything in flight, marks slots lost, relaunches on a fresh context.
+    /// Fails everything in flight, marks slots lost, relaunches on a fresh context whose clock
+    /// word starts above `high_seen`, the highest stamp completed so far.
     fn restart(
         &self,
         kind: FaultKind,
         detail: String,
         stream: sys::CUstream,
+        high_seen: u64,
     ) -> Option<sys::CUstream> {
         let q = &self.shared.queue;
         q.set_paused(true);
@@ -377,6 +385,7 @@ impl<K: Kernel> Watcher<K> {
         let mut guard = self.run.lock().unwrap_or_else(|e| e.into_inner());
         guard.take();
         self.ctrl.reset();
+        self.shared.clock.observe(high_seen);
         match launch_run(
             &self.shared,
             self.ordinal,
@@ -463,6 +472,7 @@ mod tests {
             current_end: 3,
             fanning: vec![cell],
             decoded: 0,
+            high_seen: 0,
         };
         assert_eq!(open.release(3), 3);
         assert!(open.cells.is_empty());
@@ -492,6 +502,7 @@ mod tests {
             current_end: 2,
             fanning: vec![cell],
             decoded: 0,
+            high_seen: 0,
         };
         open.fan_out_stale();
         assert_eq!(
