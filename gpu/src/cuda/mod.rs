@@ -137,7 +137,8 @@ pub fn compile<K: Kernel>(ordinal: usize) -> Result<(), RingError> {
 }
 
 /// Measures the GPU HLC stamp: every thread of `blocks` x 256 stamps `iters` times (one
-/// reservation, a max and an add, per warp per round). Returns nanoseconds per stamp, amortized over all stamps.
+/// reservation, a max and an add, per warp per round). Returns nanoseconds per stamp,
+/// amortized over all stamps.
 pub fn bench_hlc_stamp<K: Kernel>(
     ordinal: usize,
     blocks: u32,
