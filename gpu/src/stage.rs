@@ -28,6 +28,12 @@
 //! comes, from its idle loop). Batches nobody awaits yet are left to gather their thread's
 //! burst; the fallback sweep covers those never awaited. The consumer reads only
 //! `awaited_mask`, which only a loaded ring writes: a lone caller's path stays as it was.
+//! A future awaited at position `SILICA_GPU_STAGE_AWAIT_MIN` or later in its open batch
+//! (default: half the batch maximum, 64) submits the batch at once even on a busy ring: a batch
+//! that size gains little by waiting for the ack, and the consumer, which otherwise submits it
+//! (writing every entry), completes entries meanwhile instead. With 64 callers x 64 calls in
+//! flight, the consumer had submitted 80% of the batches and was the limit (G2 8.2-8.9 M
+//! calls/s on an H200, against 10-12 with the threshold; docs/BENCHMARKS.md). 0 turns it off.
 //! Waiters of an open or waiting batch move to its reply cell when it is published, so none
 //! is lost (`RingShared::await_open` says why none is left open).
 //! `SILICA_GPU_STAGE_FLUSH=await` restores flushing on the first await (for comparisons).
@@ -105,7 +111,8 @@ struct Padded<T>(T);
 /// What submitted a batch (counted in [`StageStats`]).
 #[derive(Clone, Copy)]
 enum Flush {
-    /// A future was awaited while the ring was quiet (or `SILICA_GPU_STAGE_FLUSH=await`).
+    /// A future was awaited while the ring was quiet, or far enough into its batch (or
+    /// `SILICA_GPU_STAGE_FLUSH=await`).
     Await,
     /// The batch reached its maximum size.
     Full,
@@ -177,6 +184,9 @@ pub(crate) struct Stager<K: Kernel> {
     awaited_mask: Padded<AtomicU64>,
     /// Nagle flushing (see the module docs); off: a batch goes on its first awaited future.
     nagle: bool,
+    /// An awaited future whose message is at least this far into its open batch submits the
+    /// batch at once, busy ring or not (see "Flush policy"; 0: never).
+    await_min: u32,
     stats: StageStats,
     /// Submitted batches that found the ring full, in submission order.
     pending: Mutex<VecDeque<Arc<Batch<K>>>>,
@@ -194,6 +204,10 @@ impl<K: Kernel> Stager<K> {
             .unwrap_or(DEFAULT_MAX)
             .clamp(1, (capacity / 4).max(1) as usize);
         let nagle = std::env::var("SILICA_GPU_STAGE_FLUSH").map_or(true, |v| v != "await");
+        let await_min = std::env::var("SILICA_GPU_STAGE_AWAIT_MIN")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(max as u32 / 2);
         Self {
             shards: (0..SHARDS)
                 .map(|_| ShardCell {
@@ -210,6 +224,7 @@ impl<K: Kernel> Stager<K> {
             open_mask: Padded(AtomicU64::new(0)),
             awaited_mask: Padded(AtomicU64::new(0)),
             nagle,
+            await_min,
             stats: StageStats::default(),
             pending: Mutex::new(VecDeque::new()),
             pending_len: AtomicUsize::new(0),
@@ -713,6 +728,10 @@ impl<K: Kernel> StagedReply<K> {
         // registration replaces it.
         loop {
             match batch.state.load(Ordering::Acquire) {
+                // Far enough into its batch: little is gained by waiting (see "Flush policy").
+                OPEN if shared.stager.await_min != 0 && *index + 1 >= shared.stager.await_min => {
+                    shared.flush_shard(batch.home, Some(batch.id), Flush::Await)
+                }
                 OPEN if shared.flush_now() => {
                     shared.flush_shard(batch.home, Some(batch.id), Flush::Await)
                 }

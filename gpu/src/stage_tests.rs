@@ -139,6 +139,53 @@ fn busy_ring_gathers_awaited_messages_into_one_run() {
     assert_eq!(stat(&shared, "stage_flush_completion"), 1);
 }
 
+// Pins the threshold: on a busy ring, futures early in their open batch leave it open for the
+// completion pass, but the first one awaited at `await_min` or later sends the batch at once
+// (from its own thread), with every message staged so far.
+#[test]
+fn a_future_far_enough_into_its_batch_sends_it_on_a_busy_ring() {
+    let mut ring = RingShared::<Accumulator>::new(RingConfig::default());
+    ring.stager.await_min = 3;
+    let shared = Arc::new(ring);
+    let slot = shared.slots.allocate().unwrap();
+    shared.slots.set_active(slot);
+    let p = Polled::new();
+    let mut first = stage(&shared, slot, 1);
+    assert!(p.poll(&mut first).is_pending());
+    assert_eq!(
+        shared.queue.tail(),
+        1,
+        "a quiet ring takes the first at once"
+    );
+    let mut later: Vec<_> = (2..=5).map(|a| stage(&shared, slot, a)).collect();
+    for f in &mut later[..2] {
+        assert!(p.poll(f).is_pending());
+    }
+    assert_eq!(
+        shared.queue.tail(),
+        1,
+        "positions 1 and 2 leave the batch open"
+    );
+    assert!(p.poll(&mut later[2]).is_pending(), "sent, not yet answered");
+    assert_eq!(
+        shared.queue.tail(),
+        5,
+        "position 3 sent the batch, with the message staged after it"
+    );
+    assert!(!shared.has_staged());
+    assert_eq!(stat(&shared, "stage_flush_await"), 2);
+    assert_eq!(stat(&shared, "stage_flush_completion"), 0);
+    assert_eq!(complete_all(&shared), 5);
+    assert_eq!(count_of(p.poll(&mut first)), 1);
+    for (f, amount) in later.iter_mut().zip(2..) {
+        assert_eq!(
+            count_of(p.poll(f)),
+            amount,
+            "each future reads its own entry"
+        );
+    }
+}
+
 // Pins the consumer's side: a completion pass sends the batches futures wait on and leaves a
 // batch nobody awaits yet to gather its thread's burst; a shard it could not lock (a stager
 // held it) is reported, and the idle retry sends it.
