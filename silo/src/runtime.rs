@@ -343,7 +343,8 @@ impl SiloInner {
                 return Ok(answered);
             }
             let (reply, answer) = oneshot::channel();
-            let deadline = tokio::time::Instant::now() + envelope.timeout;
+            let deadline =
+                crate::deadline::instant_after(tokio::time::Instant::now(), envelope.timeout);
             let call = Box::new(Call {
                 envelope,
                 kind,

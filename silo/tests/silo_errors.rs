@@ -149,6 +149,24 @@ async fn call_cycle_fails_fast() {
     silo.shutdown().await;
 }
 
+// Pins that a timeout too long to add to an instant (`Duration::MAX`: "never") is taken as a
+// very long one: the call is answered, it does not panic the caller's task.
+#[tokio::test]
+async fn longest_timeout_is_no_overflow() {
+    let silo = builder().start().unwrap();
+    let counter: CounterRef = silo.grain_factory().get("patient");
+    let forever = counter.clone().with_timeout(Duration::MAX);
+    let first = tokio::spawn(async move { forever.add(2).await });
+    assert_eq!(first.await.expect("no panic").unwrap(), 2, "a first call");
+    let forever = counter.with_timeout(Duration::MAX);
+    assert_eq!(
+        forever.add(3).await.unwrap(),
+        5,
+        "a call to the active grain"
+    );
+    silo.shutdown().await;
+}
+
 // Pins that a call outliving its timeout ends with Timeout, and the grain still serves later.
 #[tokio::test(start_paused = true)]
 async fn slow_call_times_out() {

@@ -72,7 +72,7 @@ impl ClusterNode {
         envelope: Envelope,
         from_silo: bool,
     ) -> Result<Payload, CallError> {
-        let deadline = Instant::now() + envelope.timeout;
+        let deadline = crate::deadline::instant_after(Instant::now(), envelope.timeout);
         let grain = envelope.target.clone();
         loop {
             if Instant::now() >= deadline {

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use silica_grains::{CallError, Payload};
 
-pub(crate) use wheel::DeadlineWheel;
 use wheel::Shard;
+pub(crate) use wheel::{DeadlineWheel, instant_after};
 
 pin_project_lite::pin_project! {
     /// Resolves with the inner future's answer, or `Err(Timeout)` once the timeout has passed.

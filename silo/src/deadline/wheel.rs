@@ -33,6 +33,11 @@ const KEPT_SLOTS: usize = 1024;
 /// The deadline of a timeout too long to add to an instant.
 const FAR_FUTURE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 
+/// `now + timeout`, or a year from now for a timeout too long to add (`Duration::MAX`).
+pub(crate) fn instant_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).unwrap_or_else(|| now + FAR_FUTURE)
+}
+
 /// One silo's call deadlines: a shard per thread (up to 64), each with a sweeper task on the
 /// silo's runtime.
 pub(crate) struct DeadlineWheel {
@@ -195,9 +200,7 @@ impl Shard {
                 continue;
             };
             let timeout = *timeout;
-            let deadline = *deadline.get_or_insert_with(|| {
-                now.checked_add(timeout).unwrap_or_else(|| now + FAR_FUTURE)
-            });
+            let deadline = *deadline.get_or_insert_with(|| instant_after(now, timeout));
             if deadline <= now {
                 if let Slot::Waiting { waker, .. } = std::mem::replace(slot, Slot::Fired) {
                     due.push(waker);
