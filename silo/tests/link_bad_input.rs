@@ -1,20 +1,24 @@
 //! Bad input on a silo's endpoints: a wrong cluster id, a wrong protocol version, the wrong kind
 //! of peer, a malformed frame, an oversized frame, a frame out of turn. Each gets its typed status
 //! (seen by the peer, and recorded by the silo), only that connection closes, and the silo keeps
-//! serving another connection.
+//! serving another connection. A well-formed frame carrying a request that means nothing (no
+//! grain, an empty method) is refused call by call; the connection goes on.
 
 mod common;
 mod link_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::CounterRef;
 use link_support::{frame, hello, link_options, raw_exchange, silo, silo_with, within};
 use silica_client::link::{Link, LinkError, Peer};
-use silica_client::wire::PROTOCOL_VERSION;
 use silica_client::wire::proto::{self, StatusCode, frame::Body};
-use silica_clocks::{ClockConfig, HybridClock, NodeId};
+use silica_client::wire::{PROTOCOL_VERSION, decode_frame, encode_envelope, error_from_status};
+use silica_client::{CallChain, Envelope};
+use silica_clocks::{ClockConfig, HlcTimestamp, HybridClock, NodeId, wall_clock_ms};
 use silica_grains::placement::SiloAddress;
+use silica_grains::{GrainId, GrainType, Payload, RejectCode};
 use silica_silo::Silo;
 
 /// Pins, after a bad connection, that the silo still serves a good one.
@@ -132,8 +136,82 @@ async fn oversized_frame_closes_the_connection() {
     server.shutdown().await;
 }
 
-// Pins that an envelope that decodes as protobuf but names no grain, a second hello, and a
-// batch before the hello each end their connection with a typed status.
+// Pins that a request envelope that decodes as protobuf but means nothing (no grain, an empty
+// method) is refused alone: its call is answered with a typed rejection, the connection is not
+// ended, and the well-formed call after it in the same batch is answered normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meaningless_request_is_refused_alone() {
+    let server = silo("r", false);
+    let addr = server.network().unwrap().address().unwrap().endpoint;
+    let add_five = Envelope {
+        target: GrainId::new(GrainType::new("Counter"), "r"),
+        interface: "Counter".into(),
+        method: "add".into(),
+        args: Payload::from_slice(&postcard::to_allocvec(&(5_u64,)).unwrap()),
+        hlc: HlcTimestamp::new(wall_clock_ms(), 0, NodeId(9)),
+        chain: CallChain::EMPTY,
+        timeout: Duration::from_secs(5),
+    };
+    let valid = encode_envelope(&add_five, 9);
+    let no_target = proto::Envelope {
+        call_id: 7,
+        ..Default::default()
+    };
+    let empty_method = proto::Envelope {
+        call_id: 8,
+        method: String::new(),
+        ..valid.clone()
+    };
+    let batch = frame(Body::Batch(proto::Batch {
+        requests: vec![no_target, empty_method, valid],
+        responses: vec![],
+    }));
+    let (received, status) = within(
+        "exchange",
+        raw_exchange(addr, vec![hello("r", PROTOCOL_VERSION, false), batch]),
+    )
+    .await;
+    assert!(
+        status.is_none(),
+        "the connection ended normally: {status:?}"
+    );
+    let responses: Vec<proto::Response> = received
+        .iter()
+        .filter_map(
+            |bytes| match decode_frame(bytes, usize::MAX).unwrap().body {
+                Some(Body::Batch(batch)) => Some(batch.responses),
+                _ => None,
+            },
+        )
+        .flatten()
+        .collect();
+    let answer = |id: u64| {
+        let response = responses.iter().find(|r| r.call_id == id);
+        response.and_then(|r| r.result.clone()).expect("an answer")
+    };
+    let refused = |id: u64| match answer(id) {
+        proto::response::Result::Error(status) => error_from_status(status).unwrap(),
+        other => panic!("call {id}: expected a rejection, got {other:?}"),
+    };
+    assert_eq!(
+        refused(7).reject_code(),
+        Some(RejectCode::BadArguments),
+        "{}",
+        refused(7)
+    );
+    assert_eq!(refused(8).reject_code(), Some(RejectCode::UnknownMethod));
+    match answer(9) {
+        proto::response::Result::Ok(bytes) => {
+            assert_eq!(postcard::from_bytes::<u64>(&bytes).unwrap(), 5)
+        }
+        other => panic!("the valid call: expected its answer, got {other:?}"),
+    }
+    still_serves(&server, "r").await;
+    server.shutdown().await;
+}
+
+// Pins that a second hello and a batch before the hello each end their connection with a typed
+// status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meaningless_frames_close_the_connection() {
     let server = silo("x", false);
@@ -143,10 +221,6 @@ async fn meaningless_frames_close_the_connection() {
         responses: vec![],
     }));
     let cases = [
-        (
-            vec![hello("x", PROTOCOL_VERSION, false), no_target.clone()],
-            StatusCode::MalformedFrame,
-        ),
         (
             vec![
                 hello("x", PROTOCOL_VERSION, false),

@@ -238,9 +238,15 @@ impl<H: LinkHandler> Reader<H> {
                 return Some(LinkError::UnexpectedFrame("responses from the caller"));
             }
             for envelope in batch.requests {
+                let call_id = envelope.call_id;
                 match decode_envelope(envelope) {
                     Ok((call_id, envelope)) => self.dispatch(call_id, envelope).await,
-                    Err(error) => return Some(error.into()),
+                    // The frame itself was well formed: only this call is refused, and the
+                    // connection, with every other call on it, goes on.
+                    Err(error) => {
+                        let refused = Err(malformed_request(&error));
+                        let _ = self.outbox.send(self.response(call_id, refused)).await;
+                    }
                 }
             }
         }
@@ -265,6 +271,24 @@ impl<H: LinkHandler> Reader<H> {
     fn response(&self, call_id: u64, result: Result<Payload, CallError>) -> Outgoing {
         response(call_id, result, &self.clock, self.max_frame_bytes)
     }
+}
+
+/// The rejection of a request envelope that does not decode (e.g. an empty method name).
+fn malformed_request(error: &WireError) -> CallError {
+    let code = match error {
+        WireError::InvalidField {
+            field: "method", ..
+        } => RejectCode::UnknownMethod,
+        WireError::InvalidField {
+            field: "interface", ..
+        } => RejectCode::WrongInterface,
+        WireError::InvalidField {
+            field: "grain_type",
+            ..
+        } => RejectCode::UnknownGrainType,
+        _ => RejectCode::BadArguments,
+    };
+    CallError::rejected(code, format!("malformed request: {error}"))
 }
 
 fn response(
