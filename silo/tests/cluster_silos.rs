@@ -196,7 +196,8 @@ async fn a_join_under_load_moves_entries_without_failures() {
 }
 
 // Pins a graceful leave: while two silos keep calling 20 grains, the third (hosting some of
-// them) shuts down; not one call fails, and its grains are active on the others afterwards.
+// them) shuts down; not one call fails, its grains are active on the others afterwards, and
+// the others drop their links to it (none keeps reconnecting to a silo that left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_leave_loses_no_call() {
     let [a, b, leaving] = three("leave").await;
@@ -217,6 +218,7 @@ async fn graceful_leave_loses_no_call() {
     );
     let load = Load::start(&[a.clone(), b.clone()], &keys, 2);
     load.calls_pass(20).await;
+    let left = leaving.network().unwrap().address().unwrap();
     within("leave", leaving.shutdown()).await;
     // Keep calling after the leave: the grains that moved answer from their new silos.
     load.calls_pass(100).await;
@@ -232,6 +234,15 @@ async fn graceful_leave_loses_no_call() {
         assert_ne!(on, 2, "key {key} moved off the silo that left");
         assert_eq!(live_on(&key.to_string(), &[]), [on], "key {key}");
     }
+    within("links to the silo that left closed", async {
+        while [&a, &b]
+            .iter()
+            .any(|s| s.network().unwrap().link_status(left).is_some())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }

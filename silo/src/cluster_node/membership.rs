@@ -219,10 +219,16 @@ impl ClusterNode {
                 load.remove_silo(silo);
             }
             // A silo voted dead may never answer: its waiting calls fail now. One that left
-            // gracefully answers everything sent to it before it stops, so its link stays.
+            // gracefully answers everything sent to it before it stops, so its link goes once
+            // those calls are answered.
             let left = old.status(silo) == Some(SiloStatus::ShuttingDown);
-            if view.is_dead(silo) && !old.is_dead(silo) && !left && *silo != self.me {
-                self.network.close_link(*silo);
+            if view.is_dead(silo) && !old.is_dead(silo) && *silo != self.me {
+                if left {
+                    self.network
+                        .close_link_when_drained(*silo, self.config.leave_timeout);
+                } else {
+                    self.network.close_link(*silo);
+                }
             }
         }
         drop(load);

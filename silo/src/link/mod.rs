@@ -165,6 +165,33 @@ impl SiloNetwork {
         }
     }
 
+    /// Closes and forgets the link to `to` once no call waits on it, at the latest after
+    /// `drain`: for a silo that left gracefully, which answers what was sent to it before it
+    /// stops. Without this its link would stay, reconnecting every few seconds, forever.
+    pub fn close_link_when_drained(self: &Arc<Self>, to: SiloAddress, drain: Duration) {
+        let Some(link) = self.links.get(&to).map(|link| link.clone()) else {
+            return;
+        };
+        let network = Arc::downgrade(self);
+        let stopping = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            let started = tokio::time::Instant::now();
+            while link.waiting_calls() > 0 && started.elapsed() < drain {
+                tokio::select! {
+                    _ = stopping.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            if let Some(network) = network.upgrade() {
+                // Only this link: a later `send` may have linked anew meanwhile.
+                network
+                    .links
+                    .remove_if(&to, |_, current| Arc::ptr_eq(current, &link));
+            }
+            link.close();
+        });
+    }
+
     /// The most recent errors that ended or refused connections to this silo's endpoints.
     pub fn recent_link_errors(&self) -> Vec<LinkError> {
         self.acceptors
