@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{AccountRef, BankError, CounterRef};
 use link_support::{DEADLINE, dead_address, silo, within};
-use silica_client::link::LinkStatus;
+use silica_client::link::{LinkError, LinkStatus};
 use silica_grains::placement::SiloAddress;
 use silica_grains::{CallError, GrainReference};
 use silica_silo::SiloConfig;
@@ -89,6 +89,38 @@ async fn typed_errors_cross_the_wire() {
         within("sleep", slow.sleep(500)).await,
         Err(CallError::Timeout(Duration::from_millis(50)))
     );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+// Pins that a link made for one incarnation of a silo does not deliver to another one at the
+// same endpoint (a restart on the same port): its calls end with SiloUnavailable and the link
+// says why, while a link for the incarnation that answers works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_refuses_another_generation_at_the_endpoint() {
+    let a = silo("g1", false);
+    let b = silo("g1", false);
+    let real = b.network().unwrap().address().unwrap();
+    let gone = SiloAddress::new(real.endpoint, real.generation.wrapping_sub(1));
+    let network = a.network().unwrap();
+    let stale: CounterRef = network.remote_factory(gone).get("g");
+    match within("call", stale.add(1)).await {
+        Err(CallError::SiloUnavailable(message)) => {
+            assert!(message.contains("answers at the endpoint of"), "{message}")
+        }
+        other => panic!("expected SiloUnavailable, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            network.link_status(gone),
+            Some(LinkStatus::Down(LinkError::WrongSilo { expected, got }))
+                if expected == gone && got == real
+        ),
+        "{:?}",
+        network.link_status(gone)
+    );
+    let current: CounterRef = network.remote_factory(real).get("g");
+    assert_eq!(within("call", current.add(1)).await, Ok(1));
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -48,6 +48,9 @@ enum State {
 
 struct Shared {
     endpoint: String,
+    /// The silo the link is for, if it is for one: another generation at its endpoint is
+    /// refused (`LinkError::WrongSilo`).
+    expected: Option<SiloAddress>,
     options: LinkOptions,
     hello: proto::Hello,
     clock: Arc<HybridClock>,
@@ -71,6 +74,28 @@ impl Link {
         options: LinkOptions,
         clock: Arc<HybridClock>,
     ) -> Link {
+        Self::start(endpoint.into(), None, me, options, clock)
+    }
+
+    /// [`Link::new`] to silo `to` at its endpoint: a silo of another generation answering
+    /// there (a restart on the same port) is refused with [`LinkError::WrongSilo`], so calls
+    /// meant for `to` end with `SiloUnavailable` instead of reaching its successor.
+    pub fn to_silo(
+        to: SiloAddress,
+        me: Peer,
+        options: LinkOptions,
+        clock: Arc<HybridClock>,
+    ) -> Link {
+        Self::start(to.endpoint.to_string(), Some(to), me, options, clock)
+    }
+
+    fn start(
+        endpoint: String,
+        expected: Option<SiloAddress>,
+        me: Peer,
+        options: LinkOptions,
+        clock: Arc<HybridClock>,
+    ) -> Link {
         let hello = proto::Hello {
             cluster_id: options.cluster_id.clone(),
             protocol_version: PROTOCOL_VERSION,
@@ -78,7 +103,8 @@ impl Link {
         };
         let (state, _) = watch::channel(State::Connecting);
         let shared = Arc::new(Shared {
-            endpoint: endpoint.into(),
+            endpoint,
+            expected,
             options,
             hello,
             clock,
@@ -301,6 +327,11 @@ async fn connect(shared: &Shared) -> Result<Connected, LinkError> {
         let silo = welcome
             .silo
             .and_then(|silo| super::silo_from_wire(&silo).ok());
+        if let (Some(expected), Some(got)) = (shared.expected, silo)
+            && got != expected
+        {
+            return Err(LinkError::WrongSilo { expected, got });
+        }
         Ok((silo, inbound))
     };
     let handshake = tokio::time::timeout(options.connect_timeout, handshake).await;

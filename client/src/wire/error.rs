@@ -1,6 +1,7 @@
 //! `WireError` and `LinkError`.
 
 use super::proto::StatusCode;
+use silica_grains::placement::SiloAddress;
 
 /// A frame or a field that cannot be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +80,15 @@ pub enum LinkError {
         /// The peer's detail.
         message: String,
     },
+    /// Another incarnation of the silo (same endpoint, another generation) answered: the silo
+    /// this link was for is gone.
+    #[error("{got} answers at the endpoint of {expected}")]
+    WrongSilo {
+        /// The silo the link was made for.
+        expected: SiloAddress,
+        /// The silo that answered.
+        got: SiloAddress,
+    },
     /// Connecting failed or the connection broke.
     #[error("transport: {0}")]
     Transport(String),
@@ -98,7 +108,9 @@ impl LinkError {
             LinkError::UnexpectedFrame(_) => StatusCode::UnexpectedFrame,
             LinkError::NotAccepted(_) => StatusCode::NotAccepted,
             LinkError::Refused { code, .. } => *code,
-            LinkError::Transport(_) | LinkError::Closed => StatusCode::SiloUnavailable,
+            LinkError::WrongSilo { .. } | LinkError::Transport(_) | LinkError::Closed => {
+                StatusCode::SiloUnavailable
+            }
         }
     }
 

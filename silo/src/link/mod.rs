@@ -213,8 +213,8 @@ impl SiloNetwork {
                     // cannot call it back.
                     None => Peer::Silo(SiloAddress::new(([0, 0, 0, 0], 0).into(), 0)),
                 };
-                Arc::new(Link::new(
-                    to.endpoint.to_string(),
+                Arc::new(Link::to_silo(
+                    to,
                     me,
                     self.options.clone(),
                     self.clock.clone(),
