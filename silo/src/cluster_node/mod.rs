@@ -126,7 +126,7 @@ pub(crate) struct ClusterNode {
     /// Wakes the membership task to read the table now (a peer showed a newer view).
     refresh_now: Notify,
     /// One resolution at a time per grain on this silo: racing first calls share its answer.
-    resolving: DashMap<GrainId, Arc<tokio::sync::Mutex<()>>, foldhash::fast::RandomState>,
+    resolving: routing::Gates,
     /// Stops the membership task: after a leave, a death, or a simulated crash.
     pub(crate) stop: CancellationToken,
     /// This node, for tasks spawned from `&self`.

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use silica_client::Envelope;
 use silica_client::link::LinkStatus;
 use silica_grains::placement::SiloAddress;
@@ -93,8 +94,8 @@ impl ClusterNode {
                 Some(address) => Located::At(address),
                 None => {
                     // Racing first calls on this silo wait for one resolution and share it.
-                    let gate = self.resolving.entry(grain.clone()).or_default().clone();
-                    let turn = gate.lock().await;
+                    let gate = ResolvingGate::enter(&self.resolving, &grain);
+                    let turn = gate.gate.lock().await;
                     let located = if self.hosted.contains_key(&grain) {
                         Ok(Located::Here)
                     } else {
@@ -102,8 +103,6 @@ impl ClusterNode {
                     };
                     drop(turn);
                     drop(gate);
-                    self.resolving
-                        .remove_if(&grain, |_, g| Arc::strong_count(g) == 1);
                     located?
                 }
             };
@@ -292,5 +291,72 @@ impl ClusterNode {
             }
             Err(other) => Err(other),
         }
+    }
+}
+
+/// The resolution gates of grains being resolved now (`ClusterNode::resolving`).
+pub(super) type Gates = DashMap<GrainId, Arc<tokio::sync::Mutex<()>>, foldhash::fast::RandomState>;
+
+/// A call's hold on its grain's resolution gate. The last one out removes the gate, also when
+/// the call is dropped while it waits (its deadline passed): a gate left behind would stay
+/// until the grain is resolved again.
+struct ResolvingGate<'a> {
+    gates: &'a Gates,
+    grain: &'a GrainId,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> ResolvingGate<'a> {
+    fn enter(gates: &'a Gates, grain: &'a GrainId) -> Self {
+        let gate = gates.entry(grain.clone()).or_default().clone();
+        Self { gates, grain, gate }
+    }
+}
+
+impl Drop for ResolvingGate<'_> {
+    fn drop(&mut self) {
+        // Two references while this hold lives: the map's and this one.
+        self.gates.remove_if(self.grain, |_, g| {
+            Arc::ptr_eq(g, &self.gate) && Arc::strong_count(g) == 2
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silica_grains::GrainType;
+
+    // Pins that a grain's resolution gate goes with its last hold, also when that hold is a
+    // call dropped while it resolved or waited (its deadline passed): none is left behind.
+    #[tokio::test]
+    async fn gates_go_with_their_last_hold_even_a_cancelled_one() {
+        let gates = Gates::default();
+        let grain = GrainId::new(GrainType::new("G"), "k");
+        let resolve_forever = || async {
+            let gate = ResolvingGate::enter(&gates, &grain);
+            let _turn = gate.gate.lock().await;
+            std::future::pending::<()>().await;
+        };
+        let short = Duration::from_millis(10);
+        // A lone call dropped while it resolves.
+        assert!(
+            tokio::time::timeout(short, resolve_forever())
+                .await
+                .is_err()
+        );
+        assert_eq!(gates.len(), 0, "the cancelled call removed its gate");
+        // A call dropped while it waits behind another, then the other one dropped too.
+        let first = ResolvingGate::enter(&gates, &grain);
+        let turn = first.gate.lock().await;
+        assert!(
+            tokio::time::timeout(short, resolve_forever())
+                .await
+                .is_err()
+        );
+        assert_eq!(gates.len(), 1, "the first call still holds it");
+        drop(turn);
+        drop(first);
+        assert_eq!(gates.len(), 0, "the last hold removed the gate");
     }
 }
