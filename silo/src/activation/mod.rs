@@ -13,6 +13,7 @@ mod timers;
 mod turns;
 
 pub(crate) use inline::{Answered, try_inline};
+pub(crate) use turns::panic_message;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};

@@ -54,6 +54,8 @@ pub trait GpuStateStore<K: Kernel>: Send + Sync + 'static {
     /// The state a new activation of `grain` starts from.
     fn load(&self, grain: &GrainId) -> K::State;
     /// The final state of an activation of `grain`, or [`StateLost`] if a device fault lost it.
+    /// A panic here is caught and logged: that state is dropped, and the grain's next call
+    /// starts a fresh activation from [`load`](GpuStateStore::load) as usual.
     fn save(&self, grain: &GrainId, state: Result<K::State, StateLost>, reason: DeactivationReason);
 }
 

@@ -8,6 +8,7 @@
 //! the next activation always loads the state the last one saved.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -30,7 +31,7 @@ use super::recent::{self, Epoch};
 use super::rings::RingSet;
 use super::status::{GpuDeviceStatus, GpuTypeStatus};
 use super::turn::GpuTurn;
-use crate::activation::Answered;
+use crate::activation::{Answered, panic_message};
 use crate::runtime::SiloInner;
 
 /// What a GPU variant needs from the silo when it starts.
@@ -206,7 +207,15 @@ impl<K: Kernel> HostCore<K> {
             Some(lost) => Err(lost),
             None => state.map_err(|e| StateLost(e.to_string())),
         };
-        self.store.save(&slotted.grain, state, reason);
+        // The store is the user's code: a panic there must still remove the `Closing` entry
+        // (calls wait for it to go) and must not end the silo's shutdown, which runs this.
+        let saved = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.store.save(&slotted.grain, state, reason)
+        }));
+        if let Err(payload) = saved {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(grain = %slotted.grain, %message, "GpuStateStore::save panicked; the final state is dropped");
+        }
         if remove_entry {
             self.catalog
                 .remove_if(&slotted.grain, |_, e| matches!(e, Entry::Closing));

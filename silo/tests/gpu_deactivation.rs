@@ -1,0 +1,149 @@
+//! How GPU activations end when something around them goes wrong: a state store whose `save`
+//! panics, and a shutdown that finds calls still running on an activation (CPU reference rings).
+
+mod gpu_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gpu_support::*;
+use silica_gpu::samples::{Accumulator, Add, Totals};
+use silica_grains::{CallError, DeactivationReason, Grain, GrainContext, GrainId, grain};
+use silica_silo::gpu::{GpuActivation, GpuGrain, GpuStateStore, StateLost};
+use silica_silo::{Silo, SiloConfig};
+
+/// A counter whose GPU methods send more than one message per call.
+#[grain]
+pub trait Steps {
+    /// Adds `amount` twice, `pause_ms` apart (host work between two messages of one call);
+    /// returns the total.
+    async fn add_twice(&mut self, amount: u32, pause_ms: u64) -> u64;
+    /// Adds 1 again and again; answers only with an error.
+    async fn add_forever(&mut self) -> u64;
+}
+
+/// The CPU implementation (registered beside the GPU variant; these tests never reach it).
+pub struct StepsCpu(Totals);
+
+impl Grain for StepsCpu {
+    type Interface = StepsRef;
+    fn create(_: &GrainContext) -> Self {
+        StepsCpu(Totals::default())
+    }
+}
+
+impl Steps for StepsCpu {
+    async fn add_twice(&mut self, amount: u32, pause_ms: u64) -> u64 {
+        self.0.total += 2 * u64::from(amount);
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        self.0.total
+    }
+    async fn add_forever(&mut self) -> u64 {
+        std::future::pending().await
+    }
+}
+
+/// The GPU variant: the total lives on the device.
+pub struct StepsGpu(GpuActivation<Accumulator>);
+
+impl GpuGrain for StepsGpu {
+    type Interface = StepsRef;
+    type Kernel = Accumulator;
+    fn create(activation: GpuActivation<Accumulator>) -> Self {
+        StepsGpu(activation)
+    }
+}
+
+impl Steps for StepsGpu {
+    async fn add_twice(&mut self, amount: u32, pause_ms: u64) -> u64 {
+        self.0.call(Add { amount }).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        self.0.call(Add { amount }).await.total
+    }
+    async fn add_forever(&mut self) -> u64 {
+        loop {
+            self.0.call(Add { amount: 1 }).await;
+        }
+    }
+}
+
+/// A state store that is down: `save` panics (after counting the attempt).
+#[derive(Clone, Default)]
+struct PanickingSave(Arc<AtomicUsize>);
+
+impl PanickingSave {
+    fn attempts(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl GpuStateStore<Accumulator> for PanickingSave {
+    fn load(&self, _: &GrainId) -> Totals {
+        Totals::default()
+    }
+    fn save(&self, _: &GrainId, _: Result<Totals, StateLost>, _: DeactivationReason) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("the state store is down");
+    }
+}
+
+/// A silo on one CPU reference ring of 8 slots whose shutdown grace period is `grace`.
+fn config(grace: Duration) -> SiloConfig {
+    SiloConfig {
+        shutdown_grace: grace,
+        ..cpu_rings(1, 8)
+    }
+}
+
+fn steps_silo(config: SiloConfig, store: impl GpuStateStore<Accumulator>) -> Silo {
+    Silo::builder()
+        .config(config)
+        .register_gpu_variant_with_store::<StepsCpu, StepsGpu>(store)
+        .start()
+        .unwrap()
+}
+
+// Pins that a `GpuStateStore::save` that panics when an idle activation ends does not leave the
+// grain unreachable: the next call starts a fresh activation (from `load`), within its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_save_leaves_the_grain_reachable() {
+    let store = PanickingSave::default();
+    let silo = Silo::builder()
+        .config(cpu_rings(1, 8))
+        .register_gpu_variant_with_store::<TallyCpu, TallyGpu>(store.clone())
+        .start()
+        .unwrap();
+    let tally: TallyRef = silo.grain_factory().get("a");
+    assert_eq!(tally.add(1).await.unwrap(), (1, 1));
+    // TallyGpu goes idle after 100 ms.
+    eventually("the idle activation's save to panic", || {
+        store.attempts() >= 1
+    })
+    .await;
+    let next = tokio::time::timeout(Duration::from_secs(5), tally.add(2)).await;
+    assert_eq!(
+        next.expect("the grain answers after a panicking save"),
+        Ok((2, 1)),
+        "a fresh activation, from the state `load` gives"
+    );
+    silo.shutdown().await;
+}
+
+// Pins that a `GpuStateStore::save` that panics at shutdown does not escape `Silo::shutdown`:
+// shutdown returns, and calls are refused afterwards as after any shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_save_at_shutdown_does_not_escape_it() {
+    let store = PanickingSave::default();
+    let silo = steps_silo(config(Duration::from_secs(30)), store.clone());
+    let steps: StepsRef = silo.grain_factory().get("a");
+    assert_eq!(steps.add_twice(1, 0).await.unwrap(), 2);
+    tokio::time::timeout(Duration::from_secs(10), silo.shutdown())
+        .await
+        .expect("shutdown returns");
+    assert_eq!(store.attempts(), 1);
+    assert_eq!(
+        steps.add_twice(1, 0).await.unwrap_err(),
+        CallError::ShuttingDown
+    );
+}
