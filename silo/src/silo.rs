@@ -319,6 +319,10 @@ impl Silo {
         }
         inner.set_lifecycle(Lifecycle::ShuttingDown);
         inner.stopping.cancel();
+        let grace_over = crate::deadline::instant_after(
+            tokio::time::Instant::now(),
+            inner.config.shutdown_grace,
+        );
         // A cluster member leaves first: no silo places new activations here, and the
         // directory partition moves; callers whose calls are refused route them again.
         let cluster = inner.cluster.get().cloned();
@@ -339,10 +343,7 @@ impl Silo {
                 changed.await;
             }
         };
-        if tokio::time::timeout(inner.config.shutdown_grace, drained)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(grace_over, drained).await.is_err() {
             tracing::warn!("shutdown grace period over; aborting the turns still running");
             inner.catalog.for_each(|handle| {
                 if let Some(task) = handle.abort.get() {
@@ -350,9 +351,10 @@ impl Silo {
                 }
             });
         }
-        // GPU activations save their state; their rings finish what is queued, then stop.
+        // GPU activations save their state once their running calls finish (within the same
+        // grace period); their rings finish what is queued, then stop.
         let gpu_variants = inner.registry.values().filter_map(|r| r.gpu.as_ref());
-        futures_util::future::join_all(gpu_variants.map(|gpu| gpu.shutdown())).await;
+        futures_util::future::join_all(gpu_variants.map(|gpu| gpu.shutdown(grace_over))).await;
         // The entries of the deactivated grains are gone from the directory; the row says Dead.
         if let Some(node) = &cluster {
             node.finish_leave().await;

@@ -147,3 +147,61 @@ async fn a_panicking_save_at_shutdown_does_not_escape_it() {
         CallError::ShuttingDown
     );
 }
+
+// Pins that shutdown lets a GPU call already running finish before its activation's slot is
+// deactivated: its later messages still reach the device, and the saved state holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_running_gpu_call_finish() {
+    let saved = Saved::default();
+    let silo = steps_silo(config(Duration::from_secs(30)), saved.clone());
+    let steps: StepsRef = silo.grain_factory().get("a");
+    // Issued here (its first message is staged): the call is running when shutdown begins.
+    let running = tokio::spawn(steps.add_twice(1, 50));
+    silo.shutdown().await;
+    assert_eq!(running.await.unwrap(), Ok(2));
+    let (state, reason) = saved.get("a").expect("saved at shutdown");
+    assert_eq!(reason, DeactivationReason::Shutdown);
+    assert_eq!(state.unwrap().total, 2);
+}
+
+// Pins that a GPU call issued before shutdown but awaited only after it does not end as a device
+// fault: shutdown waits for it up to the grace period, then it answers or is refused as shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_call_awaited_after_shutdown_is_no_gpu_fault() {
+    let saved = Saved::default();
+    let silo = Silo::builder()
+        .config(config(Duration::from_millis(200)))
+        .register_gpu_variant_with_store::<TallyCpu, TallyGpu>(saved.clone())
+        .start()
+        .unwrap();
+    let tally: TallyRef = silo.grain_factory().get("a");
+    tally.add(1).await.unwrap();
+    let issued = tally.add(2);
+    silo.shutdown().await;
+    let result = issued.await;
+    assert!(
+        matches!(result, Ok((3, 2)) | Err(CallError::ShuttingDown)),
+        "{result:?}"
+    );
+}
+
+// Pins that shutdown stays bounded by its grace period: a GPU call still running when it runs
+// out ends with `ShuttingDown` (its slot deactivated under it), never `GpuFault`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_call_running_past_the_grace_fails_with_shutting_down() {
+    let saved = Saved::default();
+    let silo = steps_silo(config(Duration::from_millis(200)), saved.clone());
+    let steps: StepsRef = silo.grain_factory().get("a");
+    let running = tokio::spawn(steps.add_forever());
+    tokio::time::timeout(Duration::from_secs(10), silo.shutdown())
+        .await
+        .expect("shutdown returns after its grace period");
+    let result = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the call ends")
+        .unwrap();
+    assert_eq!(result, Err(CallError::ShuttingDown));
+    let (state, reason) = saved.get("a").expect("saved at shutdown");
+    assert_eq!(reason, DeactivationReason::Shutdown);
+    assert!(state.unwrap().total > 0);
+}

@@ -68,8 +68,16 @@ impl<K: Kernel> Slotted<K> {
         if matches!(error, RingError::ShutDown) && self.ring.ring.health().faults == 0 {
             return CallError::ShuttingDown;
         }
+        let host = self.host.upgrade();
+        // A call still running when the shutdown grace period ran out had its slot deactivated
+        // under it by the silo, not by a fault.
+        if matches!(error, RingError::SlotNotActive(_))
+            && host.as_ref().is_some_and(|h| h.is_shut_down())
+        {
+            return CallError::ShuttingDown;
+        }
         let message = error.to_string();
-        if let Some(host) = self.host.upgrade() {
+        if let Some(host) = host {
             host.retire_failed(self, &message);
         }
         CallError::GpuFault {

@@ -5,7 +5,8 @@
 //! Activations are created on the first call under the catalog shard's lock, so racing first
 //! calls agree on one slot. An idle or shut-down activation is first marked `Closing` (calls
 //! wait for it to go), then its slot is deactivated and its state saved, then it is removed; so
-//! the next activation always loads the state the last one saved.
+//! the next activation always loads the state the last one saved. An idle one has no call
+//! running; at shutdown, the calls still running are waited for (up to the grace period).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -68,8 +69,10 @@ pub(crate) trait GpuRoute: Send + Sync + 'static {
     ) -> Option<Answered>;
     /// One idle-collection sweep `period` after the last.
     fn sweep(&self, period: Duration);
-    /// Deactivates every activation (saving its state) and stops the rings.
-    fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Deactivates every activation (saving its state) once the calls running on it have
+    /// finished, or at `deadline` (the end of the silo's shutdown grace period), then stops
+    /// the rings.
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()>;
     /// Which devices serve the variant, and why some do not.
     fn status(&self) -> GpuTypeStatus;
 }
@@ -122,6 +125,11 @@ enum Entry<K: Kernel> {
 impl<K: Kernel> HostCore<K> {
     fn rings(&self) -> Option<&RingSet<K>> {
         self.rings.get()
+    }
+
+    /// Whether the silo's shutdown has begun for this variant.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Retires an activation whose slot failed: removes it (if it is still the current one)
@@ -466,7 +474,7 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
         }
     }
 
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
+    fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let core = &self.core;
             core.closed.store(true, Ordering::Release);
@@ -474,12 +482,11 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
             let mut closing = Vec::new();
             for id in ids {
                 if let Some(slotted) = take_for_shutdown(core, &id) {
-                    closing.push(core.deactivate(
-                        slotted,
-                        DeactivationReason::Shutdown,
-                        None,
-                        true,
-                    ));
+                    closing.push(async move {
+                        calls_finished(&slotted, deadline).await;
+                        core.deactivate(slotted, DeactivationReason::Shutdown, None, true)
+                            .await
+                    });
                 }
             }
             futures_util::future::join_all(closing).await;
@@ -541,7 +548,8 @@ fn close<K: Kernel>(core: &Arc<HostCore<K>>, id: &Arc<GrainId>, reason: Deactiva
     core.spawn_deactivation(slotted, reason, None, true);
 }
 
-/// Marks `id` closing for shutdown (in-flight messages are waited for by the ring).
+/// Marks `id` closing for shutdown: no call enters it from then on (see `close`); the calls
+/// already running are waited for by `calls_finished`.
 fn take_for_shutdown<K: Kernel>(core: &HostCore<K>, id: &Arc<GrainId>) -> Option<Arc<Slotted<K>>> {
     let mut entry = core.catalog.get_mut(id)?;
     let Entry::Active(a) = &*entry else {
@@ -552,6 +560,20 @@ fn take_for_shutdown<K: Kernel>(core: &HostCore<K>, id: &Arc<GrainId>) -> Option
     slotted.retiring.store(true, Ordering::SeqCst);
     *entry = Entry::Closing;
     Some(slotted)
+}
+
+/// Waits until no call runs on `slotted`, which takes no new ones (it is closing), or until
+/// `deadline`. The ring finishing the messages already sent is not enough: a running call's
+/// method may send more, and those need the slot active.
+async fn calls_finished<K: Kernel>(slotted: &Slotted<K>, deadline: tokio::time::Instant) {
+    while slotted.in_flight.load(Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(grain = %slotted.grain, "shutdown grace period over; deactivating a GPU activation under its running calls");
+            return;
+        }
+        // Polled, not woken: `exit` is on every call's path, and this runs once, at shutdown.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// A call that found its activation closing: waits for it to go, then sends again (to a fresh
