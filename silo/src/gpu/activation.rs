@@ -36,7 +36,8 @@ pub(crate) struct Slotted<K: Kernel> {
     /// Consecutive sweeps that found it unused.
     pub(crate) idle_sweeps: AtomicU32,
     /// Set before the activation is retired (and cleared if an idle close finds a call in
-    /// flight after all): references' memos check it (see `memo`).
+    /// flight after all): references' memos check it (see `memo`). A stateless worker's is
+    /// set by the failure that replaces it, so it is replaced once.
     pub(crate) retiring: AtomicBool,
     /// For stateless workers: which pool entry this is (ring index, worker index).
     pub(crate) worker: Option<(usize, usize)>,

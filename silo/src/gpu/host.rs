@@ -165,7 +165,19 @@ impl<K: Kernel> HostCore<K> {
         }
     }
 
+    /// Gives back a failed worker slot and puts a fresh one in its pool entry. Every call in
+    /// flight on the slot sees the failure, but only the first, while the pool still holds
+    /// it, replaces it: a second replacement would give the slot back again (by then perhaps
+    /// the replacement's, reused) and leak one of the two fresh slots.
     fn replace_worker(self: &Arc<Self>, ring: usize, index: usize, failed: &Arc<Slotted<K>>) {
+        let pooled = {
+            let pools = self.workers.read().unwrap_or_else(|e| e.into_inner());
+            let entry = pools.get(ring).and_then(|pool| pool.get(index));
+            entry.is_some_and(|w| Arc::ptr_eq(w, failed))
+        };
+        if !pooled || failed.retiring.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let host = self.clone();
         let failed = failed.clone();
         self.spawn(async move {
@@ -178,6 +190,7 @@ impl<K: Kernel> HostCore<K> {
             let state = host.store.load(&failed.grain);
             if let Ok(slot) = device.activate(&state) {
                 let fresh = host.slotted(failed.grain.clone(), ring, slot, Some((ring, index)));
+                // Still `failed` there: only this task replaces it.
                 let mut pools = host.workers.write().unwrap_or_else(|e| e.into_inner());
                 pools[ring][index] = fresh;
             }
@@ -598,3 +611,7 @@ fn wait_then_resend<K: Kernel>(
         silo.send(envelope).await
     })
 }
+
+#[cfg(test)]
+#[path = "host_tests.rs"]
+mod tests;

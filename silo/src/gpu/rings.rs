@@ -102,10 +102,13 @@ impl<K: Kernel> DeviceRing<K> {
         Ok(slot)
     }
 
-    /// Gives a slot back and returns its final state.
+    /// Gives a slot back and returns its final state. A slot the ring refuses (closing or free
+    /// already: given back by someone else) leaves the count alone.
     pub(crate) async fn deactivate(&self, slot: SlotId) -> Result<K::State, silica_gpu::RingError> {
         let state = self.ring.deactivate(slot).await;
-        self.active.fetch_sub(1, Ordering::Relaxed);
+        if !matches!(state, Err(silica_gpu::RingError::SlotNotActive(_))) {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
         state
     }
 
@@ -253,5 +256,45 @@ impl<K: Kernel> RingSet<K> {
     /// Every ring's current load, for reports.
     pub(crate) fn loads(&self) -> Vec<DeviceLoad> {
         self.rings.iter().map(|r| r.load()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use silica_gpu::samples::{Empty, VectorAdd};
+
+    use super::*;
+
+    // Pins that a deactivation the ring refuses (the slot already given back) leaves the count
+    // of slots in use alone, so placement's free slots do not drift.
+    #[tokio::test]
+    async fn a_refused_deactivation_leaves_the_slot_count() {
+        let config = GpuConfig {
+            slots_per_device: 4,
+            ..GpuConfig::default()
+        };
+        let choice = BackendChoice::Exact {
+            kind: BackendKind::Cpu,
+            device: 0,
+        };
+        let settings = Arc::new(RingSettings {
+            clock: Arc::new(silica_clocks::HybridClock::new(
+                silica_clocks::NodeId(1),
+                Default::default(),
+            )),
+            max_result_bytes: 1 << 20,
+            reply_spin: std::time::Duration::ZERO,
+        });
+        let ring = DeviceRing::<VectorAdd>::start(DeviceId(0), choice, &config, settings).unwrap();
+        let kept = ring.activate(&Empty::default()).unwrap();
+        let slot = ring.activate(&Empty::default()).unwrap();
+        assert!(ring.deactivate(slot).await.is_ok());
+        assert!(matches!(
+            ring.deactivate(slot).await,
+            Err(silica_gpu::RingError::SlotNotActive(_))
+        ));
+        assert_eq!(ring.active(), 1, "only `kept` is in use");
+        assert!(ring.deactivate(kept).await.is_ok());
+        ring.ring.shutdown();
     }
 }

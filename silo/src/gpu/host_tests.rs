@@ -1,0 +1,100 @@
+//! `HostCore` driven directly, on one CPU reference ring: what a failure of a stateless worker
+//! slot does to its pool and to the ring's slot count.
+
+use std::sync::atomic::AtomicUsize;
+
+use silica_gpu::samples::{Empty, VectorAdd};
+use silica_gpu::{BackendChoice, BackendKind, RingError};
+
+use super::*;
+
+/// A store that counts its loads: each replacement of a worker slot loads its state once.
+#[derive(Default)]
+struct Loads(AtomicUsize);
+
+impl GpuStateStore<VectorAdd> for Loads {
+    fn load(&self, _: &GrainId) -> Empty {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Empty::default()
+    }
+    fn save(&self, _: &GrainId, _: Result<Empty, StateLost>, _: DeactivationReason) {}
+}
+
+/// A stateless host on one CPU reference ring with a pool of one worker slot, its tasks on the
+/// current runtime and `tracker`.
+fn one_worker(store: Arc<Loads>, tracker: &TaskTracker) -> Arc<HostCore<VectorAdd>> {
+    let core = Arc::new(HostCore::<VectorAdd> {
+        grain_type: GrainType::new("adder"),
+        options: GrainOptions {
+            stateless_worker: Some(1),
+            ..GrainOptions::DEFAULT
+        },
+        store,
+        rings: OnceLock::new(),
+        catalog: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
+        epoch: Epoch::default(),
+        workers: RwLock::new(Vec::new()),
+        tasks: OnceLock::new(),
+        next_worker: Default::default(),
+        closed: Default::default(),
+    });
+    let config = GpuConfig {
+        slots_per_device: 8,
+        ..GpuConfig::default()
+    };
+    let choices = [BackendChoice::Exact {
+        kind: BackendKind::Cpu,
+        device: 0,
+    }];
+    let settings = Arc::new(RingSettings {
+        clock: Arc::new(silica_clocks::HybridClock::new(
+            silica_clocks::NodeId(1),
+            Default::default(),
+        )),
+        max_result_bytes: 1 << 20,
+        reply_spin: Duration::ZERO,
+    });
+    let _ = core
+        .tasks
+        .set((tokio::runtime::Handle::current(), tracker.clone()));
+    let _ = core
+        .rings
+        .set(RingSet::start(&choices, None, &config, settings));
+    let id = Arc::new(GrainId::new(core.grain_type.clone(), "worker"));
+    let slot = core.rings().unwrap().rings[0]
+        .activate(&Empty::default())
+        .unwrap();
+    let worker = core.slotted(id, 0, slot, Some((0, 0)));
+    *core.workers.write().unwrap() = vec![vec![worker]];
+    core
+}
+
+// Pins that a worker slot seen failing by two calls is replaced once: one fresh slot in the
+// pool, the failed one given back once, and the ring's count of slots in use still right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_failures_of_one_worker_replace_it_once() {
+    let store = Arc::new(Loads::default());
+    let tracker = TaskTracker::new();
+    let core = one_worker(store.clone(), &tracker);
+    let failed = core.workers.read().unwrap()[0][0].clone();
+    // Two calls in flight on the slot both see it fail.
+    let _ = failed.fail(RingError::SlotLost(failed.slot));
+    let _ = failed.fail(RingError::SlotLost(failed.slot));
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!(store.0.load(Ordering::SeqCst), 1, "replacements");
+    let pool = core.workers.read().unwrap()[0].clone();
+    assert_eq!(pool.len(), 1);
+    assert!(
+        !Arc::ptr_eq(&pool[0], &failed),
+        "the pool holds the replacement"
+    );
+    let ring = &core.rings().unwrap().rings[0];
+    assert_eq!(
+        ring.ring.slot_status(pool[0].slot),
+        silica_gpu::SlotStatus::Active
+    );
+    assert_eq!(ring.ring.active_slots(), 1, "slots the ring holds");
+    assert_eq!(ring.active(), 1, "slots DeviceRing counts in use");
+    ring.ring.shutdown();
+}
