@@ -177,6 +177,63 @@ fn join_hands_entries_to_the_new_owner() {
     assert_eq!(held, grains.len());
 }
 
+// Pins a hand-off sent in parts: the receiver merges each part as it comes but counts the
+// sender as arrived only at the last, so moved grains stay HandOffPending until then, and the
+// sender deletes what it handed off only on the last part's acknowledgement.
+#[test]
+fn a_handoff_in_parts_settles_at_the_last_part() {
+    let mut c = Cluster::with_silos(MembershipConfig::default(), 2);
+    let grains: Vec<_> = (0..200).map(grain).collect();
+    for g in &grains {
+        assert!(matches!(c.call(0, g), CallOutcome::Done(_)));
+    }
+    let new = c.start_silo(11_950, 1);
+    c.refresh_all();
+    let v = c.silos[new].partition.version();
+    let to_new = c.silos[new].address;
+    let moved: Vec<_> = grains
+        .iter()
+        .filter(|g| c.silos[new].partition.ring().owner(g) == Some(to_new))
+        .cloned()
+        .collect();
+    assert!(moved.len() > 3, "{} grains moved", moved.len());
+    // Silo 1 hands off nothing; silo 0 everything that moved, a few entries a part.
+    for handoff in c.silos[1].partition.handoffs(&c.silos[1].hosted) {
+        if handoff.to == to_new {
+            let ack = c.silos[new].partition.handle_handoff(handoff).unwrap();
+            c.silos[1].partition.handle_handoff_ack(&ack);
+        }
+    }
+    let handoff = c.silos[0]
+        .partition
+        .handoffs(&c.silos[0].hosted)
+        .into_iter()
+        .find(|h| h.to == to_new)
+        .expect("a hand-off to the new silo");
+    let parts = handoff.into_parts(300);
+    assert!(parts.len() > 2, "{} parts", parts.len());
+    let count = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let ack = c.silos[new].partition.handle_handoff(part).unwrap();
+        if i + 1 < count {
+            assert!(!c.silos[new].partition.is_settled(), "settled at part {i}");
+            assert_eq!(
+                c.silos[new].partition.lookup(v, &moved[0]),
+                Err(DirectoryError::HandOffPending { version: v })
+            );
+        } else {
+            c.silos[0].partition.handle_handoff_ack(&ack);
+        }
+    }
+    assert!(c.silos[new].partition.is_settled());
+    for g in &moved {
+        let want = c.silos[0].hosted[g];
+        assert_eq!(c.silos[new].partition.lookup(v, g), Ok(Some(want)), "{g}");
+    }
+    let held: usize = c.silos.iter().map(|s| s.partition.entries().count()).sum();
+    assert_eq!(held, grains.len(), "the sender deleted what it handed off");
+}
+
 // Pins cache invalidation: a forward to a cached address that misses drops that entry only;
 // a newer cached answer is kept, and view changes drop entries on dead silos.
 #[test]

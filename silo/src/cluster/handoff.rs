@@ -13,8 +13,8 @@
 //! partition refuses requests for grains it did not own throughout ([`DirectoryError::HandOffPending`]),
 //! so no entry is in transit while its new owner registers a second activation.
 
-use silica_grains::GrainId;
 use silica_grains::placement::SiloAddress;
+use silica_grains::{GrainId, GrainKey};
 
 use super::address::ActivationAddress;
 use super::directory_error::DirectoryError;
@@ -33,6 +33,57 @@ pub struct HandOff {
     pub version: TableVersion,
     /// The entries, each owned by `to` in `version`.
     pub entries: Vec<(GrainId, ActivationAddress)>,
+    /// Whether this is the sender's last part for `version` (see [`HandOff::into_parts`]): the
+    /// receiver counts the sender's hand-off as arrived only then.
+    pub last: bool,
+}
+
+/// About how many bytes of entries one hand-off part carries at most: a part travels in one
+/// frame (16 MiB by default), and one silo's hand-off to another can hold a whole partition.
+pub const HANDOFF_PART_BYTES: usize = 4 << 20;
+
+impl HandOff {
+    /// This hand-off as parts of about `max_bytes` of entries each, in order; only the final
+    /// part has `last` set (an empty hand-off is one part). The receiver merges every part (a
+    /// merge is first-wins, so a part sent twice changes nothing) and counts the sender as
+    /// arrived at the last one, so a sender sends each part only once the one before it was
+    /// acknowledged: no entry is still in transit when the receiver settles.
+    pub fn into_parts(self, max_bytes: usize) -> Vec<HandOff> {
+        let mut parts = vec![Vec::new()];
+        let mut bytes = 0;
+        for entry in self.entries {
+            let size = entry_bytes(&entry.0);
+            if bytes + size > max_bytes && parts.last().is_some_and(|p| !p.is_empty()) {
+                parts.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            parts.last_mut().expect("one part at least").push(entry);
+        }
+        let count = parts.len();
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, entries)| HandOff {
+                from: self.from,
+                to: self.to,
+                version: self.version,
+                entries,
+                last: i + 1 == count,
+            })
+            .collect()
+    }
+}
+
+/// An entry's size as encoded, from above: its grain type and key, an activation address, and
+/// postcard's lengths and tags.
+fn entry_bytes(grain: &GrainId) -> usize {
+    let key = match &grain.key {
+        GrainKey::String(s) => s.len(),
+        GrainKey::IntegerCompound(_, s) => 10 + s.len(),
+        _ => 17,
+    };
+    grain.grain_type.as_str().len() + key + 64
 }
 
 /// An activation that lost to an entry already held when entries merged: it escaped the
@@ -140,6 +191,7 @@ impl DirectoryPartition {
                 to,
                 version: self.version(),
                 entries: Vec::new(),
+                last: true,
             })
             .collect();
         let hosted = hosted.into_iter().map(|(g, a)| (g, *a));
@@ -171,8 +223,10 @@ impl DirectoryPartition {
             });
         }
         let duplicates = self.merge(handoff.entries);
-        self.awaiting.remove(&handoff.from);
-        self.settle_if_complete();
+        if handoff.last {
+            self.awaiting.remove(&handoff.from);
+            self.settle_if_complete();
+        }
         Ok(HandOffAck {
             from: self.me,
             version: partition,

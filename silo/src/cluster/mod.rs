@@ -52,7 +52,7 @@ pub use directory_error::{DirectoryError, DirectoryRetry};
 pub use driver::MembershipError;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdMembershipTable, EtcdTableOptions, SiloLease};
-pub use handoff::{Duplicate, HandOff, HandOffAck};
+pub use handoff::{Duplicate, HANDOFF_PART_BYTES, HandOff, HandOffAck};
 pub use memory::InMemoryMembershipTable;
 pub use oracle::{MembershipAction, MembershipOracle, StopReason};
 pub use partition::{DirectoryPartition, Registration};

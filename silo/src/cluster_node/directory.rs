@@ -118,12 +118,14 @@ impl ClusterNode {
                 to,
                 version,
                 entries,
+                last,
             } => {
                 let handoff = crate::cluster::HandOff {
                     from,
                     to,
                     version,
                     entries,
+                    last,
                 };
                 let result = lock(&self.partition).handle_handoff(handoff);
                 match result {

@@ -20,7 +20,9 @@ use tokio::time::MissedTickBehavior;
 
 use super::protocol::{SystemRequest, SystemResponse, WireDirectoryError};
 use super::{ClusterNode, Phase, lock};
-use crate::cluster::{MembershipOracle, MembershipSnapshot, SiloStatus, StopReason, driver};
+use crate::cluster::{
+    HANDOFF_PART_BYTES, MembershipOracle, MembershipSnapshot, SiloStatus, StopReason, driver,
+};
 use crate::runtime::{Lifecycle, SiloInner};
 
 /// Starts the membership task (joining first) on the node's tracker.
@@ -249,21 +251,31 @@ impl ClusterNode {
             let sends = handoffs.into_iter().map(|handoff| {
                 let node = &node;
                 async move {
-                    let to = handoff.to;
-                    match node.ask(to, SystemRequest::handoff(handoff)).await {
-                        Ok(SystemResponse::HandOffAck {
-                            from,
-                            version,
-                            duplicates,
-                        }) => {
-                            let ack = SystemResponse::into_ack(from, version, duplicates);
-                            lock(&node.partition).handle_handoff_ack(&ack);
-                            node.drop_losers(ack.duplicates.iter().map(|d| (&d.grain, d.loser)));
+                    // Part by part, each once the one before it is acknowledged (see
+                    // `HandOff::into_parts`); a failed part ends this round, and the next
+                    // round sends them all again (merging a part twice changes nothing).
+                    for part in handoff.into_parts(HANDOFF_PART_BYTES) {
+                        let (to, last) = (part.to, part.last);
+                        match node.ask(to, SystemRequest::handoff(part)).await {
+                            Ok(SystemResponse::HandOffAck {
+                                from,
+                                version,
+                                duplicates,
+                            }) => {
+                                let ack = SystemResponse::into_ack(from, version, duplicates);
+                                if last {
+                                    lock(&node.partition).handle_handoff_ack(&ack);
+                                }
+                                node.drop_losers(
+                                    ack.duplicates.iter().map(|d| (&d.grain, d.loser)),
+                                );
+                            }
+                            Ok(SystemResponse::Refused(WireDirectoryError::StaleView(..))) => {
+                                node.refresh_soon();
+                                return;
+                            }
+                            _ => return,
                         }
-                        Ok(SystemResponse::Refused(WireDirectoryError::StaleView(..))) => {
-                            node.refresh_soon()
-                        }
-                        _ => {}
                     }
                 }
             });

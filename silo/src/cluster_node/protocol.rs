@@ -43,6 +43,7 @@ pub(crate) enum SystemRequest {
         to: SiloAddress,
         version: TableVersion,
         entries: Vec<(GrainId, ActivationAddress)>,
+        last: bool,
     },
     Load(SiloLoadReport),
     /// The activation lost a merge of directory entries: deactivate it.
@@ -128,6 +129,7 @@ impl SystemRequest {
             to: h.to,
             version: h.version,
             entries: h.entries,
+            last: h.last,
         }
     }
 }
@@ -217,6 +219,53 @@ pub(crate) fn decode_response(payload: &[u8]) -> Result<SystemResponse, CallErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{ActivationId, HANDOFF_PART_BYTES};
+    use prost::Message;
+    use silica_client::wire::{DEFAULT_MAX_FRAME_BYTES, encode_envelope};
+
+    // Pins that a hand-off too large for one frame (here 20 MB of entries) goes in parts that
+    // each fit one, in order, with only the final one marked last, and nothing lost.
+    #[test]
+    fn a_large_handoff_goes_in_parts_that_fit_a_frame() {
+        let silo = SiloAddress::new(([127, 0, 0, 1], 7).into(), 3);
+        let to = SiloAddress::new(([127, 0, 0, 1], 8).into(), 3);
+        let key = "k".repeat(200);
+        let entries: Vec<_> = (0..100_000u64)
+            .map(|i| {
+                let grain = GrainId::new(GrainType::new("Account"), format!("{key}{i}"));
+                (grain, ActivationAddress::new(silo, ActivationId(i)))
+            })
+            .collect();
+        let handoff = HandOff {
+            from: silo,
+            to,
+            version: TableVersion(5),
+            entries: entries.clone(),
+            last: true,
+        };
+        let frame_bytes = |h: HandOff| {
+            let env = envelope(&SystemRequest::handoff(h), Duration::from_secs(1)).unwrap();
+            encode_envelope(&env, 1).encoded_len()
+        };
+        assert!(
+            frame_bytes(handoff.clone()) > DEFAULT_MAX_FRAME_BYTES,
+            "the case needs parts"
+        );
+        let parts = handoff.into_parts(HANDOFF_PART_BYTES);
+        assert!(parts.len() > 1);
+        let lasts: Vec<bool> = parts.iter().map(|p| p.last).collect();
+        assert_eq!(lasts.iter().filter(|l| **l).count(), 1);
+        assert_eq!(lasts.last(), Some(&true));
+        let rejoined: Vec<_> = parts.iter().flat_map(|p| p.entries.clone()).collect();
+        assert_eq!(rejoined, entries, "every entry once, in order");
+        for part in parts {
+            let bytes = frame_bytes(part);
+            assert!(
+                bytes < DEFAULT_MAX_FRAME_BYTES / 2,
+                "a part of {bytes} bytes"
+            );
+        }
+    }
 
     // Pins that a directory request survives its trip through an envelope, and a refusal its
     // encoding as a response.

@@ -71,6 +71,7 @@ pub(crate) struct WireHandOff {
     to: SiloAddress,
     version: TableVersion,
     entries: Vec<(GrainId, ActivationAddress)>,
+    last: bool,
 }
 
 impl From<HandOff> for WireHandOff {
@@ -80,6 +81,7 @@ impl From<HandOff> for WireHandOff {
             to: h.to,
             version: h.version,
             entries: h.entries,
+            last: h.last,
         }
     }
 }
@@ -91,6 +93,7 @@ impl From<WireHandOff> for HandOff {
             to: h.to,
             version: h.version,
             entries: h.entries,
+            last: h.last,
         }
     }
 }
