@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::Payload;
@@ -138,14 +139,16 @@ pub trait InterfaceDispatch<G>: Send + Sync + 'static {
     /// Runs a `&self` method.
     fn dispatch_ref<'a>(grain: &'a G, method: &str, args: &[u8]) -> Dispatched<'a>;
 
-    /// Runs any method as a turn that owns the instance, so the turn can move to another task
-    /// before it finishes; it resolves with the instance and the encoded result. `Err` hands
-    /// the instance back with why the call never reached the method.
+    /// Runs any method as a turn that owns a handle on the instance, so the turn can move to
+    /// another task before it finishes; it resolves with the handle and the encoded result.
+    /// `Err` hands the handle back with why the call never reached the method. A `&self`
+    /// method shares the instance, so the silo may keep a second handle and run other `&self`
+    /// calls beside it; a `&mut self` method needs the only handle (it panics otherwise).
     fn dispatch_owned(
-        grain: Box<G>,
+        grain: Arc<G>,
         method: &str,
         args: &[u8],
-    ) -> Result<OwnedTurn<G>, (Box<G>, CallError)>;
+    ) -> Result<OwnedTurn<G>, (Arc<G>, CallError)>;
 
     /// Runs any method on an instance made for this one call, which the turn consumes (a GPU
     /// variant makes one per call). The turn is a concrete future, not a boxed one, so the
@@ -162,7 +165,7 @@ pub trait InterfaceDispatch<G>: Send + Sync + 'static {
 }
 
 /// A turn that owns its grain instance: see `InterfaceDispatch::dispatch_owned`.
-pub type OwnedTurn<G> = BoxFuture<'static, (Box<G>, Result<Payload, CallError>)>;
+pub type OwnedTurn<G> = BoxFuture<'static, (Arc<G>, Result<Payload, CallError>)>;
 
 #[cfg(test)]
 mod tests {

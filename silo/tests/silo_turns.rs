@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use silica_grains::{Grain, GrainContext, grain};
+use silica_grains::{Grain, GrainContext, GrainReference, grain};
 use silica_silo::Silo;
 
 /// Probes for interleaving: `meet(n)` waits (bounded) until `n` calls are inside at once.
@@ -34,6 +34,18 @@ pub trait Meeting {
 pub trait ReentrantMeeting {
     /// A plain `&self` rendezvous.
     async fn meet_shared(&self, n: usize) -> bool;
+    /// Asks the `Relay` grain `via` to call `answer` on this grain (key `me`) while this turn
+    /// waits.
+    async fn call_back(&self, via: String, me: String) -> Result<u32, String>;
+    /// A plain `&self` method to call back.
+    async fn answer(&self) -> u32;
+}
+
+/// Calls a reentrant grain back from inside that grain's turn.
+#[grain]
+pub trait Relay {
+    /// Calls `answer` on the `ReentrantMeeting` grain `to`.
+    async fn relay(&mut self, to: String) -> Result<u32, String>;
 }
 
 #[derive(Default)]
@@ -89,13 +101,12 @@ impl Meeting for MeetingGrain {
     }
 }
 
-#[derive(Default)]
-struct ReentrantGrain(MeetingGrain);
+struct ReentrantGrain(MeetingGrain, GrainContext);
 
 impl Grain for ReentrantGrain {
     type Interface = ReentrantMeetingRef;
-    fn create(_: &GrainContext) -> Self {
-        Self::default()
+    fn create(ctx: &GrainContext) -> Self {
+        Self(MeetingGrain::default(), ctx.clone())
     }
 }
 
@@ -103,12 +114,36 @@ impl ReentrantMeeting for ReentrantGrain {
     async fn meet_shared(&self, n: usize) -> bool {
         self.0.meet(n).await
     }
+    async fn call_back(&self, via: String, me: String) -> Result<u32, String> {
+        let relay: RelayRef = self.1.grain_factory().get(via);
+        relay.relay(me).await.map_err(|error| error.to_string())?
+    }
+    async fn answer(&self) -> u32 {
+        7
+    }
+}
+
+struct RelayGrain(GrainContext);
+
+impl Grain for RelayGrain {
+    type Interface = RelayRef;
+    fn create(ctx: &GrainContext) -> Self {
+        Self(ctx.clone())
+    }
+}
+
+impl Relay for RelayGrain {
+    async fn relay(&mut self, to: String) -> Result<u32, String> {
+        let back: ReentrantMeetingRef = self.0.grain_factory().get(to);
+        back.answer().await.map_err(|error| error.to_string())
+    }
 }
 
 fn silo() -> Silo {
     Silo::builder()
         .register::<MeetingGrain>()
         .register::<ReentrantGrain>()
+        .register::<RelayGrain>()
         .start()
         .unwrap()
 }
@@ -143,6 +178,21 @@ async fn read_only_calls_interleave() {
     silo.shutdown().await;
 }
 
+// Pins that read-only calls interleave on an activation that is already running: the first call
+// starts inline on the caller's thread and, once it waits, must not hold back the second.
+#[tokio::test(start_paused = true)]
+async fn read_only_calls_interleave_on_an_active_grain() {
+    let silo = silo();
+    let grain: MeetingRef = silo.grain_factory().get("ro-active");
+    grain.recorded().await.unwrap();
+    let (a, b) = tokio::join!(grain.meet_read_only(2), grain.meet_read_only(2));
+    assert!(
+        a.unwrap() && b.unwrap(),
+        "two read-only calls should be inside together"
+    );
+    silo.shutdown().await;
+}
+
 // Pins that plain `&self` calls on a non-reentrant grain run one at a time.
 #[tokio::test(start_paused = true)]
 async fn shared_calls_do_not_interleave_without_reentrancy() {
@@ -160,6 +210,21 @@ async fn reentrant_grain_interleaves_shared_calls() {
     let grain: ReentrantMeetingRef = silo.grain_factory().get("re");
     let (a, b) = tokio::join!(grain.meet_shared(2), grain.meet_shared(2));
     assert!(a.unwrap() && b.unwrap());
+    silo.shutdown().await;
+}
+
+// Pins that a reentrant grain's waiting turn lets its own call chain back in, whether the turn
+// started on the activation's task (first call) or inline (the grain already active):
+// A.call_back -> B.relay -> A.answer completes instead of timing out.
+#[tokio::test(start_paused = true)]
+async fn reentrant_grain_takes_a_call_back_from_its_chain() {
+    let silo = silo();
+    let grain: ReentrantMeetingRef = silo.grain_factory().get("re-chain");
+    let grain = grain.with_timeout(Duration::from_secs(5));
+    for attempt in ["first call", "active grain"] {
+        let answer = grain.call_back("relay".into(), "re-chain".into()).await;
+        assert_eq!(answer, Ok(Ok(7)), "{attempt}");
+    }
     silo.shutdown().await;
 }
 

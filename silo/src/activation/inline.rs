@@ -6,8 +6,9 @@
 //! the common case gets the answer right there: no task switch, no channel, no timer. A turn that
 //! does not finish on its first poll (it awaits something) is not cancelled if the caller goes
 //! away: it is handed to the activation task, at the front of its queue, and the caller waits for
-//! its answer as for any queued call. One message at a time, FIFO per caller, and the call-chain
-//! scope all hold as on the task.
+//! its answer as for any queued call. The task finishes it under the same rules as a turn it
+//! started itself: a `&self` turn lets the calls that may interleave with it run beside it. One
+//! message at a time, FIFO per caller, and the call-chain scope all hold as on the task.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -21,7 +22,7 @@ use silica_grains::{CallError, Grain, InterfaceDispatch, Interleave, RejectCode}
 use tokio::sync::oneshot;
 
 use super::turns::{limit_result, panic_message};
-use super::{ActivationHandle, Message};
+use super::{ActivationHandle, Instance, Message};
 use crate::caller::{TurnScope, in_turn, in_turn_sync};
 
 /// What a routed call resolves to: an answer already (inline), or a wait for one.
@@ -54,6 +55,9 @@ pub(crate) fn try_inline<G: Grain>(
         unreachable!("an activation only ever holds instances of its own grain type");
     };
     handle.active.store(true, Ordering::Relaxed);
+    // A `&self` turn that has to wait goes on beside the calls that may interleave with it,
+    // which the task runs with this second handle on the instance.
+    let shared = (kind != Interleave::Exclusive).then(|| grain.clone());
     let scope = TurnScope {
         parent: envelope.chain.clone(),
         grain: handle.id.clone(),
@@ -66,11 +70,13 @@ pub(crate) fn try_inline<G: Grain>(
     let mut turn: OwnedTurn<G> = match dispatched {
         Ok(Ok(turn)) => turn,
         Ok(Err((grain, error))) => {
+            drop(shared);
             handle.mailbox.release_inline(Some(grain));
             return Some(Answered::Ready(Err(error)));
         }
         Err(payload) => {
             // A `Deserialize` impl panicked while decoding; the instance went with it.
+            drop(shared);
             handle.mailbox.release_inline(None);
             let _ = handle.mailbox.send(Message::InstanceLost);
             return Some(Answered::Ready(Err(CallError::rejected(
@@ -89,6 +95,9 @@ pub(crate) fn try_inline<G: Grain>(
     }));
     match first_poll {
         Ok(Poll::Ready((grain, result))) => {
+            // First, so that the instance put back has one handle again: the next turn may be
+            // exclusive.
+            drop(shared);
             handle.mailbox.release_inline(Some(grain));
             Some(Answered::Ready(limit_result(result, max_result_bytes)))
         }
@@ -101,7 +110,7 @@ pub(crate) fn try_inline<G: Grain>(
                 match AssertUnwindSafe(turn).catch_unwind().await {
                     Ok((grain, result)) => {
                         let _ = reply.send(limit_result(result, max_result_bytes));
-                        Some(grain as Box<dyn std::any::Any + Send>)
+                        Some(grain as Instance)
                     }
                     Err(payload) => {
                         let message = panic_message(payload.as_ref());
@@ -113,13 +122,14 @@ pub(crate) fn try_inline<G: Grain>(
                     }
                 }
             };
+            let resume = Message::Resume(Box::pin(in_turn(scope, resume)), kind);
             handle
                 .mailbox
-                .hand_over(Message::Resume(Box::pin(in_turn(scope, resume))));
+                .hand_over(resume, shared.map(|grain| grain as Instance));
             Some(Answered::Waiting(answer))
         }
         Err(payload) => {
-            drop(turn);
+            drop((turn, shared));
             let message = panic_message(payload.as_ref());
             tracing::error!(grain = %handle.id, %message, "grain handler panicked");
             handle.mailbox.release_inline(None);

@@ -18,13 +18,12 @@
 //! (DESIGN §4 L3). This queue is a mutex-guarded `VecDeque` (empty until used) plus the
 //! receiver's waker. Critical sections are a push or a pop, so the lock is held for nanoseconds.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
 
-use super::Message;
+use super::{Instance, Message};
 
 #[derive(Default)]
 struct State {
@@ -40,7 +39,7 @@ struct State {
     /// The grain instance while no turn runs; whoever runs a turn takes it out and puts it
     /// back. Kept under the mailbox's lock so claiming an inline turn and taking the instance
     /// are one step. `None` before activation and after a panic.
-    grain: Option<Box<dyn Any + Send>>,
+    grain: Option<Instance>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +106,7 @@ impl Mailbox {
     /// Claims an inline turn and takes the instance for it: only while the task is parked on an
     /// empty, open mailbox, the instance is there, and no other inline turn runs. End the turn
     /// with `release_inline` or `hand_over`.
-    pub(crate) fn try_claim_inline(&self) -> Option<Box<dyn Any + Send>> {
+    pub(crate) fn try_claim_inline(&self) -> Option<Instance> {
         let mut state = self.lock();
         if state.phase != Phase::Open
             || !state.task_parked
@@ -122,12 +121,12 @@ impl Mailbox {
     }
 
     /// Takes the instance out for a turn run by the task.
-    pub(crate) fn take_grain(&self) -> Option<Box<dyn Any + Send>> {
+    pub(crate) fn take_grain(&self) -> Option<Instance> {
         self.lock().grain.take()
     }
 
     /// Puts the instance back after a turn.
-    pub(crate) fn put_grain(&self, grain: Box<dyn Any + Send>) {
+    pub(crate) fn put_grain(&self, grain: Instance) {
         self.lock().grain = Some(grain);
     }
 
@@ -141,7 +140,7 @@ impl Mailbox {
 
     /// Ends an inline turn, putting the instance back (`None` if the turn panicked); wakes the
     /// task if messages arrived meanwhile.
-    pub(crate) fn release_inline(&self, grain: Option<Box<dyn Any + Send>>) {
+    pub(crate) fn release_inline(&self, grain: Option<Instance>) {
         let waker = {
             let mut state = self.lock();
             state.inline = false;
@@ -158,11 +157,14 @@ impl Mailbox {
     }
 
     /// Ends an inline turn that could not finish at once by giving the task `resume` to finish
-    /// it, ahead of everything queued (it is the oldest message).
-    pub(crate) fn hand_over(&self, resume: Message) {
+    /// it, ahead of everything queued (it is the oldest message). A `&self` turn leaves a second
+    /// handle on the instance (`shared`) in its place, with which the task runs the calls that
+    /// may interleave with it; no one can claim it before the task has received `resume`.
+    pub(crate) fn hand_over(&self, resume: Message, shared: Option<Instance>) {
         let waker = {
             let mut state = self.lock();
             state.inline = false;
+            state.grain = shared;
             state.queue.push_front(resume);
             state.receiver.take()
         };

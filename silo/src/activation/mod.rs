@@ -34,6 +34,10 @@ use self::mailbox::Mailbox;
 use crate::registry::Registration;
 use crate::runtime::SiloInner;
 
+/// A grain instance, type-erased. Shared so that `&self` turns can interleave with a turn that
+/// owns a handle (an inline turn finished by the task); an exclusive turn holds the only one.
+pub(crate) type Instance = Arc<dyn Any + Send + Sync>;
+
 /// A call waiting in a mailbox.
 pub(crate) struct Call {
     pub(crate) envelope: Envelope,
@@ -62,9 +66,10 @@ pub(crate) enum Message {
     AddTimer(Box<TimerRegistration>),
     /// End the activation once the messages before this one are done.
     Deactivate(DeactivationReason),
-    /// An inline turn that did not finish at once: the task runs it to the end; it resolves
-    /// with the grain instance it borrowed, or `None` if the turn panicked.
-    Resume(BoxFuture<'static, Option<Box<dyn Any + Send>>>),
+    /// An inline turn that did not finish at once, and how it interleaves: the task runs it to
+    /// the end under the same rules as a turn it started itself. It resolves with its handle
+    /// on the grain instance, or `None` if the turn panicked.
+    Resume(BoxFuture<'static, Option<Instance>>, Interleave),
     /// An inline turn panicked and dropped the instance: the task drops its timers too.
     InstanceLost,
 }
@@ -113,13 +118,13 @@ impl ActivationHandle {
     }
 
     /// Takes the grain instance out for a turn.
-    pub(crate) fn take_grain<G: Grain>(&self) -> Option<Box<G>> {
+    pub(crate) fn take_grain<G: Grain>(&self) -> Option<Arc<G>> {
         // Only `put_grain::<G>` stores instances, for the one grain type of this activation.
         self.mailbox.take_grain()?.downcast::<G>().ok()
     }
 
     /// Puts the grain instance back after a turn.
-    pub(crate) fn put_grain<G: Grain>(&self, grain: Box<G>) {
+    pub(crate) fn put_grain<G: Grain>(&self, grain: Arc<G>) {
         self.mailbox.put_grain(grain);
     }
 

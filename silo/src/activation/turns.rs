@@ -2,11 +2,12 @@
 //! (see `inline`): calls that arrive while the activation is busy, turns that inline callers
 //! hand over, timer ticks, activation and deactivation.
 //!
-//! Messages are taken from the mailbox in order. A `&mut self` call runs alone. A `&self` call
-//! starts an *interleaving phase*: later messages that may interleave with everything running
-//! (see `Interleave::may_join`) start at once; the first one that may not waits until the phase
-//! has drained, which keeps per-caller FIFO order. A panic drops the grain instance: the caller
-//! gets `GrainPanicked`, and the next message starts a fresh instance from `Grain::create`.
+//! Messages are taken from the mailbox in order. A `&mut self` call runs alone. A `&self` call,
+//! or the rest of a `&self` turn an inline caller handed over, starts an *interleaving phase*:
+//! later messages that may interleave with everything running (see `Interleave::may_join`)
+//! start at once; the first one that may not waits until the phase has drained, which keeps
+//! per-caller FIFO order. A panic drops the grain instance: the caller gets `GrainPanicked`, and
+//! the next message starts a fresh instance from `Grain::create`.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use silica_client::CallChain;
 use silica_grains::BoxFuture;
@@ -27,7 +29,7 @@ use silica_grains::{
 };
 
 use super::timers::Timers;
-use super::{ActivationHandle, Call, Message};
+use super::{ActivationHandle, Call, Instance, Message};
 use crate::caller::{TurnScope, in_turn};
 use crate::registry::Registration;
 use crate::runtime::SiloInner;
@@ -40,6 +42,14 @@ pub(super) struct Activation<G: Grain> {
     registration: Arc<Registration>,
     /// Made with the first timer: most grains never register one.
     timers: Option<Box<Timers<G>>>,
+}
+
+/// What starts an interleaving phase.
+enum First {
+    /// A `&self` call taken from the mailbox.
+    Call(Box<Call>),
+    /// The rest of a `&self` inline turn (`Message::Resume`), and how it interleaves.
+    Resumed(BoxFuture<'static, Option<Instance>>, Interleave),
 }
 
 /// What a finished call reports to the activation loop.
@@ -101,14 +111,22 @@ impl<G: Grain> Activation<G> {
                     })
                     .add(*timer),
                 Message::Deactivate(reason) => return Some(reason),
-                Message::Resume(turn) => self.resume(turn).await,
+                Message::Resume(turn, kind) => self.resume(turn, kind).await,
                 Message::InstanceLost => self.drop_instance(),
             }
         }
     }
 
-    /// Finishes an inline turn that did not complete on the caller's thread.
-    async fn resume(&mut self, turn: BoxFuture<'static, Option<Box<dyn Any + Send>>>) {
+    /// Finishes an inline turn that did not complete on the caller's thread. A `&self` turn
+    /// starts an interleaving phase, as a `&self` call taken from the mailbox does: calls that
+    /// may join it (the callbacks it waits for among them) must not wait for it to end.
+    async fn resume(&mut self, turn: BoxFuture<'static, Option<Instance>>, kind: Interleave) {
+        // The inline turn left a second handle on the instance for this (see `hand_over`).
+        if kind != Interleave::Exclusive
+            && let Some(instance) = self.handle.take_grain::<G>()
+        {
+            return Box::pin(self.interleave(instance, First::Resumed(turn, kind))).await;
+        }
         let grain = turn.await.and_then(|grain| grain.downcast::<G>().ok());
         self.handle.in_flight.fetch_sub(1, Ordering::Relaxed);
         match grain {
@@ -128,13 +146,13 @@ impl<G: Grain> Activation<G> {
                 Message::Call(call) => self.call(call).await,
                 // Not expected here (no inline turn starts once closing), but a turn handed
                 // over must finish, or its caller would wait for nothing.
-                Message::Resume(turn) => self.resume(turn).await,
+                Message::Resume(turn, kind) => self.resume(turn, kind).await,
                 _ => {}
             }
         }
         let scope = self.own_turn();
         if let Some(mut grain) = self.handle.take_grain::<G>()
-            && guarded(|| in_turn(scope, grain.on_deactivate(reason)))
+            && guarded(|| in_turn(scope, exclusive(&mut grain).on_deactivate(reason)))
                 .await
                 .is_err()
         {
@@ -158,10 +176,10 @@ impl<G: Grain> Activation<G> {
             },
         };
         if call.kind != Interleave::Exclusive {
-            return Box::pin(self.interleave(grain, call)).await;
+            return Box::pin(self.interleave(grain, First::Call(call))).await;
         }
         let mut grain = grain;
-        let instance: &mut G = &mut grain;
+        let instance: &mut G = exclusive(&mut grain);
         let (method, args) = (&call.envelope.method, &call.envelope.args);
         let dispatched = decode_guarded(move || {
             let instance = instance;
@@ -179,7 +197,7 @@ impl<G: Grain> Activation<G> {
     }
 
     /// An interleaving phase, started by `first`.
-    async fn interleave(&mut self, instance: Box<G>, first: Box<Call>) {
+    async fn interleave(&mut self, instance: Arc<G>, first: First) {
         let reentrant = self.registration.options.reentrant;
         let grain: &G = &instance;
         let (id, handle) = (&self.id, &self.handle);
@@ -200,9 +218,15 @@ impl<G: Grain> Activation<G> {
                     )
                 })
             };
-            execute(dispatched, call, id, handle, limit)
+            Either::Left(execute(dispatched, call, id, handle, limit))
         };
-        running.push(start(first, &mut running_kinds));
+        match first {
+            First::Call(call) => running.push(start(call, &mut running_kinds)),
+            First::Resumed(turn, kind) => {
+                *running_kinds.entry(kind).or_default() += 1;
+                running.push(Either::Right(resumed(turn, kind, handle)));
+            }
+        }
         // Once a message may not join, later ones wait behind it (FIFO), except calls from the
         // waiting turns' own call chain: they are the callbacks those turns are waiting for.
         let mut inbox_open = true;
@@ -246,7 +270,14 @@ impl<G: Grain> Activation<G> {
         let Some(mut grain) = self.handle.take_grain::<G>() else {
             return;
         };
-        if run_tick(&mut *grain, self.timers.as_deref_mut(), timer, scope).await {
+        if run_tick(
+            exclusive(&mut grain),
+            self.timers.as_deref_mut(),
+            timer,
+            scope,
+        )
+        .await
+        {
             tracing::error!(grain = %self.id, timer, "timer callback panicked; dropping the activation's instance");
             drop(grain);
             self.drop_instance();
@@ -257,10 +288,10 @@ impl<G: Grain> Activation<G> {
 
     /// Creates the grain instance; `None` if creation or `on_activate` failed (the next call
     /// tries again with a fresh instance).
-    async fn activate(&mut self, call: &Call) -> Option<Box<G>> {
+    async fn activate(&mut self, call: &Call) -> Option<Arc<G>> {
         let context = self.context.clone();
         let Ok(mut grain) =
-            std::panic::catch_unwind(AssertUnwindSafe(|| Box::new(G::create(&context))))
+            std::panic::catch_unwind(AssertUnwindSafe(|| Arc::new(G::create(&context))))
         else {
             tracing::error!(grain = %self.id, "Grain::create panicked");
             return None;
@@ -270,7 +301,7 @@ impl<G: Grain> Activation<G> {
             grain: self.id.clone(),
             turn: Interleave::Exclusive,
         };
-        match guarded(|| in_turn(scope, grain.on_activate())).await {
+        match guarded(|| in_turn(scope, exclusive(&mut grain).on_activate())).await {
             Ok(Ok(())) => Some(grain),
             Ok(Err(error)) => {
                 tracing::warn!(grain = %self.id, %error, "on_activate failed");
@@ -326,6 +357,24 @@ impl Drop for ExitGuard {
             .catalog
             .retire(&self.id, &self.handle, &self.silo, &self.registration);
     }
+}
+
+/// The instance for an exclusive turn. Only turns hold handles on an instance, and none runs
+/// beside an exclusive one, so the turn's handle is the only one.
+fn exclusive<G>(grain: &mut Arc<G>) -> &mut G {
+    Arc::get_mut(grain).expect("an exclusive turn holds the only handle on its grain instance")
+}
+
+/// Finishes the rest of an inline turn inside an interleaving phase. The turn's own handle on
+/// the instance is dropped here, so the phase's is the only one again when the phase ends.
+async fn resumed(
+    turn: BoxFuture<'static, Option<Instance>>,
+    kind: Interleave,
+    handle: &ActivationHandle,
+) -> Outcome {
+    let panicked = turn.await.is_none();
+    handle.in_flight.fetch_sub(1, Ordering::Relaxed);
+    Outcome { kind, panicked }
 }
 
 /// Runs a due timer's callback as a turn; true if it panicked.

@@ -207,12 +207,12 @@ fn dispatch(iface: &Interface, grains: &TokenStream) -> TokenStream {
             }
 
             fn dispatch_owned(
-                grain: ::std::boxed::Box<G>,
+                grain: ::std::sync::Arc<G>,
                 method: &str,
                 args: &[u8],
             ) -> ::core::result::Result<
                 #grains::grain::OwnedTurn<G>,
-                (::std::boxed::Box<G>, #grains::CallError),
+                (::std::sync::Arc<G>, #grains::CallError),
             > {
                 match method {
                     #(#owned_arms)*
@@ -327,8 +327,9 @@ fn dispatch_arm(
     }
 }
 
-/// One arm of `dispatch_owned`: like `dispatch_arm`, but the turn owns the instance and hands it
-/// back with the encoded result.
+/// One arm of `dispatch_owned`: like `dispatch_arm`, but the turn owns a handle on the instance
+/// and hands it back with the encoded result. A `&mut self` method borrows through the only
+/// handle (the silo never shares the instance with an exclusive turn).
 fn owned_arm(m: &Method, trait_ident: &syn::Ident, grains: &TokenStream) -> TokenStream {
     let ident = &m.ident;
     let name = ident.to_string();
@@ -343,7 +344,10 @@ fn owned_arm(m: &Method, trait_ident: &syn::Ident, grains: &TokenStream) -> Toke
     };
     let encode = quote_spanned! {m.output_span=> #output_grains::codec::encode(&output)};
     let receiver = match m.receiver {
-        Receiver::Mut => quote!(&mut *grain),
+        Receiver::Mut => quote! {
+            ::std::sync::Arc::get_mut(&mut grain)
+                .expect("an exclusive turn holds the only handle on its grain instance")
+        },
         Receiver::Ref => quote!(&*grain),
     };
     quote! {
