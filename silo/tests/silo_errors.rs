@@ -2,12 +2,17 @@
 
 mod common;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
 use silica_client::{CallChain, Envelope};
 use silica_clocks::{HlcTimestamp, NodeId, wall_clock_ms};
-use silica_grains::{CallError, GrainId, GrainReference, GrainType, RejectCode};
+use silica_grains::{
+    CallError, Grain, GrainContext, GrainId, GrainReference, GrainType, RejectCode,
+};
 
 /// An interface no silo registers.
 #[silica_grains::grain]
@@ -117,6 +122,66 @@ async fn panicking_handler_drops_the_activation() {
         other.add(1).await.unwrap(),
         1,
         "other grains are unaffected"
+    );
+    silo.shutdown().await;
+}
+
+/// A grain that panics after a call to itself was queued behind its turn.
+#[silica_grains::grain]
+pub trait Tally {
+    /// Adds `n`; the total.
+    async fn add(&mut self, n: u64) -> u64;
+    /// Sends `add(n)` to this grain from another thread (it queues: this turn is running), then
+    /// panics. The queued call is left in `QUEUED_ADD`.
+    async fn queue_add_then_panic(&mut self, n: u64);
+}
+
+type QueuedAdd = Pin<Box<dyn Future<Output = Result<u64, CallError>> + Send>>;
+
+static QUEUED_ADD: Mutex<Option<QueuedAdd>> = Mutex::new(None);
+
+struct TallyGrain(u64, GrainContext);
+
+impl Grain for TallyGrain {
+    type Interface = TallyRef;
+    fn create(ctx: &GrainContext) -> Self {
+        Self(0, ctx.clone())
+    }
+}
+
+impl Tally for TallyGrain {
+    async fn add(&mut self, n: u64) -> u64 {
+        self.0 += n;
+        self.0
+    }
+    async fn queue_add_then_panic(&mut self, n: u64) {
+        let me: TallyRef = self.1.grain_factory().get_by_id(self.1.id().clone());
+        // Another thread, so the call is not on this turn's chain (it would be refused).
+        let runtime = tokio::runtime::Handle::current();
+        let queued = std::thread::spawn(move || {
+            let _runtime = runtime.enter();
+            Box::pin(me.add(n)) as QueuedAdd
+        });
+        *QUEUED_ADD.lock().unwrap() = Some(queued.join().unwrap());
+        panic!("after queueing a call");
+    }
+}
+
+// Pins that a panic in a turn that ran inline (the grain was active and idle) drops only the
+// instance that panicked: a call queued during that turn starts a fresh instance, which stays.
+#[tokio::test]
+async fn inline_panic_keeps_the_instance_a_queued_call_started() {
+    let silo = builder().register::<TallyGrain>().start().unwrap();
+    let tally: TallyRef = silo.grain_factory().get("inline-panic");
+    assert_eq!(tally.add(1).await.unwrap(), 1);
+    let error = tally.queue_add_then_panic(10).await.unwrap_err();
+    assert!(matches!(error, CallError::GrainPanicked { .. }), "{error}");
+    let queued = QUEUED_ADD.lock().unwrap().take().unwrap();
+    assert_eq!(queued.await.unwrap(), 10, "the queued call starts afresh");
+    assert_eq!(
+        tally.add(100).await.unwrap(),
+        110,
+        "the fresh instance was dropped"
     );
     silo.shutdown().await;
 }

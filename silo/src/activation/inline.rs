@@ -71,14 +71,13 @@ pub(crate) fn try_inline<G: Grain>(
         Ok(Ok(turn)) => turn,
         Ok(Err((grain, error))) => {
             drop(shared);
-            handle.mailbox.release_inline(Some(grain));
+            handle.mailbox.release_inline(grain);
             return Some(Answered::Ready(Err(error)));
         }
         Err(payload) => {
             // A `Deserialize` impl panicked while decoding; the instance went with it.
             drop(shared);
-            handle.mailbox.release_inline(None);
-            let _ = handle.mailbox.send(Message::InstanceLost);
+            handle.mailbox.release_inline_lost();
             return Some(Answered::Ready(Err(CallError::rejected(
                 RejectCode::BadArguments,
                 format!(
@@ -98,7 +97,7 @@ pub(crate) fn try_inline<G: Grain>(
             // First, so that the instance put back has one handle again: the next turn may be
             // exclusive.
             drop(shared);
-            handle.mailbox.release_inline(Some(grain));
+            handle.mailbox.release_inline(grain);
             Some(Answered::Ready(limit_result(result, max_result_bytes)))
         }
         Ok(Poll::Pending) => {
@@ -132,8 +131,7 @@ pub(crate) fn try_inline<G: Grain>(
             drop((turn, shared));
             let message = panic_message(payload.as_ref());
             tracing::error!(grain = %handle.id, %message, "grain handler panicked");
-            handle.mailbox.release_inline(None);
-            let _ = handle.mailbox.send(Message::InstanceLost);
+            handle.mailbox.release_inline_lost();
             Some(Answered::Ready(Err(CallError::GrainPanicked {
                 grain: (*handle.id).clone(),
                 message,

@@ -105,7 +105,7 @@ impl Mailbox {
 
     /// Claims an inline turn and takes the instance for it: only while the task is parked on an
     /// empty, open mailbox, the instance is there, and no other inline turn runs. End the turn
-    /// with `release_inline` or `hand_over`.
+    /// with `release_inline`, `release_inline_lost` or `hand_over`.
     pub(crate) fn try_claim_inline(&self) -> Option<Instance> {
         let mut state = self.lock();
         if state.phase != Phase::Open
@@ -138,18 +138,34 @@ impl Mailbox {
         }
     }
 
-    /// Ends an inline turn, putting the instance back (`None` if the turn panicked); wakes the
-    /// task if messages arrived meanwhile.
-    pub(crate) fn release_inline(&self, grain: Option<Instance>) {
+    /// Ends an inline turn, putting the instance back; wakes the task if messages arrived
+    /// meanwhile.
+    pub(crate) fn release_inline(&self, grain: Instance) {
         let waker = {
             let mut state = self.lock();
             state.inline = false;
-            state.grain = grain;
+            state.grain = Some(grain);
             if state.queue.is_empty() {
                 None
             } else {
                 state.receiver.take()
             }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ends an inline turn that panicked and took the instance with it: `InstanceLost` goes
+    /// ahead of everything queued, since that is newer than the turn. At the back, a call
+    /// queued during the turn would start a fresh instance that `InstanceLost` then dropped.
+    pub(crate) fn release_inline_lost(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.inline = false;
+            state.grain = None;
+            state.queue.push_front(Message::InstanceLost);
+            state.receiver.take()
         };
         if let Some(waker) = waker {
             waker.wake();
