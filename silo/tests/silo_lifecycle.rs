@@ -28,6 +28,8 @@ pub trait Lamp {
     async fn start_ticking(&mut self, millis: u64);
     /// Stops the timer.
     async fn stop_ticking(&mut self);
+    /// Starts a timer like `start_ticking`, then panics.
+    async fn start_ticking_then_panic(&mut self, millis: u64);
     /// Glows for `millis` without taking the turn exclusively.
     #[grain(read_only)]
     async fn glow(&self, millis: u64);
@@ -83,6 +85,9 @@ impl Grain for LampGrain {
     async fn on_activate(&mut self) -> Result<(), GrainError> {
         if self.key().starts_with("broken") && !events(&self.key()).contains(&"refused".to_owned())
         {
+            if self.key().starts_with("broken-ticking") {
+                self.start_ticking(10).await;
+            }
             self.log("refused");
             return Err(GrainError::new("not today"));
         }
@@ -137,6 +142,10 @@ impl Lamp for LampGrain {
         if let Some(timer) = self.timer.take() {
             timer.cancel();
         }
+    }
+    async fn start_ticking_then_panic(&mut self, millis: u64) {
+        self.start_ticking(millis).await;
+        panic!("after starting a timer");
     }
     async fn glow(&self, millis: u64) {
         tokio::time::sleep(Duration::from_millis(millis)).await;
@@ -225,6 +234,24 @@ async fn failed_activation_is_retried_on_the_next_call() {
     silo.shutdown().await;
 }
 
+// Pins that a timer registered by an `on_activate` that then failed never ticks on the instance
+// of the next attempt.
+#[tokio::test(start_paused = true)]
+async fn failed_activations_timer_does_not_tick_on_the_next_instance() {
+    let silo = silo();
+    let lamp: LampRef = silo.grain_factory().get("broken-ticking");
+    let error = lamp.bump().await.unwrap_err();
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::ActivationFailed),
+        "{error}"
+    );
+    assert_eq!(lamp.bump().await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(lamp.hold(0).await.unwrap(), 1, "the timer ticked");
+    silo.shutdown().await;
+}
+
 // Pins grain timers: ticks run as turns and change state; a cancelled timer stops ticking.
 #[tokio::test(start_paused = true)]
 async fn timer_ticks_until_cancelled() {
@@ -244,6 +271,30 @@ async fn timer_ticks_until_cancelled() {
         lamp.hold(0).await.unwrap() <= stopped_at + 1,
         "a cancelled timer kept ticking"
     );
+    silo.shutdown().await;
+}
+
+// Pins that the timers of an instance that panicked stop with it, even one its panicking turn
+// registered: they never tick on the next instance. Both where the turn ran inline (the grain
+// was active) and on the activation's task (the call activated the grain).
+#[tokio::test(start_paused = true)]
+async fn panicked_turns_timer_does_not_tick_on_the_next_instance() {
+    let silo = silo();
+    for (key, active) in [("panic-inline", true), ("panic-on-task", false)] {
+        let lamp: LampRef = silo.grain_factory().get(key);
+        if active {
+            lamp.bump().await.unwrap();
+        }
+        let error = lamp.start_ticking_then_panic(10).await.unwrap_err();
+        assert!(matches!(error, CallError::GrainPanicked { .. }), "{error}");
+        assert_eq!(lamp.bump().await.unwrap(), 1, "{key}: a fresh instance");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            lamp.hold(0).await.unwrap(),
+            1,
+            "{key}: the timer of the instance that panicked ticked on the next one"
+        );
+    }
     silo.shutdown().await;
 }
 

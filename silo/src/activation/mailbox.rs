@@ -189,6 +189,14 @@ impl Mailbox {
         }
     }
 
+    /// Drops the timer registrations still queued: they come from an instance that is gone
+    /// (`register_timer` only queues them), and must not start on its successor.
+    pub(crate) fn drop_timer_registrations(&self) {
+        self.lock()
+            .queue
+            .retain(|message| !matches!(message, Message::AddTimer(_)));
+    }
+
     /// Starts closing: queued messages can still be received, new calls are held back.
     pub(crate) fn close(&self) {
         self.lock().phase = Phase::Closing;

@@ -172,7 +172,11 @@ impl<G: Grain> Activation<G> {
             Some(grain) => grain,
             None => match Box::pin(self.activate(&call)).await {
                 Some(grain) => grain,
-                None => return self.answer(call, Err(activation_failed())),
+                None => {
+                    // `on_activate` may have registered timers before it failed.
+                    self.drop_instance();
+                    return self.answer(call, Err(activation_failed()));
+                }
             },
         };
         if call.kind != Interleave::Exclusive {
@@ -325,12 +329,15 @@ impl<G: Grain> Activation<G> {
     }
 
     /// Forgets the current instance after a panic (the turn that panicked dropped it); its
-    /// timers go with it.
+    /// timers go with it, those its turns registered and this task has not started yet too.
+    /// No turn of a successor has run yet, so every registration still queued is the old
+    /// instance's.
     fn drop_instance(&mut self) {
         drop(self.handle.take_grain::<G>());
         if let Some(timers) = self.timers.as_mut() {
             timers.cancel_all();
         }
+        self.handle.mailbox.drop_timer_registrations();
     }
 
     #[allow(clippy::boxed_local)] // calls travel boxed; unboxing just to drop would copy
