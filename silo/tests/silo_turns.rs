@@ -331,3 +331,61 @@ async fn racing_first_calls_share_one_activation() {
     assert_eq!(*SINGLE_ACTIVATIONS.lock().unwrap(), 1);
     silo.shutdown().await;
 }
+
+/// Walks a chain of grains: `walk(n)` on grain `n` calls `walk(n - 1)` on grain `n - 1`.
+#[grain]
+pub trait Walker {
+    /// The number of grains below this one, counted by calling each.
+    async fn walk(&mut self, n: u32) -> u32;
+}
+
+struct WalkerGrain(GrainContext);
+
+impl Grain for WalkerGrain {
+    type Interface = WalkerRef;
+    fn create(ctx: &GrainContext) -> Self {
+        Self(ctx.clone())
+    }
+}
+
+impl Walker for WalkerGrain {
+    async fn walk(&mut self, n: u32) -> u32 {
+        if n == 0 {
+            return 0;
+        }
+        let next: WalkerRef = self.0.grain_factory().get(i64::from(n - 1));
+        next.walk(n - 1).await.unwrap_or(u32::MAX) + 1
+    }
+}
+
+// Pins that a chain of calls to active, idle grains does not nest without bound on the
+// caller's stack, where each would run inline inside the one before: 400 of them fit a thread
+// with a 1 MiB stack, which they overflow (aborting the process) when all nest, in a debug or a
+// release build.
+#[test]
+fn deep_chain_of_active_grains_fits_a_small_stack() {
+    const DEPTH: u32 = 400;
+    let walk = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let silo = Silo::builder().register::<WalkerGrain>().start().unwrap();
+            let top: WalkerRef = silo.grain_factory().get(i64::from(DEPTH));
+            assert_eq!(
+                top.walk(DEPTH).await.unwrap(),
+                DEPTH,
+                "activating the chain"
+            );
+            assert_eq!(top.walk(DEPTH).await.unwrap(), DEPTH, "the active chain");
+            silo.shutdown().await;
+        });
+    };
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(walk)
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -10,6 +10,7 @@
 //! started itself: a `&self` turn lets the calls that may interleave with it run beside it. One
 //! message at a time, FIFO per caller, and the call-chain scope all hold as on the task.
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -36,7 +37,42 @@ pub(crate) enum Answered {
     Timed(silica_grains::PendingCall),
 }
 
-/// Runs the call inline if the activation is idle and active; `None` if it is not.
+/// How many inline turns may nest on one thread. A handler's call to an idle grain runs that
+/// grain's first poll inside its own, so a chain of calls to active grains nests on the first
+/// caller's stack, at several KiB a level (about 15 KiB in a debug build): unbounded, a deep
+/// chain overflows it and aborts the process. Past this depth a call queues instead, and the
+/// target's task runs it from a stack of its own.
+const MAX_INLINE_DEPTH: u32 = 16;
+
+thread_local! {
+    /// The inline turns being polled on this thread, each inside the one before.
+    static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// One level of inline nesting on this thread, for as long as it lives.
+struct Nested;
+
+impl Nested {
+    /// A level more; `None` if this thread is already `MAX_INLINE_DEPTH` deep.
+    fn enter() -> Option<Self> {
+        INLINE_DEPTH.with(|depth| {
+            let entered = depth.get();
+            (entered < MAX_INLINE_DEPTH).then(|| {
+                depth.set(entered + 1);
+                Nested
+            })
+        })
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        INLINE_DEPTH.with(|depth| depth.set(depth.get() - 1));
+    }
+}
+
+/// Runs the call inline if the activation is idle and active, and this thread is not already
+/// `MAX_INLINE_DEPTH` inline turns deep; `None` if not.
 pub(crate) fn try_inline<G: Grain>(
     handle: &ActivationHandle,
     envelope: &Envelope,
@@ -50,6 +86,7 @@ pub(crate) fn try_inline<G: Grain>(
     if tokio::task::try_id().is_none() && tokio::runtime::Handle::try_current().is_err() {
         return None;
     }
+    let _nested = Nested::enter()?;
     let grain = handle.mailbox.try_claim_inline()?;
     let Ok(grain) = grain.downcast::<G>() else {
         unreachable!("an activation only ever holds instances of its own grain type");
