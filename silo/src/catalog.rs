@@ -4,6 +4,7 @@
 //! agree on one activation. Stateless workers have a pool of activations under one entry.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -29,6 +30,10 @@ pub(crate) struct Catalog {
     entries: DashMap<Arc<GrainId>, CatalogEntry, foldhash::fast::RandomState>,
     /// Notified whenever an entry is added or the catalog becomes empty (shutdown waits on it).
     changed: Notify,
+    /// Set when shutdown's grace period is over and it aborts the turns still running: from
+    /// then on an ended activation's held-back calls are refused, not given to a successor
+    /// (nothing would deactivate it, and shutdown would wait for it forever).
+    no_successors: AtomicBool,
 }
 
 impl Catalog {
@@ -37,6 +42,7 @@ impl Catalog {
             // More shards than dashmap's default (4 x cores) keep two cores off each other's locks.
             entries: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
             changed: Notify::new(),
+            no_successors: AtomicBool::new(false),
         }
     }
 
@@ -101,6 +107,12 @@ impl Catalog {
         }
     }
 
+    /// Shutdown's grace period is over: activations that end from now on start no successor
+    /// (their held-back calls are refused with `ShuttingDown`).
+    pub(crate) fn stop_successors(&self) {
+        self.no_successors.store(true, Ordering::SeqCst);
+    }
+
     /// Takes an ended activation out of the catalog. Calls that arrived while it was
     /// deactivating go, in order, to a successor that takes its place under the same entry lock,
     /// so no later call can overtake them; once the silo has stopped they are refused instead.
@@ -116,7 +128,8 @@ impl Catalog {
             return;
         };
         let held_back = handle.mailbox.seal();
-        let stopped = silo.lifecycle() == Lifecycle::Stopped;
+        let stopped =
+            silo.lifecycle() == Lifecycle::Stopped || self.no_successors.load(Ordering::SeqCst);
         let successor = (!held_back.is_empty() && !stopped).then(|| {
             registration
                 .handler

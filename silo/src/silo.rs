@@ -345,6 +345,7 @@ impl Silo {
         };
         if tokio::time::timeout_at(grace_over, drained).await.is_err() {
             tracing::warn!("shutdown grace period over; aborting the turns still running");
+            inner.catalog.stop_successors();
             inner.catalog.for_each(|handle| {
                 if let Some(task) = handle.abort.get() {
                     task.abort();

@@ -205,3 +205,62 @@ async fn a_gpu_call_running_past_the_grace_fails_with_shutting_down() {
     assert_eq!(reason, DeactivationReason::Shutdown);
     assert!(state.unwrap().total > 0);
 }
+
+/// A CPU grain whose calls take a while.
+#[grain]
+pub trait Slow {
+    /// Waits `millis`, then counts the call.
+    async fn hold(&mut self, millis: u64) -> u64;
+}
+
+/// The only implementation of `Slow`.
+pub struct SlowGrain(u64);
+
+impl Grain for SlowGrain {
+    type Interface = SlowRef;
+    fn create(_: &GrainContext) -> Self {
+        SlowGrain(0)
+    }
+}
+
+impl Slow for SlowGrain {
+    async fn hold(&mut self, millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.0 += 1;
+        self.0
+    }
+}
+
+// Pins that a shutdown whose grace period aborts a CPU turn with a call queued behind it still
+// returns, and refuses the queued call, when the silo also hosts a GPU variant (its shutdown
+// awaits before the silo counts as stopped; the aborted activation must not start a successor
+// for the queued call then, which nothing would ever deactivate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_abort_with_calls_queued_does_not_hang_shutdown() {
+    let silo = Silo::builder()
+        .config(config(Duration::from_millis(200)))
+        .register::<SlowGrain>()
+        .register_gpu_variant::<TallyCpu, TallyGpu>()
+        .start()
+        .unwrap();
+    let tally: TallyRef = silo.grain_factory().get("t");
+    assert_eq!(tally.add(1).await.unwrap(), (1, 1));
+    let slow: SlowRef = silo.grain_factory().get("s");
+    let running = tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.hold(3_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = tokio::spawn(async move { slow.hold(3_000).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(10), silo.shutdown())
+        .await
+        .expect("shutdown returns after its grace period");
+    for call in [running, queued] {
+        let result = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("the call ends")
+            .unwrap();
+        assert!(result.is_err(), "{result:?}");
+    }
+}
