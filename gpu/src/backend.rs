@@ -39,6 +39,10 @@ pub trait RingBackend<K: Kernel>: Send + Sync {
 pub enum FaultInjection {
     /// The persistent kernel returns as if it had crashed cleanly.
     KernelExit,
+    /// A batch backend (CPU reference, CUDA launch-per-batch, wgpu) fails its next pass as if
+    /// a device call had: the ring records a `BackendError` fault (calls in flight fail, every
+    /// active slot is lost) and keeps serving. The only way to lose slots without a GPU.
+    DeviceError,
 }
 
 pub(crate) fn start<K: Kernel>(

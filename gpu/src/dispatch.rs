@@ -3,7 +3,7 @@
 //! twice (so one slot's messages run one at a time, in FIFO order), runs each round on an
 //! executor and completes the callers.
 
-use crate::backend::RingBackend;
+use crate::backend::{FaultInjection, RingBackend};
 use crate::clock::HlcStamp;
 use crate::error::{FaultKind, RingError};
 use crate::kernel::Kernel;
@@ -42,6 +42,10 @@ pub(crate) struct BatchDriver<K: Kernel, E> {
     shared: Arc<RingShared<K>>,
     executor: Arc<Mutex<E>>,
     stop: Arc<AtomicBool>,
+    /// Set by `inject_fault`: the consumer faults the ring on its next pass. On the consumer's
+    /// thread, not the injector's, because a fault completes the entries in flight, which only
+    /// the consumer may do.
+    fail_next: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -49,15 +53,22 @@ impl<K: Kernel, E: BatchExecutor<K>> BatchDriver<K, E> {
     pub(crate) fn start(shared: Arc<RingShared<K>>, executor: E) -> Self {
         let executor = Arc::new(Mutex::new(executor));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, e, st) = (shared.clone(), executor.clone(), stop.clone());
+        let fail_next = Arc::new(AtomicBool::new(false));
+        let (s, e, st, f) = (
+            shared.clone(),
+            executor.clone(),
+            stop.clone(),
+            fail_next.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("silica-gpu-{}", K::NAME))
-            .spawn(move || run(&s, &e, &st))
+            .spawn(move || run(&s, &e, &st, &f))
             .expect("spawn ring consumer thread");
         Self {
             shared,
             executor,
             stop,
+            fail_next,
             thread: Mutex::new(Some(thread)),
         }
     }
@@ -100,6 +111,17 @@ impl<K: Kernel, E: BatchExecutor<K>> RingBackend<K> for BatchDriver<K, E> {
         }
         let _ = &self.shared;
     }
+
+    fn inject_fault(&self, fault: FaultInjection) -> bool {
+        match fault {
+            FaultInjection::DeviceError => {
+                self.fail_next.store(true, Ordering::SeqCst);
+                self.shared.wake_consumer();
+                true
+            }
+            FaultInjection::KernelExit => false,
+        }
+    }
 }
 
 /// Per-thread scratch of the batch driver, reused across batches (no per-batch allocation in
@@ -120,6 +142,7 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
     shared: &RingShared<K>,
     executor: &Mutex<E>,
     stop: &AtomicBool,
+    fail_next: &AtomicBool,
 ) {
     shared.set_consumer();
     let max = u64::from(shared.config.max_batch.max(1));
@@ -135,6 +158,9 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
     let mut last_sweep = Instant::now();
     let mut flush_skipped = false;
     while !stop.load(Ordering::SeqCst) {
+        if fail_next.swap(false, Ordering::SeqCst) {
+            shared.fault(FaultKind::BackendError, "injected device error".into());
+        }
         if last_sweep.elapsed() >= Duration::from_micros(100) {
             // The fallback for staged batches nobody flushed (see `stage.rs`).
             shared.sweep_staged();
@@ -157,6 +183,7 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
                     || {
                         shared.queue.h2k_ready(head)
                             || stop.load(Ordering::SeqCst)
+                            || fail_next.load(Ordering::SeqCst)
                             || shared.has_staged()
                     },
                     Duration::from_millis(5),

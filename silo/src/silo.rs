@@ -230,6 +230,18 @@ impl Silo {
         status
     }
 
+    /// Makes every ring of every GPU variant misbehave as `fault` says
+    /// (`silica_gpu::Ring::inject_fault`), for tests of device faults; resolves once each ring
+    /// that supports the injection has recorded a fault, with how many did.
+    #[doc(hidden)]
+    pub async fn inject_gpu_fault(&self, fault: silica_gpu::FaultInjection) -> usize {
+        let mut taken = 0;
+        for gpu in self.inner.registry.values().filter_map(|r| r.gpu.as_ref()) {
+            taken += gpu.inject_fault(fault).await;
+        }
+        taken
+    }
+
     /// Delivers an envelope that arrived from elsewhere (a gateway, a silo link) and waits for the
     /// answer. The envelope's HLC timestamp is merged into the silo clock, or the call is
     /// rejected if it is too far ahead.

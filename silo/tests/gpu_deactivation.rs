@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gpu_support::*;
+use silica_gpu::FaultInjection;
 use silica_gpu::samples::{Accumulator, Add, Totals};
 use silica_grains::{CallError, DeactivationReason, Grain, GrainContext, GrainId, grain};
 use silica_silo::gpu::{GpuActivation, GpuGrain, GpuStateStore, StateLost};
@@ -263,4 +264,40 @@ async fn a_grace_abort_with_calls_queued_does_not_hang_shutdown() {
             .unwrap();
         assert!(result.is_err(), "{result:?}");
     }
+}
+
+// Pins that activations idle when their device faulted re-activate on their next call, through
+// a reference's memo and through a fresh reference alike: a fresh state from `load`, the lost
+// one reported to `save` as `StateLost`, no `GpuFault` and no slot left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_idle_at_a_device_fault_reactivate_on_their_next_call() {
+    let saved = Saved::default();
+    let silo = steps_silo(config(Duration::from_secs(30)), saved.clone());
+    let factory = silo.grain_factory();
+    let a: StepsRef = factory.get("a");
+    // Three calls: the reference remembers the activation from its second on.
+    for total in [2, 4, 6] {
+        assert_eq!(a.add_twice(1, 0).await, Ok(total));
+    }
+    let b: StepsRef = factory.get("b");
+    assert_eq!(b.add_twice(1, 0).await, Ok(2));
+    assert_eq!(
+        silo.inject_gpu_fault(FaultInjection::DeviceError).await,
+        1,
+        "the CPU ring took the injection"
+    );
+    assert_eq!(a.add_twice(5, 0).await, Ok(10), "a fresh activation of a");
+    let b: StepsRef = factory.get("b");
+    assert_eq!(b.add_twice(5, 0).await, Ok(10), "a fresh activation of b");
+    for key in ["a", "b"] {
+        eventually("the lost state saved", || saved.get(key).is_some()).await;
+        let (state, reason) = saved.get(key).unwrap();
+        assert!(state.is_err(), "{key}: {state:?}");
+        assert_eq!(reason, DeactivationReason::Requested);
+    }
+    eventually("the lost slots given back", || {
+        silo.gpu_status()[0].devices[0].activations == 2
+    })
+    .await;
+    silo.shutdown().await;
 }

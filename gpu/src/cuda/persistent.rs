@@ -349,6 +349,7 @@ impl<K: Kernel> RingBackend<K> for PersistentBackend<K> {
     fn inject_fault(&self, fault: FaultInjection) -> bool {
         match fault {
             FaultInjection::KernelExit => self.ctrl.word(TEST_EXIT).store(1, Ordering::SeqCst),
+            FaultInjection::DeviceError => return false,
         }
         true
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use silica_clocks::HybridClock;
-use silica_gpu::{Kernel, RingError, SlotId, StageMark};
+use silica_gpu::{Kernel, RingError, SlotId, SlotStatus, StageMark};
 use silica_grains::{CallError, GrainId};
 
 use super::host::HostCore;
@@ -59,6 +59,12 @@ impl<K: Kernel> Slotted<K> {
     /// Marks a call finished.
     pub(crate) fn exit(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a device fault lost this activation's slot: one load of the slot's status,
+    /// which staging the call's first message reads anyway.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.ring.ring.slot_status(self.slot) == SlotStatus::Lost
     }
 
     /// The call error for a ring failure seen by a call to this activation. A lost or closed

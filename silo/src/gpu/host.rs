@@ -59,7 +59,7 @@ pub(crate) trait GpuRoute: Send + Sync + 'static {
     /// [`Self::route`] for a checked call to `id` through a reference's memo (made by
     /// `new_memo`): the remembered activation while it is current, else the catalog's, then
     /// remembered. `None` when the call must take the envelope path instead: no device can
-    /// take it, or its activation is being deactivated.
+    /// take it, or its activation is being deactivated or was lost in a device fault.
     fn route_memo(
         &self,
         silo: &SiloInner,
@@ -75,6 +75,9 @@ pub(crate) trait GpuRoute: Send + Sync + 'static {
     fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()>;
     /// Which devices serve the variant, and why some do not.
     fn status(&self) -> GpuTypeStatus;
+    /// Test hook: injects `fault` into every ring; resolves once each ring that supports it
+    /// has recorded a fault, with how many did.
+    fn inject_fault(&self, fault: silica_gpu::FaultInjection) -> BoxFuture<'_, usize>;
 }
 
 /// What the method dispatch of one checked call needs: the envelope's fields, borrowed.
@@ -268,11 +271,38 @@ impl<K: Kernel> HostCore<K> {
     /// The activation a call to `id` goes to, activated on first call, with the call entered
     /// (under the catalog lock, or checked against the epoch when found in the thread's cache,
     /// so an idle sweep cannot close it in between). `Ok(None)`: it is being deactivated, wait
-    /// and retry. `Err`: no device can take it.
+    /// and retry, or it was lost and is retired now (`unless_lost`), route again. `Err`: no
+    /// device can take it.
     fn activation_for(
         self: &Arc<Self>,
         id: &GrainId,
     ) -> Result<Option<Arc<Slotted<K>>>, CallError> {
+        // Checked here, with every lookup's guard dropped: retiring takes the catalog's lock.
+        Ok(self.entered(id)?.and_then(|a| self.unless_lost(a)))
+    }
+
+    /// `slotted` (entered) unless a device fault lost its slot. A fault marks every active
+    /// slot lost, but the silo hears of it only through the calls then in flight: an
+    /// activation that had none stays in the catalog. A call that finds it here has sent
+    /// nothing yet, so rather than fail at staging with `GpuFault` it leaves, retires the
+    /// activation (`save` gets `StateLost`, as for a fault seen by a call) and returns `None`:
+    /// the caller routes the call again, to a fresh activation, or to the CPU implementation if
+    /// the device is gone.
+    fn unless_lost(self: &Arc<Self>, slotted: Arc<Slotted<K>>) -> Option<Arc<Slotted<K>>> {
+        if !slotted.is_lost() {
+            return Some(slotted);
+        }
+        slotted.exit();
+        let why = match slotted.ring.ring.health().last_fault {
+            Some(fault) => silica_gpu::RingError::Fault(fault).to_string(),
+            None => silica_gpu::RingError::SlotLost(slotted.slot).to_string(),
+        };
+        self.retire_failed(&slotted, &why);
+        None
+    }
+
+    /// [`Self::activation_for`] before the check for a lost slot.
+    fn entered(self: &Arc<Self>, id: &GrainId) -> Result<Option<Arc<Slotted<K>>>, CallError> {
         use std::hash::BuildHasher;
         let hash = self.catalog.hasher().hash_one(id);
         if let Some(cached) = recent::entered(self, &self.epoch, id, hash) {
@@ -449,7 +479,8 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
             return None;
         }
         let slotted = match memo.entered() {
-            Some(slotted) => slotted,
+            // Lost: retired now; the envelope path routes the call again.
+            Some(slotted) => core.unless_lost(slotted)?,
             None => match core.activation_for(id) {
                 Ok(Some(slotted)) => {
                     memo.remember(&slotted);
@@ -539,6 +570,28 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
             activations: core.catalog.len(),
         }
     }
+
+    fn inject_fault(&self, fault: silica_gpu::FaultInjection) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let Some(rings) = self.core.rings() else {
+                return 0;
+            };
+            let mut taken = Vec::new();
+            for ring in &rings.rings {
+                let before = ring.ring.health().faults;
+                if ring.ring.inject_fault(fault) {
+                    taken.push((ring, before));
+                }
+            }
+            // The backends fault on their own threads (see `FaultInjection`).
+            for (ring, before) in &taken {
+                while ring.ring.health().faults == *before {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            taken.len()
+        })
+    }
 }
 
 /// Marks `id` closing if idle and starts its deactivation.
@@ -590,7 +643,8 @@ async fn calls_finished<K: Kernel>(slotted: &Slotted<K>, deadline: tokio::time::
 }
 
 /// A call that found its activation closing: waits for it to go, then sends again (to a fresh
-/// activation that starts from the state the old one saved).
+/// activation that starts from the state the old one saved). Also a call that found its
+/// activation lost, retired already: it sends again at once.
 fn wait_then_resend<K: Kernel>(
     core: Arc<HostCore<K>>,
     silo: Arc<SiloInner>,
