@@ -4,13 +4,15 @@
 mod gpu_support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gpu_support::*;
 use silica_gpu::FaultInjection;
 use silica_gpu::samples::{Accumulator, Add, Totals};
-use silica_grains::{CallError, DeactivationReason, Grain, GrainContext, GrainId, grain};
+use silica_grains::{
+    CallError, DeactivationReason, Grain, GrainContext, GrainId, RejectCode, grain,
+};
 use silica_silo::gpu::{GpuActivation, GpuGrain, GpuStateStore, StateLost};
 use silica_silo::{Silo, SiloConfig};
 
@@ -87,6 +89,26 @@ impl GpuStateStore<Accumulator> for PanickingSave {
         self.0.fetch_add(1, Ordering::SeqCst);
         panic!("the state store is down");
     }
+}
+
+/// A state store whose `load` panics while it is down.
+#[derive(Clone, Default)]
+struct FlakyLoad(Arc<AtomicBool>);
+
+impl FlakyLoad {
+    fn set_down(&self, down: bool) {
+        self.0.store(down, Ordering::SeqCst);
+    }
+}
+
+impl GpuStateStore<Accumulator> for FlakyLoad {
+    fn load(&self, _: &GrainId) -> Totals {
+        if self.0.load(Ordering::SeqCst) {
+            panic!("the state store is down");
+        }
+        Totals::default()
+    }
+    fn save(&self, _: &GrainId, _: Result<Totals, StateLost>, _: DeactivationReason) {}
 }
 
 /// A silo on one CPU reference ring of 8 slots whose shutdown grace period is `grace`.
@@ -299,5 +321,31 @@ async fn activations_idle_at_a_device_fault_reactivate_on_their_next_call() {
         silo.gpu_status()[0].devices[0].activations == 2
     })
     .await;
+    silo.shutdown().await;
+}
+
+// Pins that a `GpuStateStore::load` that panics fails that call with `Rejected(ActivationFailed)`
+// and the panic's message, leaves no activation or slot behind, and a later call activates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_load_fails_the_call_and_a_later_one_activates() {
+    let store = FlakyLoad::default();
+    store.set_down(true);
+    let silo = steps_silo(config(Duration::from_secs(30)), store.clone());
+    let steps: StepsRef = silo.grain_factory().get("a");
+    let error = steps.add_twice(1, 0).await.unwrap_err();
+    assert_eq!(
+        error.reject_code(),
+        Some(RejectCode::ActivationFailed),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("the state store is down"),
+        "{error}"
+    );
+    let status = &silo.gpu_status()[0];
+    assert_eq!(status.activations, 0, "no catalog entry");
+    assert_eq!(status.devices[0].activations, 0, "no slot taken");
+    store.set_down(false);
+    assert_eq!(steps.add_twice(1, 0).await, Ok(2));
     silo.shutdown().await;
 }

@@ -51,7 +51,9 @@ pub trait GpuGrain: Send + Sync + Sized + 'static {
 /// [`save`](GpuStateStore::save) with the state read back when the activation ends (idle, or
 /// shutdown), so the next activation, on any device, can continue from it.
 pub trait GpuStateStore<K: Kernel>: Send + Sync + 'static {
-    /// The state a new activation of `grain` starts from.
+    /// The state a new activation of `grain` starts from. A panic here is caught and logged:
+    /// the call that was activating the grain fails with `Rejected(ActivationFailed)`, and the
+    /// next call tries again (a stateless worker slot: the next call that finds it failed).
     fn load(&self, grain: &GrainId) -> K::State;
     /// The final state of an activation of `grain`, or [`StateLost`] if a device fault lost it.
     /// A panic here is caught and logged: that state is dropped, and the grain's next call

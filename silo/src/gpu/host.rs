@@ -190,14 +190,33 @@ impl<K: Kernel> HostCore<K> {
             if !device.is_usable() {
                 return;
             }
-            let state = host.store.load(&failed.grain);
-            if let Ok(slot) = device.activate(&state) {
-                let fresh = host.slotted(failed.grain.clone(), ring, slot, Some((ring, index)));
-                // Still `failed` there: only this task replaces it.
-                let mut pools = host.workers.write().unwrap_or_else(|e| e.into_inner());
-                pools[ring][index] = fresh;
+            let fresh = host.load(&failed.grain).ok().and_then(|state| {
+                let slot = device.activate(&state).ok()?;
+                Some(host.slotted(failed.grain.clone(), ring, slot, Some((ring, index))))
+            });
+            match fresh {
+                Some(fresh) => {
+                    // Still `failed` there: only this task replaces it.
+                    let mut pools = host.workers.write().unwrap_or_else(|e| e.into_inner());
+                    pools[ring][index] = fresh;
+                }
+                // No state (`load` panicked) or no free slot: the pool keeps the failed
+                // entry; clearing its flag lets the next call that fails on it try again
+                // (else none ever would).
+                None => failed.retiring.store(false, Ordering::SeqCst),
             }
         });
+    }
+
+    /// `GpuStateStore::load` for `grain`. The store is the user's code: a panic there is
+    /// caught and logged, and `Err` holds its message, so it fails one activation (or worker
+    /// slot replacement), not the caller's task.
+    fn load(&self, grain: &GrainId) -> Result<K::State, String> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.store.load(grain))).map_err(|payload| {
+            let message = panic_message(payload.as_ref());
+            tracing::error!(%grain, %message, "GpuStateStore::load panicked; the activation failed");
+            message
+        })
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -331,7 +350,11 @@ impl<K: Kernel> HostCore<K> {
                 let ring = rings
                     .place(self.grain_type.as_str(), id.stable_hash())
                     .map_err(|e| overloaded(e.to_string()))?;
-                let state = self.store.load(id);
+                // Nothing is taken yet: a failed load leaves no entry and no slot behind.
+                let state = self.load(id).map_err(|message| {
+                    let message = format!("GpuStateStore::load panicked: {message}");
+                    CallError::rejected(RejectCode::ActivationFailed, message)
+                })?;
                 let slot = rings.rings[ring]
                     .activate(&state)
                     .map_err(|e| overloaded(e.to_string()))?;

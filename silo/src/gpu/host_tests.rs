@@ -1,20 +1,27 @@
 //! `HostCore` driven directly, on one CPU reference ring: what a failure of a stateless worker
 //! slot does to its pool and to the ring's slot count.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use silica_gpu::samples::{Empty, VectorAdd};
 use silica_gpu::{BackendChoice, BackendKind, RingError};
 
 use super::*;
 
-/// A store that counts its loads: each replacement of a worker slot loads its state once.
+/// A store that counts its loads (each replacement of a worker slot loads its state once) and
+/// panics in `load` while `down` is set.
 #[derive(Default)]
-struct Loads(AtomicUsize);
+struct Loads {
+    count: AtomicUsize,
+    down: AtomicBool,
+}
 
 impl GpuStateStore<VectorAdd> for Loads {
     fn load(&self, _: &GrainId) -> Empty {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            panic!("the state store is down");
+        }
+        self.count.fetch_add(1, Ordering::SeqCst);
         Empty::default()
     }
     fn save(&self, _: &GrainId, _: Result<Empty, StateLost>, _: DeactivationReason) {}
@@ -82,9 +89,41 @@ async fn two_failures_of_one_worker_replace_it_once() {
     let _ = failed.fail(RingError::SlotLost(failed.slot));
     tracker.close();
     tracker.wait().await;
-    assert_eq!(store.0.load(Ordering::SeqCst), 1, "replacements");
+    assert_eq!(store.count.load(Ordering::SeqCst), 1, "replacements");
     let pool = core.workers.read().unwrap()[0].clone();
     assert_eq!(pool.len(), 1);
+    assert!(
+        !Arc::ptr_eq(&pool[0], &failed),
+        "the pool holds the replacement"
+    );
+    let ring = &core.rings().unwrap().rings[0];
+    assert_eq!(
+        ring.ring.slot_status(pool[0].slot),
+        silica_gpu::SlotStatus::Active
+    );
+    assert_eq!(ring.ring.active_slots(), 1, "slots the ring holds");
+    assert_eq!(ring.active(), 1, "slots DeviceRing counts in use");
+    ring.ring.shutdown();
+}
+
+// Pins that a worker slot whose replacement found `load` panicking is not left failed for good:
+// the next failure seen on it replaces it, without leaking or double-freeing a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_replacement_load_panicked_is_replaced_later() {
+    let store = Arc::new(Loads::default());
+    let tracker = TaskTracker::new();
+    let core = one_worker(store.clone(), &tracker);
+    tracker.close();
+    let failed = core.workers.read().unwrap()[0][0].clone();
+    store.down.store(true, Ordering::SeqCst);
+    let _ = failed.fail(RingError::SlotLost(failed.slot));
+    tracker.wait().await;
+    assert!(Arc::ptr_eq(&core.workers.read().unwrap()[0][0], &failed));
+    store.down.store(false, Ordering::SeqCst);
+    // A later call on it finds its slot given back.
+    let _ = failed.fail(RingError::SlotNotActive(failed.slot));
+    tracker.wait().await;
+    let pool = core.workers.read().unwrap()[0].clone();
     assert!(
         !Arc::ptr_eq(&pool[0], &failed),
         "the pool holds the replacement"
