@@ -3,7 +3,7 @@
 //! [`GpuRoute`], the erased face the call path and the silo's lifecycle see.
 //!
 //! Activations are created on the first call under the catalog shard's lock, so racing first
-//! calls agree on one slot. An idle or shut-down activation is first marked `Closing` (calls
+//! calls agree on one slot, and one racing shutdown is either listed by it or refused. An idle or shut-down activation is first marked `Closing` (calls
 //! wait for it to go), then its slot is deactivated and its state saved, then it is removed; so
 //! the next activation always loads the state the last one saved. An idle one has no call
 //! running; at shutdown, the calls still running are waited for (up to the grace period).
@@ -44,6 +44,14 @@ pub(crate) struct HostStart<'a> {
     pub(crate) max_result_bytes: usize,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) tracker: TaskTracker,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: runs once where a first call has checked `closed` but not yet locked its
+    /// catalog shard, so a test can begin shutdown exactly there.
+    static BEFORE_ENTRY_LOCK: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// A GPU variant as the silo sees it, whatever its type.
@@ -342,10 +350,22 @@ impl<K: Kernel> HostCore<K> {
         if self.closed.load(Ordering::Acquire) {
             return Err(CallError::ShuttingDown);
         }
+        #[cfg(test)]
+        if let Some(hook) = BEFORE_ENTRY_LOCK.take() {
+            hook();
+        }
         let rings = self.rings().expect("rings start before the first call");
         match self.catalog.entry(Arc::new(id.clone())) {
             dashmap::mapref::entry::Entry::Occupied(o) => Ok(entered(o.get())),
             dashmap::mapref::entry::Entry::Vacant(v) => {
+                // Checked again under the shard's lock, before anything is taken: shutdown
+                // sets `closed`, then lists the catalog shard by shard under each shard's
+                // lock, so either it lists this activation or this sees `closed`. The check
+                // above alone let a call that passed it just before shutdown insert an
+                // activation after the listing, whose state was then never saved.
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(CallError::ShuttingDown);
+                }
                 let overloaded = |e: String| CallError::rejected(RejectCode::Overloaded, e);
                 let ring = rings
                     .place(self.grain_type.as_str(), id.stable_hash())
@@ -365,6 +385,16 @@ impl<K: Kernel> HostCore<K> {
                 Ok(Some(slotted))
             }
         }
+    }
+
+    /// Begins shutdown: refuses new activations from now on, marks every activation closing
+    /// (`take_for_shutdown`) and returns them, to deactivate once their calls have finished.
+    fn begin_shutdown(&self) -> Vec<Arc<Slotted<K>>> {
+        self.closed.store(true, Ordering::Release);
+        let ids: Vec<Arc<GrainId>> = self.catalog.iter().map(|e| e.key().clone()).collect();
+        ids.iter()
+            .filter_map(|id| take_for_shutdown(self, id))
+            .collect()
     }
 
     /// A stateless worker slot on the least loaded ring.
@@ -544,18 +574,11 @@ impl<G: GpuGrain> GpuRoute for GpuHost<G> {
     fn shutdown(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let core = &self.core;
-            core.closed.store(true, Ordering::Release);
-            let ids: Vec<Arc<GrainId>> = core.catalog.iter().map(|e| e.key().clone()).collect();
-            let mut closing = Vec::new();
-            for id in ids {
-                if let Some(slotted) = take_for_shutdown(core, &id) {
-                    closing.push(async move {
-                        calls_finished(&slotted, deadline).await;
-                        core.deactivate(slotted, DeactivationReason::Shutdown, None, true)
-                            .await
-                    });
-                }
-            }
+            let closing = core.begin_shutdown().into_iter().map(|slotted| async move {
+                calls_finished(&slotted, deadline).await;
+                core.deactivate(slotted, DeactivationReason::Shutdown, None, true)
+                    .await
+            });
             futures_util::future::join_all(closing).await;
             if let Some(rings) = core.rings() {
                 for ring in &rings.rings {

@@ -30,12 +30,30 @@ impl GpuStateStore<VectorAdd> for Loads {
 /// A stateless host on one CPU reference ring with a pool of one worker slot, its tasks on the
 /// current runtime and `tracker`.
 fn one_worker(store: Arc<Loads>, tracker: &TaskTracker) -> Arc<HostCore<VectorAdd>> {
+    let options = GrainOptions {
+        stateless_worker: Some(1),
+        ..GrainOptions::DEFAULT
+    };
+    let core = on_one_ring(options, store, tracker);
+    let id = Arc::new(GrainId::new(core.grain_type.clone(), "worker"));
+    let slot = core.rings().unwrap().rings[0]
+        .activate(&Empty::default())
+        .unwrap();
+    let worker = core.slotted(id, 0, slot, Some((0, 0)));
+    *core.workers.write().unwrap() = vec![vec![worker]];
+    core
+}
+
+/// A host with `options` on one CPU reference ring of 8 slots, its tasks on the current runtime
+/// and `tracker`.
+fn on_one_ring(
+    options: GrainOptions,
+    store: Arc<Loads>,
+    tracker: &TaskTracker,
+) -> Arc<HostCore<VectorAdd>> {
     let core = Arc::new(HostCore::<VectorAdd> {
         grain_type: GrainType::new("adder"),
-        options: GrainOptions {
-            stateless_worker: Some(1),
-            ..GrainOptions::DEFAULT
-        },
+        options,
         store,
         rings: OnceLock::new(),
         catalog: DashMap::with_hasher_and_shard_amount(Default::default(), 64),
@@ -67,12 +85,6 @@ fn one_worker(store: Arc<Loads>, tracker: &TaskTracker) -> Arc<HostCore<VectorAd
     let _ = core
         .rings
         .set(RingSet::start(&choices, None, &config, settings));
-    let id = Arc::new(GrainId::new(core.grain_type.clone(), "worker"));
-    let slot = core.rings().unwrap().rings[0]
-        .activate(&Empty::default())
-        .unwrap();
-    let worker = core.slotted(id, 0, slot, Some((0, 0)));
-    *core.workers.write().unwrap() = vec![vec![worker]];
     core
 }
 
@@ -135,5 +147,34 @@ async fn a_worker_whose_replacement_load_panicked_is_replaced_later() {
     );
     assert_eq!(ring.ring.active_slots(), 1, "slots the ring holds");
     assert_eq!(ring.active(), 1, "slots DeviceRing counts in use");
+    ring.ring.shutdown();
+}
+
+// Pins that a first call still on its way to the catalog when shutdown lists the activations is
+// refused with `ShuttingDown` and takes no slot, rather than adding one that shutdown never saves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_call_racing_shutdown_is_refused() {
+    let tracker = TaskTracker::new();
+    let core = on_one_ring(GrainOptions::DEFAULT, Arc::default(), &tracker);
+    let listed = Arc::new(std::sync::Mutex::new(None));
+    let (shutting, seen) = (core.clone(), listed.clone());
+    BEFORE_ENTRY_LOCK.set(Some(Box::new(move || {
+        *seen.lock().unwrap() = Some(shutting.begin_shutdown().len());
+    })));
+    let result = core.activation_for(&GrainId::new(core.grain_type.clone(), "a"));
+    assert_eq!(
+        *listed.lock().unwrap(),
+        Some(0),
+        "shutdown began in between"
+    );
+    assert!(
+        matches!(result, Err(CallError::ShuttingDown)),
+        "{:?}",
+        result.map(|a| a.is_some())
+    );
+    assert!(core.catalog.is_empty(), "no activation shutdown missed");
+    let ring = &core.rings().unwrap().rings[0];
+    assert_eq!(ring.ring.active_slots(), 0, "no slot taken");
+    assert_eq!(ring.active(), 0);
     ring.ring.shutdown();
 }
