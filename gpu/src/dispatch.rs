@@ -158,7 +158,8 @@ fn run<K: Kernel, E: BatchExecutor<K>>(
     let mut last_sweep = Instant::now();
     let mut flush_skipped = false;
     while !stop.load(Ordering::SeqCst) {
-        if fail_next.swap(false, Ordering::SeqCst) {
+        // A load first: the swap is a write, and this runs every pass.
+        if fail_next.load(Ordering::Relaxed) && fail_next.swap(false, Ordering::SeqCst) {
             shared.fault(FaultKind::BackendError, "injected device error".into());
         }
         if last_sweep.elapsed() >= Duration::from_micros(100) {

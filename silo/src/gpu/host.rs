@@ -3,9 +3,10 @@
 //! [`GpuRoute`], the erased face the call path and the silo's lifecycle see.
 //!
 //! Activations are created on the first call under the catalog shard's lock, so racing first
-//! calls agree on one slot, and one racing shutdown is either listed by it or refused. An idle or shut-down activation is first marked `Closing` (calls
-//! wait for it to go), then its slot is deactivated and its state saved, then it is removed; so
-//! the next activation always loads the state the last one saved. An idle one has no call
+//! calls agree on one slot, and one racing shutdown is either listed by it or refused. An idle
+//! or shut-down activation is first marked `Closing` (calls wait for it to go), then its slot is
+//! deactivated and its state saved, then it is removed; so the next activation always loads
+//! the state the last one saved. An idle one has no call
 //! running; at shutdown, the calls still running are waited for (up to the grace period).
 
 use std::any::Any;
